@@ -1,0 +1,84 @@
+"""Shared route plumbing: the engine, the API key, and the compute-or-202 response."""
+from __future__ import annotations
+
+import secrets
+from typing import Optional
+
+import orjson
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import APIKeyHeader
+from starlette.responses import Response
+
+import solvers
+
+from .. import render
+from ..jobs import Busy, ComputationFailed, Engine, Job
+from ..problems import problem
+
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
+                              description="required only when STAIRCASE_API_KEY is set")
+
+
+async def require_api_key(request: Request, key: Optional[str] = Depends(api_key_header)) -> None:
+    expected = request.app.state.settings.api_key
+    if expected is None:
+        return
+    if key is None or not secrets.compare_digest(key.encode(), expected.get_secret_value().encode()):
+        raise HTTPException(401, "a valid X-API-Key header is required",
+                            headers={"WWW-Authenticate": "ApiKey"})
+
+
+def engine(request: Request) -> Engine:
+    return request.app.state.engine
+
+
+def json(body, status: int = 200, headers: Optional[dict] = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json",
+                    headers=headers)
+
+
+def spec_problem(exc: solvers.SpecError, prefix: str = "model.") -> Response:
+    field = prefix + str(exc.parameter)
+    return problem(422, str(exc), type_="/problems/invalid-parameter", field=field,
+                   allowed=str(exc.allowed),
+                   errors=[{"field": field, "message": str(exc), "allowed": str(exc.allowed),
+                            "value": repr(exc.value)}])
+
+
+def canonical_spec(model) -> dict:
+    """The solvers' canonical dict of a request model (raises SpecError)."""
+    return solvers.spec_from_dict(model.model_dump(exclude_none=True)).to_dict()
+
+
+def job_location(job: Job) -> str:
+    return f"/v1/jobs/{job.id}"
+
+
+def job_body(job: Job) -> dict:
+    result = None
+    if job.status == "done" and job.raw is not None:
+        result = render.RENDER[job.kind](job.raw, job.request, "miss")
+    return {"id": job.id, "kind": job.kind, "status": job.status,
+            "progress": {"done": job.done, "total": job.total},
+            "created_at": job.created_at, "updated_at": job.updated_at,
+            "request": job.request, "result": result, "error": job.error}
+
+
+async def compute_or_accept(eng: Engine, kind: str, spec: dict, params: dict, numerics: dict,
+                            request: dict, prefer: Optional[str]) -> Response:
+    respond_async = bool(prefer) and "respond-async" in prefer.lower()
+    try:
+        ans = await eng.answer(kind, spec, params, numerics, request, respond_async=respond_async)
+    except Busy:
+        return problem(429, "too many computations pending; retry later",
+                       type_="/problems/busy", headers={"Retry-After": "5"})
+    except ComputationFailed as exc:
+        p = exc.problem
+        return problem(422, p.get("detail", "computation failed"),
+                       type_=p.get("type", "/problems/computation-failed"),
+                       field=p.get("field"), allowed=p.get("allowed"))
+    if ans.job is not None:
+        loc = job_location(ans.job)
+        return json({"id": ans.job.id, "status": ans.job.status, "location": loc}, 202,
+                    headers={"Location": loc, "Retry-After": "1"})
+    return json(render.RENDER[kind](ans.raw, request, ans.cache))

@@ -1,0 +1,44 @@
+from fastapi import APIRouter, Request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
+
+from .. import examples
+from ..schemas import Health, Ready
+from .deps import json
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", response_model=Health,
+            responses={200: {"content": {"application/json": {"example": examples.HEALTH}}}})
+async def healthz():
+    """Liveness: the event loop answers."""
+    return json({"status": "ok"})
+
+
+@router.get("/readyz", response_model=Ready,
+            responses={200: {"description": "ready, or degraded (cache store down: answers are "
+                                            "computed but not cached)",
+                             "content": {"application/json": {"example": examples.READY}}},
+                       503: {"model": Ready, "description": "starting: solvers not compiled yet"}})
+async def readyz(request: Request):
+    """Readiness: solvers compiled in the pool, and the cache store reachable."""
+    state = request.app.state
+    pool = state.pool
+    store_ok = await state.store.ping()
+    solvers_info = {"ready": pool.ready, "version": pool.version, "workers": pool.workers,
+                    "warm_up_seconds": pool.warm_seconds}
+    if pool.error:
+        solvers_info["error"] = pool.error
+    status = "starting" if not pool.ready else ("ready" if store_ok else "degraded")
+    return json({"status": status, "cache": {**state.store.info(), "available": store_ok},
+                 "solvers": solvers_info}, 503 if status == "starting" else 200)
+
+
+@router.get("/metrics", response_class=Response,
+            responses={200: {"description": "Prometheus text format",
+                             "content": {"text/plain": {"schema": {"type": "string"},
+                                                        "example": examples.METRICS}}}})
+async def metrics():
+    """Prometheus metrics: requests, latency, cache hits and misses, computations."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,21 @@
+from typing import Any
+
+from fastapi import APIRouter, Depends
+
+import solvers
+from solvers.results import PRECISION_TARGETS
+
+from .. import examples
+from .deps import json, require_api_key
+
+router = APIRouter(tags=["models"], dependencies=[Depends(require_api_key)])
+
+
+@router.get("/models", response_model=dict[str, Any],
+            responses={200: {"description": "Families, links, parameters, ranges and defaults",
+                             "content": {"application/json": {"example": examples.MODELS}}}})
+async def models():
+    """The catalogue of model families and links with their parameters, ranges and defaults."""
+    return json({"families": solvers.catalogue(),
+                 "precisions": {k: {"ci95_relative": list(v)} for k, v in PRECISION_TARGETS.items()},
+                 "solver_version": solvers.__version__})

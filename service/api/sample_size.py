@@ -1,0 +1,34 @@
+from typing import Optional
+
+from fastapi import APIRouter, Depends, Header
+
+import solvers
+from solvers.sample_size import check_target
+
+from .. import examples
+from ..jobs import Engine
+from ..schemas import SampleSizeRequest, SampleSizeResponse
+from .common import compute_responses
+from .deps import canonical_spec, compute_or_accept, engine, require_api_key, spec_problem
+
+router = APIRouter(tags=["sample size"], dependencies=[Depends(require_api_key)])
+
+
+@router.post("/sample-size", response_model=SampleSizeResponse,
+             responses=compute_responses(examples.SAMPLE_SIZE))
+async def sample_size(body: SampleSizeRequest, eng: Engine = Depends(engine),
+                      prefer: Optional[str] = Header(None, description="'respond-async': answer 202 at once")):
+    """How many samples N = alpha * D reach the target (weak recovery or a prediction error)."""
+    try:
+        spec = canonical_spec(body.model)
+    except solvers.SpecError as exc:
+        return spec_problem(exc)
+    target = body.target.model_dump()
+    try:
+        check_target(solvers.spec_from_dict(dict(spec)), target)
+    except solvers.SpecError as exc:
+        return spec_problem(exc, prefix="")
+    numerics = {"precision": body.precision, "seed": body.seed, "target": target}
+    params = {**numerics, "dimension": body.dimension}
+    request = {"model": spec, **params}
+    return await compute_or_accept(eng, "sample_size", spec, params, numerics, request, prefer)

@@ -1,0 +1,91 @@
+"""What runs inside the numerical pool's processes.  Nothing here touches asyncio.
+
+Results cross the process boundary as plain dicts; errors as ("spec_error", {...}) tuples,
+because SpecError does not survive pickling with its attributes.
+"""
+from __future__ import annotations
+
+import os
+import time
+import traceback
+
+
+class JobCancelled(Exception):
+    pass
+
+
+def init_worker(warm: bool = True) -> None:
+    """Pool initializer: import the solvers and compile their numba kernels once."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if not warm:
+        return
+    import solvers
+
+    fn = getattr(solvers, "warm_up", None)
+    if fn is not None:
+        fn()
+
+
+def ping() -> dict:
+    import solvers
+
+    return {"pid": os.getpid(), "version": getattr(solvers, "__version__", "unknown")}
+
+
+class Progress:
+    """The solvers' progress callback: writes (done, total) to a shared dict and raises
+    :class:`JobCancelled` when the job's cancel flag is set.  Throttled to 5 updates/s."""
+
+    def __init__(self, table, job_id: str):
+        self.table = table
+        self.job_id = job_id
+        self._last = 0.0
+
+    def __getstate__(self):
+        return {"table": self.table, "job_id": self.job_id, "_last": 0.0}
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if self.table is None or (now - self._last < 0.2 and done < total):
+            return
+        self._last = now
+        try:
+            self.table[self.job_id] = (int(done), int(total))
+            cancelled = self.table.get("cancel:" + self.job_id)
+        except Exception:  # the manager went away: keep computing
+            return
+        if cancelled:
+            raise JobCancelled(self.job_id)
+
+
+def run(kind: str, spec_dict: dict, params: dict, progress=None):
+    """Run one computation; returns ("ok", result_dict) or (error_kind, info)."""
+    import solvers
+
+    try:
+        spec = solvers.spec_from_dict(dict(spec_dict))
+        t0 = time.perf_counter()
+        if kind == "thresholds":
+            res = solvers.layer_thresholds(spec, precision=params["precision"], seed=params["seed"],
+                                           progress=progress)
+        elif kind == "state_evolution":
+            res = solvers.state_evolution(spec, list(params["alphas"]), precision=params["precision"],
+                                          seed=params["seed"], progress=progress)
+        elif kind == "sample_size":
+            from solvers.sample_size import sample_size
+
+            res = sample_size(spec, params["dimension"], params["target"],
+                              precision=params["precision"], seed=params["seed"], progress=progress)
+        else:
+            return ("error", {"detail": f"unknown computation {kind!r}"})
+        out = res.to_dict()
+        out.setdefault("seconds", time.perf_counter() - t0)
+        return ("ok", out)
+    except JobCancelled:
+        return ("cancelled", {})
+    except solvers.SpecError as exc:
+        return ("spec_error", {"parameter": str(exc.parameter), "value": repr(exc.value),
+                               "allowed": str(exc.allowed), "detail": str(exc)})
+    except Exception as exc:  # a solver failure must not take the service down
+        return ("error", {"detail": f"{type(exc).__name__}: {exc}",
+                          "traceback": traceback.format_exc(limit=5)})

@@ -1,0 +1,134 @@
+"""The ASGI app: ``uvicorn service.main:app``.
+
+``create_app(settings, pool)`` builds one; tests pass their own settings and share a pool.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import asynccontextmanager
+from typing import Optional
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from . import metrics, problems
+from .api import health, v1
+from .cache import make_store
+from .config import Settings, get_settings
+from .jobs import Engine, Pool
+from .schemas import Problem
+
+log = logging.getLogger("staircase")
+
+DESCRIPTION = """Learning thresholds of sequence multi-index models and deep attention networks.
+
+Answers are cached fixed points (Redis, or an embedded disk cache): the same question comes back
+in milliseconds.  A cold question is computed in a process pool; if it takes longer than
+`STAIRCASE_SYNC_TIMEOUT` seconds (or the request says `Prefer: respond-async`) the answer is
+`202 Accepted` with `Location: /v1/jobs/{id}`.  Errors are `application/problem+json` naming the
+field and its allowed range.
+"""
+
+
+class MetricsMiddleware:
+    """Pure ASGI: request counts and latency per route template, and a Server-Timing header."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0 = time.perf_counter()
+        status = [500]
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                ms = (time.perf_counter() - t0) * 1000
+                message.setdefault("headers", [])
+                message["headers"] = list(message["headers"]) + [
+                    (b"server-timing", f"app;dur={ms:.3f}".encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            metrics.REQUESTS.labels(scope["method"], path, str(status[0])).inc()
+            metrics.LATENCY.labels(path).observe(time.perf_counter() - t0)
+
+
+def custom_openapi(app: FastAPI) -> dict:
+    if app.openapi_schema:
+        return app.openapi_schema
+    doc = get_openapi(title=app.title, version=app.version, description=app.description,
+                      routes=app.routes, tags=app.openapi_tags)
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    for path in doc["paths"].values():
+        for op in path.values():
+            resp = op.get("responses", {})
+            if "422" in resp:
+                content = resp["422"].get("content", {})
+                content.pop("application/json", None)
+                if "application/problem+json" not in content:
+                    content["application/problem+json"] = {
+                        "schema": {"$ref": "#/components/schemas/Problem"}}
+                resp["422"]["content"] = content
+                resp["422"]["description"] = resp["422"].get("description") or "Invalid input"
+    app.openapi_schema = doc
+    return doc
+
+
+def create_app(settings: Optional[Settings] = None, pool: Optional[Pool] = None) -> FastAPI:
+    import solvers
+
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        own_pool = pool is None
+        p = pool or Pool(settings.workers, warm=settings.warm_up)
+        p.start()
+        store = make_store(settings)
+        app.state.settings, app.state.store, app.state.pool = settings, store, p
+        app.state.engine = Engine(settings, store, p)
+        warm = None
+        if not p.ready:
+            warm = asyncio.create_task(p.warm_up())
+        await store.ping()
+        try:
+            yield
+        finally:
+            if warm is not None and not warm.done():
+                warm.cancel()
+            await app.state.engine.close()
+            await store.close()
+            if own_pool:
+                p.close(kill=True)
+
+    app = FastAPI(title="Staircase", version=solvers.__version__, description=DESCRIPTION,
+                  lifespan=lifespan, openapi_tags=[
+                      {"name": "thresholds"}, {"name": "state evolution"}, {"name": "sample size"},
+                      {"name": "models"}, {"name": "jobs"}, {"name": "operations"}])
+    app.state.settings = settings
+    problems.install(app)
+    app.include_router(v1)
+    app.include_router(health.router)
+    app.add_middleware(MetricsMiddleware)
+    app.openapi = lambda: custom_openapi(app)
+    return app
+
+
+def __getattr__(name):  # `uvicorn service.main:app` builds the app on first access
+    if name == "app":
+        global app
+        app = create_app()
+        return app
+    raise AttributeError(name)

@@ -1,0 +1,100 @@
+"""Errors as application/problem+json (RFC 9457), naming the field and its allowed range."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from .schemas import ALLOWED
+
+log = logging.getLogger("staircase.problems")
+
+PROBLEM = "application/problem+json"
+TITLES = {400: "Bad request", 401: "Unauthorized", 404: "Not found", 405: "Method not allowed",
+          406: "Not acceptable", 413: "Payload too large", 415: "Unsupported media type",
+          422: "Invalid request", 429: "Too many pending computations", 500: "Internal error"}
+
+# The union tags pydantic puts in error locations; they are not field names.
+_TAGS = {"deep_attention", "multi_index", "weak_recovery", "prediction_error", "float", "int",
+         "list[float]", "literal['all']", "function-after", "constrained-float"}
+
+
+def problem(status: int, detail: str, *, type_: str = "about:blank", field: Optional[str] = None,
+            allowed: Optional[str] = None, errors: Optional[list] = None,
+            headers: Optional[dict] = None) -> Response:
+    body: dict[str, Any] = {"type": type_, "title": TITLES.get(status, "Error"), "status": status,
+                            "detail": detail}
+    if field is not None:
+        body["field"] = field
+    if allowed is not None:
+        body["allowed"] = allowed
+    body["errors"] = errors or []
+    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def _field(loc) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    parts = [p for p in parts if p not in _TAGS and not p.startswith(("literal[", "list[", "function"))]
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if p.isdigit() else (("." if out else "") + p)
+    return out or "body"
+
+
+def _allowed(field: str, err: dict) -> str:
+    names = [p for p in field.replace("[", ".").replace("]", "").split(".") if p and not p.isdigit()]
+    for name in reversed(names):
+        if name in ALLOWED:
+            return ALLOWED[name]
+    ctx = err.get("ctx") or {}
+    if "expected" in ctx:
+        return f"one of {ctx['expected']}"
+    return "see the OpenAPI document for this field"
+
+
+def _safe(v):
+    try:
+        orjson.dumps(v)
+        return v
+    except Exception:
+        return repr(v)
+
+
+def validation_errors(errors) -> Response:
+    out, seen = [], set()
+    for err in errors:
+        field = _field(err.get("loc", ()))
+        if err.get("type") == "extra_forbidden":
+            allowed = "no such field"
+        else:
+            allowed = _allowed(field, err)
+        if (field, err.get("msg")) in seen:
+            continue
+        seen.add((field, err.get("msg")))
+        out.append({"field": field, "message": str(err.get("msg")), "allowed": allowed,
+                    "value": _safe(err.get("input")) if err.get("type") != "missing" else None})
+    first = out[0] if out else {"field": "body", "message": "invalid request", "allowed": "JSON"}
+    return problem(422, f"{first['field']}: {first['message']}; allowed: {first['allowed']}",
+                   type_="/problems/validation-error", field=first["field"],
+                   allowed=first["allowed"], errors=out)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError):
+        return validation_errors(exc.errors())
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        detail = exc.detail if isinstance(exc.detail, str) else TITLES.get(exc.status_code, "Error")
+        return problem(exc.status_code, detail, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):  # pragma: no cover - a bug
+        log.exception("unhandled error on %s", request.url.path)
+        return problem(500, "internal error")

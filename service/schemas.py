@@ -1,0 +1,258 @@
+"""Pydantic v2 models of the requests and responses (they are the OpenAPI document).
+
+Request limits live here once: the models enforce them and ``ALLOWED`` describes them
+in the problem+json errors.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_LAYERS = 4
+MAX_TOKENS = 4
+MAX_SKIP = 1000.0
+MAX_BETA = 100.0
+MAX_NOISE = 100.0
+MAX_ALPHAS = 50
+MAX_ALPHA = 1000.0
+MAX_DIMENSION = 1_000_000_000
+MAX_SEED = 2**31 - 1
+MAX_PREDICTION_ERROR = 1000.0
+LINKS = ("square", "abs", "sign", "relu", "product", "sign_product", "committee_sign")
+PRECISIONS = ("fast", "standard", "precise")
+
+# field name -> the allowed values, in words (used by the problem+json errors)
+ALLOWED: dict[str, str] = {
+    "family": "one of: deep_attention, multi_index",
+    "layers": f"an integer in [1, {MAX_LAYERS}]",
+    "tokens": f"an integer in [2, {MAX_TOKENS}]",
+    "skip": f"a number in [0, {MAX_SKIP:g}] or a list of one such number per layer",
+    "beta": f"a number in (0, {MAX_BETA:g}] or a list of one such number per layer",
+    "noise": f"a number in [0, {MAX_NOISE:g}]",
+    "link": "one of: " + ", ".join(LINKS),
+    "indices": "the number of indices of the link (1 for square, abs, sign, relu; 2 for product, "
+               "sign_product; 3 for committee_sign), or null",
+    "precision": "one of: " + ", ".join(PRECISIONS),
+    "seed": f"an integer in [0, {MAX_SEED}]",
+    "dimension": f"an integer in [1, {MAX_DIMENSION}]",
+    "alphas": f"a list of 1 to {MAX_ALPHAS} numbers, each in [0, {MAX_ALPHA:g}]",
+    "target": "{\"kind\": \"weak_recovery\", \"layers\": \"all\" | k} or "
+              "{\"kind\": \"prediction_error\", \"max\": x}",
+    "kind": "one of: weak_recovery, prediction_error",
+    "max": f"a number in (0, {MAX_PREDICTION_ERROR:g}]",
+    "model": "an object with family deep_attention or multi_index",
+}
+
+Strict = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+Skip = Annotated[float, Field(ge=0.0, le=MAX_SKIP)]
+Beta = Annotated[float, Field(gt=0.0, le=MAX_BETA)]
+Alpha = Annotated[float, Field(ge=0.0, le=MAX_ALPHA)]
+
+
+class DeepAttentionModel(BaseModel):
+    """Deep tied rank-1 attention: L layers on M tokens (THEORY.md section 2)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra={
+        "example": {"family": "deep_attention", "layers": 2, "tokens": 2, "skip": 1.0, "beta": 1.0,
+                    "noise": 0.0}})
+
+    family: Literal["deep_attention"]
+    layers: int = Field(2, ge=1, le=MAX_LAYERS, description="number of attention layers L")
+    tokens: int = Field(2, ge=2, le=MAX_TOKENS, description="sequence length M")
+    skip: Union[Skip, Annotated[list[Skip], Field(min_length=1, max_length=MAX_LAYERS)]] = Field(
+        1.0, description="skip strength c, one value or one per layer")
+    beta: Union[Beta, Annotated[list[Beta], Field(min_length=1, max_length=MAX_LAYERS)]] = Field(
+        1.0, description="inverse temperature, one value or one per layer")
+    noise: float = Field(0.0, ge=0.0, le=MAX_NOISE, description="variance of Gaussian output noise")
+
+
+class MultiIndexModel(BaseModel):
+    """A multi-index model y = g(W x / sqrt(D)) (+ noise) with a named link."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra={
+        "example": {"family": "multi_index", "link": "square", "indices": 1, "noise": 0.0}})
+
+    family: Literal["multi_index"]
+    link: Literal[LINKS] = "square"  # type: ignore[valid-type]
+    indices: Optional[int] = Field(None, ge=1, le=3, description="set by the link when omitted")
+    noise: float = Field(0.0, ge=0.0, le=MAX_NOISE)
+
+
+Model = Annotated[Union[DeepAttentionModel, MultiIndexModel], Field(discriminator="family")]
+Precision = Literal["fast", "standard", "precise"]
+
+PAPER_MODEL = {"family": "deep_attention", "layers": 2, "tokens": 2, "skip": 1.0, "beta": 1.0,
+               "noise": 0.0}
+
+
+class ThresholdsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra={
+        "examples": [{"model": PAPER_MODEL, "precision": "fast", "dimension": 768}]})
+
+    model: Model
+    precision: Precision = "standard"
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    dimension: Optional[int] = Field(None, ge=1, le=MAX_DIMENSION,
+                                     description="input dimension D; adds samples_needed")
+
+
+class StateEvolutionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra={
+        "examples": [{"model": PAPER_MODEL, "alphas": [0.1, 0.5, 1.0], "precision": "fast"}]})
+
+    model: Model
+    alphas: list[Alpha] = Field(min_length=1, max_length=MAX_ALPHAS,
+                                description="sample ratios alpha = N / D")
+    precision: Precision = "standard"
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+
+
+class WeakRecoveryTarget(BaseModel):
+    model_config = Strict
+
+    kind: Literal["weak_recovery"]
+    layers: Union[Literal["all"], Annotated[int, Field(ge=1, le=MAX_LAYERS)]] = Field(
+        "all", description="'all', or k: the first k layers (directions) learned")
+
+
+class PredictionErrorTarget(BaseModel):
+    model_config = Strict
+
+    kind: Literal["prediction_error"]
+    max: float = Field(gt=0.0, le=MAX_PREDICTION_ERROR,
+                       description="largest acceptable plug-in prediction error")
+
+
+Target = Annotated[Union[WeakRecoveryTarget, PredictionErrorTarget], Field(discriminator="kind")]
+
+
+class SampleSizeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra={
+        "examples": [{"model": PAPER_MODEL, "dimension": 768,
+                      "target": {"kind": "weak_recovery", "layers": "all"}, "precision": "fast"}]})
+
+    model: Model
+    dimension: int = Field(ge=1, le=MAX_DIMENSION, description="input dimension D")
+    target: Target
+    precision: Precision = "standard"
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+
+
+# ---------------------------------------------------------------- responses
+
+class SolverInfo(BaseModel):
+    version: str
+    method: str
+    seconds: float
+
+
+class ThresholdEntry(BaseModel):
+    layer: Optional[int] = Field(None, description="1-based layer (deep attention)")
+    direction: Optional[list[float]] = Field(None, description="unit vector (multi-index)")
+    alpha: Optional[float] = Field(description="threshold alpha_c; null if never learned")
+    ci95: Optional[float] = Field(description="95% half-width of alpha")
+    kind: Literal["trivial", "linear_stability", "staircase"]
+    samples_needed: Optional[int] = Field(None, description="ceil(alpha * dimension)")
+
+
+class ThresholdsResponse(BaseModel):
+    model: dict[str, Any]
+    precision: Precision
+    seed: int
+    dimension: Optional[int] = None
+    thresholds: list[ThresholdEntry]
+    perfect_recovery_alpha: Optional[float] = None
+    perfect_recovery_ci95: Optional[float] = None
+    solver: SolverInfo
+    cache: Literal["hit", "miss"]
+
+
+class FixedPointOut(BaseModel):
+    start: Literal["uninformed", "informed"]
+    overlap: list[list[float]]
+    layer_overlaps: list[float]
+    overlap_ci95: list[Optional[float]]
+    mse: Optional[float]
+    prediction_error_bayes: Optional[float]
+    prediction_error_plugin: Optional[float]
+    free_entropy: Optional[float]
+    converged: bool
+    iterations: int
+    residual: Optional[float]
+
+
+class StateEvolutionPointOut(BaseModel):
+    alpha: float
+    uninformed: FixedPointOut
+    informed: FixedPointOut
+    bayes_optimal: Literal["uninformed", "informed"]
+    gap: bool
+
+
+class StateEvolutionResponse(BaseModel):
+    model: dict[str, Any]
+    precision: Precision
+    seed: int
+    points: list[StateEvolutionPointOut]
+    solver: SolverInfo
+    cache: Literal["hit", "miss"]
+
+
+class SampleSizeResponse(BaseModel):
+    model: dict[str, Any]
+    precision: Precision
+    seed: int
+    dimension: int
+    target: dict[str, Any]
+    alpha: float = Field(description="sample ratio alpha = N / D meeting the target")
+    ci95: Optional[float] = Field(description="95% half-width (or bracket width) of alpha")
+    samples: int = Field(description="N = ceil(alpha * D)")
+    solver: SolverInfo
+    cache: Literal["hit", "miss"]
+
+
+class JobProgress(BaseModel):
+    done: int
+    total: int
+
+
+class JobOut(BaseModel):
+    id: str
+    kind: Literal["thresholds", "state_evolution", "sample_size"]
+    status: Literal["queued", "running", "done", "failed", "cancelled"]
+    progress: JobProgress
+    created_at: float
+    updated_at: float
+    request: dict[str, Any]
+    result: Optional[dict[str, Any]] = None
+    error: Optional[dict[str, Any]] = None
+
+
+class JobAccepted(BaseModel):
+    id: str
+    status: Literal["queued", "running", "done", "failed", "cancelled"]
+    location: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    field: Optional[str] = None
+    allowed: Optional[str] = None
+    errors: list[dict[str, Any]] = []
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Ready(BaseModel):
+    status: Literal["ready", "degraded", "starting"]
+    cache: dict[str, Any]
+    solvers: dict[str, Any]

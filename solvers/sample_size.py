@@ -1,0 +1,133 @@
+"""How many samples reach a target: N = ceil(alpha * D).  Pure numerics, no I/O.
+
+Targets:
+* ``{"kind": "weak_recovery", "layers": "all" | k}``: the k-th smallest weak-recovery threshold
+  (all: the largest), from :func:`solvers.layer_thresholds`;
+* ``{"kind": "prediction_error", "max": e}``: the smallest alpha at which the Bayes-optimal
+  fixed point's plug-in prediction error is <= e, by bisection on
+  :func:`solvers.state_evolution` (the bracket is grown by doubling from alpha = 1).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Optional
+
+from .errors import SpecError
+from .results import PRECISION_TARGETS, PRECISIONS, _plain
+
+MAX_DIMENSION = 1_000_000_000
+ALPHA_MAX = 256.0  # the bracket is not grown beyond this
+
+
+@dataclass(frozen=True)
+class SampleSizeResult:
+    """alpha meeting the target, its uncertainty, and N = ceil(alpha * D) (at least 1).
+
+    ci95: the threshold's 95% half-width (weak recovery), or the final bisection bracket
+    width (prediction error: the crossing lies in [alpha - ci95, alpha]).
+    """
+
+    model: dict
+    dimension: int
+    target: dict
+    alpha: float
+    ci95: float
+    samples: int
+    method: str
+    evaluations: int
+    precision: str
+    seed: int
+    seconds: float
+    solver_version: str
+
+    def to_dict(self) -> dict:
+        return _plain(asdict(self))
+
+
+def samples_for(alpha: float, dimension: int) -> int:
+    return max(1, int(math.ceil(alpha * dimension - 1e-9)))
+
+
+def check_target(spec, target: dict) -> dict:
+    """Validate a target against a spec; returns it canonical, raises SpecError."""
+    if not isinstance(target, dict):
+        raise SpecError("target", target, "an object with a kind")
+    kind = target.get("kind")
+    if kind == "weak_recovery":
+        layers = target.get("layers", "all")
+        n = spec.n_indices
+        if layers != "all" and (isinstance(layers, bool) or not isinstance(layers, int)
+                                or not 1 <= layers <= n):
+            raise SpecError("target.layers", layers, f"'all' or an integer in [1, {n}]")
+        return {"kind": kind, "layers": layers}
+    if kind == "prediction_error":
+        m = target.get("max")
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not (math.isfinite(m) and m > 0):
+            raise SpecError("target.max", m, "a number > 0")
+        return {"kind": kind, "max": float(m)}
+    raise SpecError("target.kind", kind, "one of weak_recovery, prediction_error")
+
+
+def _plugin_error(spec, alpha: float, precision: str, seed: int) -> float:
+    from . import state_evolution
+
+    point = state_evolution(spec, [alpha], precision=precision, seed=seed).points[0]
+    return float(getattr(point, point.bayes_optimal).prediction_error_plugin)
+
+
+def sample_size(spec, dimension: int, target: dict, precision: str = "standard", seed: int = 0,
+                progress: Optional[Callable[[int, int], None]] = None) -> SampleSizeResult:
+    from . import __version__, layer_thresholds
+
+    t0 = time.perf_counter()
+    if isinstance(dimension, bool) or not isinstance(dimension, int) or not 1 <= dimension <= MAX_DIMENSION:
+        raise SpecError("dimension", dimension, f"an integer in [1, {MAX_DIMENSION}]")
+    if precision not in PRECISIONS:
+        raise SpecError("precision", precision, "one of " + ", ".join(PRECISIONS))
+    target = check_target(spec, target)
+
+    if target["kind"] == "weak_recovery":
+        res = layer_thresholds(spec, precision=precision, seed=seed, progress=progress)
+        ths = sorted(res.thresholds, key=lambda t: t.alpha)
+        k = len(ths) if target["layers"] == "all" else target["layers"]
+        th = ths[k - 1]
+        alpha, ci95, method, evaluations = float(th.alpha), float(th.ci95), \
+            f"weak-recovery threshold ({th.kind})", 1
+    else:
+        emax = target["max"]
+        rel = PRECISION_TARGETS[precision][1]
+        # upper end: double from alpha = 1 until the error is small enough
+        steps_guess = 8 + int(math.ceil(math.log2(1 / rel)))
+        evaluations = 0
+
+        def f(a):
+            nonlocal evaluations
+            evaluations += 1
+            if progress is not None:
+                progress(min(evaluations, steps_guess - 1), steps_guess)
+            return _plugin_error(spec, a, precision, seed)
+
+        lo, hi = 0.0, 1.0
+        while f(hi) > emax:
+            lo, hi = hi, 2 * hi
+            if hi > ALPHA_MAX:
+                raise SpecError("target.max", emax,
+                                f"a prediction error reached for some alpha <= {ALPHA_MAX:g} "
+                                f"(at alpha = {lo:g} it is still above)")
+        if lo == 0.0 and f(0.0) <= emax:
+            hi = 0.0
+        while hi - lo > rel * hi:
+            mid = 0.5 * (lo + hi)
+            if f(mid) <= emax:
+                hi = mid
+            else:
+                lo = mid
+        alpha, ci95, method = hi, hi - lo, "bisection on Bayes-optimal state evolution"
+        if progress is not None:
+            progress(steps_guess, steps_guess)
+    return SampleSizeResult(model=spec.to_dict(), dimension=dimension, target=target, alpha=alpha,
+                            ci95=ci95, samples=samples_for(alpha, dimension), method=method,
+                            evaluations=evaluations, precision=precision, seed=seed,
+                            seconds=time.perf_counter() - t0, solver_version=__version__)
