@@ -1,0 +1,110 @@
+"""The output-channel interface shared by state evolution and GAMP.
+
+A sequence multi-index model observes y ~ P_out(y | Z), Z in R^{P x M} (P index rows,
+M tokens).  Everything the theory needs from a model is the posterior of Z under a
+Gaussian "side information" prior, column by column z_m ~ N(omega_m, V):
+
+    Z_out(y, omega, V) = int dZ P_out(y | Z) prod_m N(z_m; omega_m, V)
+    mean = E[Z | y, omega, V],  cov = Cov[Z | y, omega, V]
+
+(THEORY.md section 3; the same functions drive GAMP, section 6, as in TRAMP).
+A model is a :class:`Channel` subclass registered by name with :func:`register_channel`.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class PosteriorMoments:
+    """Posterior moments of Z given (y, omega, V) for a batch of n samples.
+
+    mean: (n, P, M) posterior means E[Z | y, omega, V].
+    cov: (n, P, M, P, M) posterior covariances Cov[z_{pm}, z_{p'm'} | y, omega, V].
+    log_partition: (n,) log Z_out(y, omega, V) (a density in the channel's observation).
+    """
+
+    mean: np.ndarray
+    cov: np.ndarray
+    log_partition: np.ndarray
+
+
+class Channel(ABC):
+    """An output channel P_out(y | Z) with Z in R^{P x M}.
+
+    Subclasses set ``n_indices`` (P), ``n_tokens`` (M), ``index_names`` and
+    ``sign_symmetric`` (True when P_out is invariant under z_p -> -z_p row by row, so
+    that the overlap matrix stays diagonal and the linearised operator is block diagonal).
+    """
+
+    n_indices: int
+    n_tokens: int
+    index_names: tuple[str, ...]
+    sign_symmetric: bool = False
+    noiseless: bool = True
+
+    @abstractmethod
+    def output(self, Z: np.ndarray) -> np.ndarray:
+        """Deterministic output g(Z) for Z of shape (n, P, M), as the user sees it."""
+
+    def sample_output(self, Z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Draw y ~ P_out(. | Z).  Noiseless channels return g(Z)."""
+        return self.output(Z)
+
+    def observation(self, Z: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
+        """The observation as :meth:`posterior_moments` consumes it, for Z of shape (n, P, M).
+
+        ``noise`` holds standard normal draws of shape (n, *noise_shape) for noisy
+        channels (so that state evolution can feed quasi-random numbers).  The default
+        observation is the output itself.
+        """
+        return self.output(Z)
+
+    def observation_from_output(self, y: np.ndarray) -> np.ndarray:
+        """Map user-visible outputs y to observations (identity unless overridden)."""
+        return y
+
+    @property
+    def noise_shape(self) -> tuple[int, ...]:
+        """Shape of the standard-normal noise one observation needs (empty if noiseless)."""
+        return ()
+
+    @abstractmethod
+    def posterior_moments(self, obs: np.ndarray, omega: np.ndarray, V: np.ndarray,
+                          resolution: int = 1) -> PosteriorMoments:
+        """Posterior moments of Z for a batch: obs (n, ...), omega (n, P, M), V (P, P).
+
+        ``resolution`` (1, 2, 4, ...) scales the inner quadrature; results at two
+        resolutions give the quadrature error.
+        """
+
+
+_REGISTRY: dict[str, Callable[..., Channel]] = {}
+
+
+def register_channel(name: str):
+    """Class decorator registering a channel factory under ``name``."""
+
+    def decorator(factory):
+        if name in _REGISTRY:
+            raise ValueError(f"channel {name!r} registered twice")
+        _REGISTRY[name] = factory
+        return factory
+
+    return decorator
+
+
+def registered_channels() -> dict[str, Callable[..., Channel]]:
+    return dict(_REGISTRY)
+
+
+def make_channel(name: str, **params) -> Channel:
+    from ..errors import SpecError
+
+    if name not in _REGISTRY:
+        raise SpecError("link", name, "one of " + ", ".join(sorted(_REGISTRY)))
+    return _REGISTRY[name](**params)

@@ -1,0 +1,186 @@
+"""Model specifications: frozen, validated on construction, canonical as dicts.
+
+Two families (THEORY.md sections 1 and 2):
+
+* ``deep_attention``: L layers of tied rank-1 attention on M tokens, skip strengths c_l,
+  inverse temperatures beta_l; the output is the last layer's attention matrix.
+* ``multi_index``: M = 1 multi-index models y = g(z) (+ Gaussian noise) with a named link.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Union
+
+from .errors import SpecError
+
+MAX_LAYERS = 4
+MAX_TOKENS = 4
+MAX_NOISE = 100.0
+MAX_SKIP = 1000.0
+MAX_BETA = 100.0
+
+# link name -> (number of indices P, noiseless observation is well posed)
+MULTI_INDEX_LINKS: dict[str, dict[str, Any]] = {
+    "square": {"indices": 1, "noiseless": True, "formula": "y = z^2 (phase retrieval)"},
+    "abs": {"indices": 1, "noiseless": True, "formula": "y = |z|"},
+    "sign": {"indices": 1, "noiseless": True, "formula": "y = sign(z)"},
+    "relu": {"indices": 1, "noiseless": True, "formula": "y = max(z, 0)"},
+    "product": {"indices": 2, "noiseless": True, "formula": "y = z_1 z_2"},
+    "sign_product": {"indices": 2, "noiseless": True, "formula": "y = sign(z_1 z_2)"},
+    "committee_sign": {"indices": 3, "noiseless": True,
+                       "formula": "y = sign(sum_k sign(z_k)), K = 3"},
+}
+
+
+def _finite(name: str, value, lo: float, hi: float, lo_open: bool = False) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise SpecError(name, value, f"a number in {'(' if lo_open else '['}{lo}, {hi}]") from None
+    ok = math.isfinite(x) and (x > lo if lo_open else x >= lo) and x <= hi
+    if not ok:
+        raise SpecError(name, value, f"a number in {'(' if lo_open else '['}{lo}, {hi}]")
+    return x
+
+
+def _per_layer(name: str, value, layers: int, lo: float, hi: float, lo_open: bool) -> tuple[float, ...]:
+    if isinstance(value, (list, tuple)):
+        if len(value) != layers:
+            raise SpecError(name, value, f"one number or a list of {layers} numbers (one per layer)")
+        return tuple(_finite(f"{name}[{i}]", v, lo, hi, lo_open) for i, v in enumerate(value))
+    return (_finite(name, value, lo, hi, lo_open),) * layers
+
+
+def _integer(name: str, value, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int,)) and not (
+            isinstance(value, float) and value.is_integer()):
+        raise SpecError(name, value, f"an integer in [{lo}, {hi}]")
+    v = int(value)
+    if not lo <= v <= hi:
+        raise SpecError(name, value, f"an integer in [{lo}, {hi}]")
+    return v
+
+
+@dataclass(frozen=True)
+class DeepAttentionSpec:
+    """Deep tied low-rank attention (THEORY.md section 2), rank 1 per layer.
+
+    a_1 = z_1, A_l = c_l I + softmax_rows(beta_l a_l a_l^T), a_l = A_{l-1} ... A_1 z_l,
+    y = softmax_rows(beta_L a_L a_L^T).  ``skip`` and ``beta`` are one value or one per
+    layer; the last layer's skip never enters the output.  ``noise`` is the variance
+    Delta of Gaussian noise added to y (0 = noiseless, solved by exact inversion).
+    """
+
+    layers: int = 2
+    tokens: int = 2
+    skip: tuple[float, ...] | float = 1.0
+    beta: tuple[float, ...] | float = 1.0
+    noise: float = 0.0
+    family: str = "deep_attention"
+
+    def __post_init__(self):
+        layers = _integer("layers", self.layers, 1, MAX_LAYERS)
+        tokens = _integer("tokens", self.tokens, 2, MAX_TOKENS)
+        object.__setattr__(self, "layers", layers)
+        object.__setattr__(self, "tokens", tokens)
+        object.__setattr__(self, "skip", _per_layer("skip", self.skip, layers, 0.0, MAX_SKIP, False))
+        object.__setattr__(self, "beta", _per_layer("beta", self.beta, layers, 0.0, MAX_BETA, True))
+        object.__setattr__(self, "noise", _finite("noise", self.noise, 0.0, MAX_NOISE))
+        if self.family != "deep_attention":
+            raise SpecError("family", self.family, "'deep_attention'")
+
+    @property
+    def n_indices(self) -> int:
+        return self.layers
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["skip"] = list(self.skip)
+        d["beta"] = list(self.beta)
+        return d
+
+    def channel(self):
+        from .channels import make_channel
+
+        return make_channel("deep_attention", spec=self)
+
+
+@dataclass(frozen=True)
+class MultiIndexSpec:
+    """A multi-index model (M = 1): y = g(W x / sqrt(D)) + sqrt(noise) * N(0, 1)."""
+
+    link: str = "square"
+    indices: int | None = None
+    noise: float = 0.0
+    family: str = "multi_index"
+
+    def __post_init__(self):
+        if self.link not in MULTI_INDEX_LINKS:
+            raise SpecError("link", self.link, "one of " + ", ".join(MULTI_INDEX_LINKS))
+        p = MULTI_INDEX_LINKS[self.link]["indices"]
+        if self.indices is None:
+            object.__setattr__(self, "indices", p)
+        elif _integer("indices", self.indices, p, p) != p:  # pragma: no cover
+            raise SpecError("indices", self.indices, f"{p} for link {self.link!r}")
+        object.__setattr__(self, "indices", int(self.indices))
+        object.__setattr__(self, "noise", _finite("noise", self.noise, 0.0, MAX_NOISE))
+        if self.family != "multi_index":
+            raise SpecError("family", self.family, "'multi_index'")
+
+    @property
+    def n_indices(self) -> int:
+        return self.indices
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def channel(self):
+        from .channels import make_channel
+
+        return make_channel(self.link, noise=self.noise)
+
+
+ModelSpec = Union[DeepAttentionSpec, MultiIndexSpec]
+
+FAMILIES = {"deep_attention": DeepAttentionSpec, "multi_index": MultiIndexSpec}
+
+
+def spec_from_dict(data: dict) -> ModelSpec:
+    """Build a validated spec from a dict with a ``family`` key."""
+    family = data.get("family")
+    if family not in FAMILIES:
+        raise SpecError("family", family, "one of " + ", ".join(FAMILIES))
+    cls = FAMILIES[family]
+    allowed = set(cls.__dataclass_fields__)
+    unknown = set(data) - allowed
+    if unknown:
+        name = sorted(unknown)[0]
+        raise SpecError(name, data[name], "no such parameter; allowed: " + ", ".join(sorted(allowed)))
+    return cls(**data)
+
+
+def catalogue() -> dict:
+    """Families and links with their parameters, ranges and defaults."""
+    return {
+        "deep_attention": {
+            "description": DeepAttentionSpec.__doc__.strip().splitlines()[0],
+            "parameters": {
+                "layers": {"type": "integer", "min": 1, "max": MAX_LAYERS, "default": 2},
+                "tokens": {"type": "integer", "min": 2, "max": MAX_TOKENS, "default": 2},
+                "skip": {"type": "number or list per layer", "min": 0.0, "max": MAX_SKIP, "default": 1.0},
+                "beta": {"type": "number or list per layer", "exclusive_min": 0.0, "max": MAX_BETA,
+                         "default": 1.0},
+                "noise": {"type": "number", "min": 0.0, "max": MAX_NOISE, "default": 0.0},
+            },
+        },
+        "multi_index": {
+            "description": MultiIndexSpec.__doc__.strip().splitlines()[0],
+            "parameters": {
+                "link": {"type": "string", "allowed": list(MULTI_INDEX_LINKS), "default": "square"},
+                "indices": {"type": "integer", "default": "set by the link"},
+                "noise": {"type": "number", "min": 0.0, "max": MAX_NOISE, "default": 0.0},
+            },
+            "links": {k: dict(v) for k, v in MULTI_INDEX_LINKS.items()},
+        },
+    }

@@ -1,0 +1,342 @@
+"""Weak-recovery thresholds and the grand staircase (THEORY.md section 4).
+
+* Q = 0 is a fixed point when no direction is trivial; it is unstable iff
+  alpha * rho(F) > 1 with F(Q) = sum_{m,m'} E_y[G_mm' Q G_mm'^T], G = Cov[z|y] - I.  For a
+  sign-symmetric channel (deep attention) F is block diagonal and
+  alpha_c(layer l) = 1 / E_y ||Cov[z_l | y] - I_M||_F^2.
+* Staircase: with the learned layers S at their fixed point Q*_S(alpha) and the others at
+  0, the next threshold solves alpha * F_l(Q*_S(alpha)) = 1.  With one learned layer k,
+  the fixed point is parametrised by q = q_k: alpha(q) = q / ((1 - q) H_k(q)) (from
+  q = alpha H / (1 + alpha H)), so the threshold is a root in q of alpha(q) F_l(q) = 1,
+  with no fixed-point iteration at all.
+* Perfect recovery: near Q = Q_0 the map contracts v_l = 1 - q_l by 1 / (alpha t_l) with
+  t_l = M - E Tr Cov[z_l | y, omega, V] / v_l; at the stationary ratio of the v_l the rates
+  agree and alpha_PR = 1 / t.  (Counting: sum_l t_l = M, the dimension revealed per sample,
+  so alpha_PR = L / M for deep attention; the tests check this.)
+
+Uncertainty: each scramble of the outer QMC gives its own threshold; the 95% half-width is
+the Student-t interval over scrambles plus the change under doubling the inner
+resolution (quadrature error).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import optimize
+
+from . import __version__
+from .channels.base import Channel
+from .models import DeepAttentionSpec, ModelSpec
+from .quadrature import t_halfwidth
+from .results import PRECISION_TARGETS, PRECISIONS, Settings, Threshold, ThresholdsResult
+from .errors import SpecError
+from .state_evolution import Q_MAX, iterate_fixed_point, outer_normals, output_statistics
+
+SCRAMBLES = 16
+START_POINTS = {"fast": 128, "standard": 256, "precise": 1024}
+MAX_POINTS = 16384
+
+
+def _check_precision(precision: str):
+    if precision not in PRECISIONS:
+        raise SpecError("precision", precision, "one of " + ", ".join(PRECISIONS))
+
+
+# ---------------------------------------------------------------------------------------
+# Q = 0
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RateAtZero:
+    """alpha_c per index from the linearisation at Q = 0, with 95% half-widths."""
+
+    alpha: np.ndarray
+    ci95: np.ndarray
+    method: str
+    points: int
+
+
+def _rates_at_zero_grid_L2(spec: DeepAttentionSpec, rel_target: float) -> RateAtZero:
+    """Nested trapezoid grids over a = B z_2 and z_1 (deterministic; L = 2, M = 2)."""
+    from .channels.attention_kernels import layer_thresholds_L2_grid
+
+    c, b = spec.skip[0], spec.beta[0]
+    half_a = 8.5 * (c + 1.0)
+    n = 64 if c >= 0.5 else 96
+    prev = None
+    while True:
+        mass, f1, f2 = layer_thresholds_L2_grid(c, b, spec.beta[1], half_a, n, 8.5, n)
+        alpha = np.array([mass / f1 if f1 > 0 else np.inf, mass / f2 if f2 > 0 else np.inf])
+        if prev is not None:
+            err = np.abs(alpha - prev) + abs(mass - 1.0) * alpha
+            if np.all(err <= 0.2 * rel_target * alpha) or n >= 256:
+                return RateAtZero(alpha, err, "nested trapezoid grids (a, z_1)", n)
+        prev = alpha
+        n = int(n * 1.5)
+
+
+def rates_at_zero(channel: Channel, precision: str, seed: int) -> RateAtZero:
+    """Per-index alpha_c = 1 / E||Cov[z_p|y] - I||^2 at Q = 0 by QMC, refined to the target."""
+    target = PRECISION_TARGETS[precision][0]
+    spec = getattr(channel, "spec", None)
+    if isinstance(spec, DeepAttentionSpec) and channel.noiseless and spec.layers == 2 and spec.tokens == 2:
+        return _rates_at_zero_grid_L2(spec, target)
+    P = channel.n_indices
+    n = START_POINTS[precision]
+    Q0 = np.zeros((P, P))
+    while True:
+        normals = outer_normals(channel, n, SCRAMBLES, seed)
+        st = output_statistics(channel, Q0, normals, 1)
+        dev = st.cov_deviation  # (R, P)
+        mean = dev.mean(0)
+        alpha = np.where(mean > 0, 1.0 / np.where(mean > 0, mean, 1), np.inf)
+        ci = alpha * t_halfwidth(dev) / np.where(mean > 0, mean, 1)
+        if np.all(ci <= target * alpha) or n >= MAX_POINTS:
+            st2 = output_statistics(channel, Q0, normals, 2)
+            m2 = st2.cov_deviation.mean(0)
+            alpha2 = np.where(m2 > 0, 1.0 / np.where(m2 > 0, m2, 1), np.inf)
+            quad = np.abs(alpha2 - alpha)
+            return RateAtZero(alpha, ci + quad, "randomised QMC outer, posterior quadrature inner", n)
+        n *= 4
+
+
+# ---------------------------------------------------------------------------------------
+# Staircase
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StaircaseStep:
+    layer: int
+    alpha: float
+    ci95: float
+    learned_overlap: float  # overlap of the learned layer(s) at the threshold
+
+
+def _single_learned_step(channel: Channel, learned: int, remaining: list[int], base_q: np.ndarray,
+                         precision: str, seed: int) -> StaircaseStep:
+    """Next threshold when exactly one layer (``learned``) is active: a root in q."""
+    target = PRECISION_TARGETS[precision][1]
+    n = START_POINTS[precision]
+    P = channel.n_indices
+    while True:
+        normals = outer_normals(channel, n, SCRAMBLES, seed)
+        cache = {}
+
+        def stats(q, resolution=1):
+            key = (q, resolution)
+            if key not in cache:
+                Q = np.diag(base_q)
+                Q[learned, learned] = q
+                cache[key] = output_statistics(channel, Q, normals, resolution)
+            return cache[key]
+
+        def per_scramble(q, resolution=1):
+            st = stats(q, resolution)
+            H = st.H[:, learned, learned]
+            alpha = q / ((1.0 - q) * H)
+            h = alpha[:, None] * st.cov_deviation[:, remaining] - 1.0
+            return alpha, h
+
+        def pooled(q, l, resolution=1):
+            st = stats(q, resolution)
+            H = st.H[:, learned, learned].mean()
+            return q / ((1.0 - q) * H) * st.cov_deviation[:, l].mean() - 1.0
+
+        best = None
+        for j, l in enumerate(remaining):
+            grid = [0.05, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 0.9999]
+            vals = [pooled(q, l) for q in grid]
+            k = next((i for i, v in enumerate(vals) if v > 0), None)
+            if k is None:
+                continue
+            lo = grid[k - 1] if k > 0 else 1e-6
+            qroot = optimize.brentq(lambda q: pooled(q, l), lo, grid[k], xtol=1e-10, rtol=1e-12)
+            dq = max(1e-7, 1e-5 * (1 - qroot))
+            q1, q2 = qroot - dq, min(qroot + dq, Q_MAX)
+            a1, h1 = per_scramble(q1)
+            a2, h2 = per_scramble(q2)
+            slope = (h2[:, j] - h1[:, j]) / (q2 - q1)
+            qr = q1 - h1[:, j] / slope
+            alpha_r = a1 + (a2 - a1) / (q2 - q1) * (qr - q1)
+            ci = float(t_halfwidth(alpha_r))
+            alpha_c = float(np.mean(alpha_r))
+            # quadrature error: the pooled root at double inner resolution, by secant steps
+            qa, qb = q1, q2
+            fa, fb = pooled(qa, l, 2), pooled(qb, l, 2)
+            for _ in range(3):
+                if fb == fa:
+                    break
+                qa, qb, fa = qb, qb - fb * (qb - qa) / (fb - fa), fb
+                qb = float(np.clip(qb, 1e-9, Q_MAX))
+                fb = pooled(qb, l, 2)
+            st2 = stats(qb, 2)
+            alpha2 = qb / ((1 - qb) * st2.H[:, learned, learned].mean())
+            ci += abs(alpha2 - alpha_c)
+            step = StaircaseStep(l, alpha_c, ci, float(qroot))
+            if best is None or step.alpha < best.alpha:
+                best = step
+        if best is None:
+            return StaircaseStep(remaining[0], math.inf, math.inf, float("nan"))
+        if best.ci95 <= target * best.alpha or n >= MAX_POINTS // 4:
+            return best
+        n *= 4
+
+
+def _multi_learned_step(channel: Channel, learned: list[int], remaining: list[int], alpha_prev: float,
+                        Q_prev: np.ndarray, precision: str, seed: int) -> tuple[StaircaseStep, np.ndarray]:
+    """Next threshold with several active layers: a root in alpha, Q*_S(alpha) by SE iteration."""
+    n = START_POINTS[precision]
+    normals = outer_normals(channel, n, SCRAMBLES, seed)
+    P = channel.n_indices
+    frozen = np.ones(P, dtype=bool)
+    frozen[learned] = False
+    state = {"Q": Q_prev.copy()}
+
+    def fixed(alpha):
+        fp = iterate_fixed_point(channel, alpha, state["Q"], normals, frozen=frozen, tol=1e-8)
+        state["Q"] = fp.Q
+        return fp.Q
+
+    def h_all(alpha):
+        Q = fixed(alpha)
+        st = output_statistics(channel, Q, normals, 1)
+        return alpha * st.cov_deviation[:, remaining], Q, st
+
+    best = None
+    a_lo = alpha_prev * 1.0001
+    a_hi = a_lo
+    for _ in range(40):
+        a_hi *= 1.25
+        vals, Q, _ = h_all(a_hi)
+        if np.any(vals.mean(0) > 1):
+            break
+    for j, l in enumerate(remaining):
+        state["Q"] = Q_prev.copy()
+
+        def f(alpha):
+            return h_all(alpha)[0][:, j].mean() - 1.0
+
+        if f(a_hi) <= 0:
+            continue
+        state["Q"] = Q_prev.copy()
+        root = optimize.brentq(f, a_lo, a_hi, xtol=1e-6 * a_hi)
+        vals, Q, st = h_all(root)
+        d = 1e-3 * root
+        vals2, _, _ = h_all(root + d)
+        slope = (vals2[:, j].mean() - vals[:, j].mean()) / d
+        ci = float(t_halfwidth(vals[:, j]) / max(slope, 1e-12))
+        step = StaircaseStep(l, float(root), ci, float(np.mean(np.diag(Q)[learned])))
+        if best is None or step.alpha < best.alpha:
+            best, best_Q = step, Q
+    if best is None:
+        return StaircaseStep(remaining[0], math.inf, math.inf, float("nan")), Q_prev
+    return best, best_Q
+
+
+def staircase(channel: Channel, precision: str = "standard", seed: int = 0,
+              progress=None) -> tuple[list[Threshold], RateAtZero]:
+    """The grand staircase of a sign-symmetric (layer-wise) channel: thresholds in order."""
+    zero = rates_at_zero(channel, precision, seed)
+    P = channel.n_indices
+    first = int(np.argmin(zero.alpha))
+    out = [Threshold(alpha=float(zero.alpha[first]), ci95=float(zero.ci95[first]), kind="linear_stability",
+                     layer=first + 1)]
+    learned = [first]
+    remaining = [l for l in range(P) if l != first]
+    if progress:
+        progress(1, P)
+    Q_prev = np.zeros((P, P))
+    alpha_prev = out[0].alpha
+    while remaining:
+        if len(learned) == 1:
+            step = _single_learned_step(channel, learned[0], remaining, np.zeros(P), precision, seed)
+            Q_prev = np.zeros((P, P))
+            Q_prev[learned[0], learned[0]] = step.learned_overlap
+        else:
+            step, Q_prev = _multi_learned_step(channel, learned, remaining, alpha_prev, Q_prev, precision, seed)
+        if not math.isfinite(step.alpha):
+            for l in remaining:
+                out.append(Threshold(alpha=math.inf, ci95=math.inf, kind="staircase", layer=l + 1))
+            break
+        out.append(Threshold(alpha=step.alpha, ci95=step.ci95, kind="staircase", layer=step.layer + 1))
+        learned.append(step.layer)
+        remaining.remove(step.layer)
+        alpha_prev = step.alpha
+        if progress:
+            progress(len(learned), P)
+    return out, zero
+
+
+# ---------------------------------------------------------------------------------------
+# Perfect recovery
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PerfectRecovery:
+    alpha: float
+    ci95: float
+    rates: np.ndarray  # t_l at the stationary ratio
+
+
+def perfect_recovery(channel: Channel, seed: int = 0, points: int = 256, epsilon: float = 1e-6,
+                     iterations: int = 12) -> PerfectRecovery:
+    """alpha above which Q = Q_0 is a stable SE fixed point (noiseless channels).
+
+    v_l -> v_l / (alpha t_l(v)), t_l = M - E Tr Cov[z_l | y, omega, V] / v_l at v -> 0.  The
+    ratios of the v_l converge to the stationary one where all t_l agree; there
+    alpha_PR = 1 / t.  Per-scramble values of t give the half-width."""
+    P, M = channel.n_indices, channel.n_tokens
+    normals = outer_normals(channel, points, SCRAMBLES, seed)
+    ratio = np.ones(P)
+    for _ in range(iterations):
+        v = epsilon * ratio / ratio.max()
+        st = output_statistics(channel, np.diag(1.0 - v), normals, 1)
+        t = np.array([(st.H_nishimori[:, l, l] * v[l]) for l in range(P)]).T  # (R, P): M - E Tr Cov / v
+        tm = t.mean(0)
+        new_ratio = ratio / np.maximum(tm, 1e-12)
+        new_ratio /= new_ratio.max()
+        if np.max(np.abs(new_ratio - ratio)) < 1e-4:
+            ratio = new_ratio
+            break
+        ratio = new_ratio
+    # at the stationary ratio the contraction rate is the same for every layer: take the
+    # harmonic combination that is exact there, sum_l t_l / P
+    rate_r = t.mean(1)
+    alpha_r = 1.0 / rate_r
+    return PerfectRecovery(float(alpha_r.mean()), float(t_halfwidth(alpha_r)), tm)
+
+
+# ---------------------------------------------------------------------------------------
+# Public entry point
+# ---------------------------------------------------------------------------------------
+def layer_thresholds(spec: ModelSpec, precision: str = "standard", seed: int = 0,
+                     progress=None) -> ThresholdsResult:
+    """Thresholds of every layer (deep attention) or direction (multi-index), in the order learned.
+
+    Returns a :class:`~solvers.results.ThresholdsResult` sorted by alpha, each threshold
+    with its 95% half-width, plus the perfect-recovery alpha for noiseless channels."""
+    _check_precision(precision)
+    t0 = time.perf_counter()
+    channel = spec.channel()
+    if channel.sign_symmetric:
+        thresholds, zero = staircase(channel, precision, seed, progress)
+        method = zero.method + "; staircase roots in the learned overlap"
+        points = zero.points
+    else:
+        from .linear_stability import linear_stability
+
+        ls = linear_stability(channel, scrambles=SCRAMBLES, seed=seed, precision=precision)
+        thresholds = list(ls.thresholds)
+        method = "randomised QMC linear stability (Perron eigenvalue of F)"
+        points = ls.settings.outer_points if hasattr(ls, "settings") else 0
+    pr_alpha = pr_ci = None
+    if channel.noiseless and isinstance(spec, DeepAttentionSpec):
+        pr = perfect_recovery(channel, seed)
+        pr_alpha, pr_ci = pr.alpha, pr.ci95
+    thresholds = sorted(thresholds, key=lambda t: t.alpha)
+    settings = Settings(precision=precision, seed=seed, method=method, outer_points=points,
+                        scrambles=SCRAMBLES, inner_resolution=1)
+    return ThresholdsResult(model=spec.to_dict(), thresholds=tuple(thresholds),
+                            perfect_recovery_alpha=pr_alpha, perfect_recovery_ci95=pr_ci,
+                            settings=settings, seconds=time.perf_counter() - t0,
+                            solver_version=__version__)
