@@ -411,6 +411,7 @@ class Engine:
     async def _heartbeat(self, job: Job) -> None:
         try:
             await self.store.touch("lock:" + job.cache_key, self.settings.lock_ttl)
+            await self.store.touch("run:" + job.id, self.settings.lock_ttl)
             stored = await self.load(job.id)  # cancelled through another replica?
             if stored is not None and stored.status == "cancelled" and job.status != "cancelled":
                 job.status = "cancelled"

@@ -6,6 +6,7 @@ import solvers
 from solvers.results import PRECISION_TARGETS
 
 from .. import examples
+from .common import problem_response
 from .deps import json, require_api_key
 
 router = APIRouter(tags=["models"], dependencies=[Depends(require_api_key)])
@@ -13,7 +14,8 @@ router = APIRouter(tags=["models"], dependencies=[Depends(require_api_key)])
 
 @router.get("/models", response_model=dict[str, Any],
             responses={200: {"description": "Families, links, parameters, ranges and defaults",
-                             "content": {"application/json": {"example": examples.MODELS}}}})
+                             "content": {"application/json": {"example": examples.MODELS}}},
+                       401: problem_response("Missing or wrong X-API-Key (only when a key is configured)")})
 async def models():
     """The catalogue of model families and links with their parameters, ranges and defaults."""
     return json({"families": solvers.catalogue(),

@@ -1,0 +1,156 @@
+"""Fixtures and helpers shared by tests/test_service_*.py (imported, not a conftest)."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+REDIS_URL = os.environ.get("STAIRCASE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+PAPER = {"family": "deep_attention", "layers": 2, "tokens": 2, "skip": 1.0, "beta": 1.0, "noise": 0.0}
+PHASE = {"family": "multi_index", "link": "square", "noise": 0.0}
+
+
+def settings(tmp_path=None, **kw):
+    from service.config import Settings
+
+    base = dict(cache_dir=str(tmp_path or Path("/tmp") / f"staircase-test-{uuid.uuid4().hex}"),
+                workers=1, sync_timeout=120.0, redis_url=None, api_key=None)
+    base.update(kw)
+    return Settings(_env_file=None, **base)
+
+
+@pytest.fixture(scope="session")
+def pool():
+    """One warmed-up numerical pool for the whole session (numba compiles once)."""
+    from service.jobs import Pool
+
+    p = Pool(workers=int(os.environ.get("STAIRCASE_TEST_WORKERS", "1")))
+    p.start()
+    asyncio.run(p.warm_up())
+    assert p.ready, p.error
+    yield p
+    p.close(kill=True)
+
+
+def counter(metrics_text: str, name: str, **labels) -> float:
+    """Sum of a Prometheus sample over series matching the labels."""
+    total = 0.0
+    for line in metrics_text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        series, value = line.rsplit(" ", 1)
+        if all(f'{k}="{v}"' in series for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
+def computations(client, kind="thresholds", outcome="ok") -> float:
+    return counter(client.get("/metrics").text, "staircase_computations_total", kind=kind,
+                   outcome=outcome)
+
+
+def redis_up(url=REDIS_URL) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
+    except Exception:
+        return False
+
+
+requires_redis = pytest.mark.skipif(not redis_up(), reason="Redis at 127.0.0.1:6379 is not running "
+                                    "(.ci/run starts it)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """A private, throw-away redis-server (so stopping it disturbs nobody)."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.proc = None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self):
+        exe = shutil.which("redis-server")
+        if exe is None:
+            pytest.skip("redis-server is not installed")
+        self.proc = subprocess.Popen([exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no"], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            if redis_up(self.url):
+                return self
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self):
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+class Uvicorn:
+    """The service as a real uvicorn process (for restart and persistence tests)."""
+
+    def __init__(self, env: dict):
+        self.port = free_port()
+        self.env = {**os.environ, "STAIRCASE_WORKERS": "1", **env}
+        self.proc = None
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout=300):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "service.main:app", "--host", "127.0.0.1", "--port",
+             str(self.port)], cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, "uvicorn exited"
+            with contextlib.suppress(httpx.HTTPError):
+                r = httpx.get(self.base + "/readyz", timeout=2)
+                if r.status_code == 200:
+                    return self
+            time.sleep(0.2)
+        raise RuntimeError("the service did not become ready")
+
+    def stop(self):
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+            self.proc = None
+
+    def client(self):
+        return httpx.Client(base_url=self.base, timeout=300)
+
+
+def wait_job(client, location, timeout=300):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = client.get(location).json()
+        if body["status"] in ("done", "failed", "cancelled"):
+            return body
+        time.sleep(0.1)
+    raise AssertionError(f"job {location} did not finish")

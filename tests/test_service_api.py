@@ -1,0 +1,236 @@
+"""The REST API in-process (TestClient) on the embedded disk cache, with the real solvers."""
+from __future__ import annotations
+
+import math
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.main import create_app
+from service_support import PAPER, PHASE, computations, pool, settings, wait_job  # noqa: F401
+
+pytestmark = pytest.mark.timeout(900)
+
+
+@pytest.fixture(scope="module")
+def app_client(pool, tmp_path_factory):  # noqa: F811
+    app = create_app(settings(tmp_path_factory.mktemp("cache")), pool=pool)
+    with TestClient(app) as c:
+        yield app, c
+
+
+@pytest.fixture(scope="module")
+def client(app_client):
+    return app_client[1]
+
+
+def test_healthz_readyz(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    r = client.get("/readyz")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "ready"
+    assert body["cache"]["backend"] == "disk"
+    assert body["solvers"]["ready"] is True
+
+
+def test_models_catalogue(client):
+    r = client.get("/v1/models")
+    assert r.status_code == 200
+    body = r.json()
+    fam = body["families"]
+    assert fam["deep_attention"]["parameters"]["layers"]["max"] == 4
+    assert "square" in fam["multi_index"]["links"]
+    assert set(body["precisions"]) == {"fast", "standard", "precise"}
+
+
+def test_paper_model_thresholds_miss_then_hit(client):
+    req = {"model": PAPER, "precision": "fast", "dimension": 768}
+    before = computations(client)
+    r = client.post("/v1/thresholds", json=req)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["cache"] == "miss"
+    ths = body["thresholds"]
+    assert sorted(t["layer"] for t in ths) == [1, 2]
+    alphas = [t["alpha"] for t in ths]
+    assert alphas == sorted(alphas)
+    for t in ths:
+        assert t["kind"] in ("trivial", "linear_stability", "staircase")
+        assert t["ci95"] >= 0
+        assert t["samples_needed"] == math.ceil(t["alpha"] * 768 - 1e-9)
+    assert body["solver"]["version"] and body["solver"]["seconds"] >= 0
+    again = client.post("/v1/thresholds", json=req)
+    assert again.status_code == 200
+    assert again.json()["cache"] == "hit"
+    assert again.json()["thresholds"] == ths
+    assert again.headers["server-timing"].startswith("app;dur=")
+    assert computations(client) == before + 1
+    # a different dimension is the same fixed point: still a hit
+    other = client.post("/v1/thresholds", json={**req, "dimension": 1000}).json()
+    assert other["cache"] == "hit"
+    assert [t["samples_needed"] for t in other["thresholds"]] == [
+        math.ceil(t["alpha"] * 1000 - 1e-9) for t in ths]
+
+
+def test_corrupt_entry_is_ignored_and_recomputed(app_client):
+    app, client = app_client
+    req = {"model": PHASE, "precision": "fast"}
+    first = client.post("/v1/thresholds", json=req).json()
+    engine = app.state.engine
+    spec = first["model"]
+    key = engine.key("thresholds", spec, {"precision": "fast", "seed": 0})
+    engine.store.cache.set(key, b"\x00garbage{not json")
+    before = computations(client)
+    r = client.post("/v1/thresholds", json=req).json()
+    assert r["cache"] == "miss"
+    assert computations(client) == before + 1
+    assert r["thresholds"] == first["thresholds"]
+    # a well-formed entry stored under another key (foreign) is ignored too
+    engine.store.cache.set(key, engine.cache.encode("fp:thresholds:other", {"thresholds": []}))
+    assert client.post("/v1/thresholds", json=req).json()["cache"] == "miss"
+    assert client.post("/v1/thresholds", json=req).json()["cache"] == "hit"
+
+
+def test_phase_retrieval_threshold_is_one_half(client):
+    body = client.post("/v1/thresholds", json={"model": PHASE, "precision": "fast"}).json()
+    (t,) = body["thresholds"]
+    assert t["direction"] is not None and "layer" not in t
+    assert abs(t["alpha"] - 0.5) <= max(3 * t["ci95"], 0.02)
+
+
+def test_async_job_202_location_and_result(client):
+    req = {"model": PAPER, "precision": "fast", "seed": 7}
+    r = client.post("/v1/thresholds", json=req, headers={"Prefer": "respond-async"})
+    assert r.status_code == 202, r.text
+    loc = r.headers["location"]
+    assert loc == r.json()["location"] and loc.startswith("/v1/jobs/")
+    job = wait_job(client, loc)
+    assert job["status"] == "done", job
+    assert job["kind"] == "thresholds"
+    assert job["progress"]["done"] == job["progress"]["total"] >= 1
+    assert job["result"]["thresholds"]
+    sync = client.post("/v1/thresholds", json=req).json()
+    assert sync["cache"] == "hit"
+    assert sync["thresholds"] == job["result"]["thresholds"]
+
+
+def test_cancel_job(client):
+    req = {"model": {**PAPER, "layers": 3}, "precision": "fast", "seed": 11}
+    r = client.post("/v1/thresholds", json=req, headers={"Prefer": "respond-async"})
+    assert r.status_code == 202
+    loc = r.headers["location"]
+    d = client.delete(loc)
+    assert d.status_code == 200
+    assert d.json()["status"] in ("cancelled", "done")
+    assert client.get(loc).json()["status"] in ("cancelled", "done")
+
+
+def test_unknown_job_404_and_bad_id_422(client):
+    r = client.get("/v1/jobs/" + "0" * 32)
+    assert r.status_code == 404
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert client.delete("/v1/jobs/" + "0" * 32).status_code == 404
+    r = client.get("/v1/jobs/not-a-job")
+    assert r.status_code == 422 and r.json()["field"] == "job_id"
+
+
+@pytest.mark.parametrize("body, field, allowed", [
+    ({"model": {**PAPER, "layers": 7}}, "model.layers", "[1, 4]"),
+    ({"model": {**PAPER, "tokens": 9}}, "model.tokens", "[2, 4]"),
+    ({"model": {**PAPER, "beta": 0}}, "model.beta", "(0, 100]"),
+    ({"model": {**PAPER, "noise": -1}}, "model.noise", "[0, 100]"),
+    ({"model": {**PAPER, "skip": [1.0, 2.0, 3.0]}}, "model.skip", "one per layer"),
+    ({"model": {"family": "multi_index", "link": "cube"}}, "model.link", "square"),
+    ({"model": {"family": "multi_index", "link": "product", "indices": 1}}, "model.indices", "2"),
+    ({"model": {"family": "transformer"}}, "model", "deep_attention"),
+    ({"model": PAPER, "precision": "exact"}, "precision", "fast"),
+    ({"model": PAPER, "dimension": 2_000_000_000}, "dimension", "1000000000"),
+    ({"model": PAPER, "dimension": 0}, "dimension", "[1, "),
+    ({"model": PAPER, "colour": "red"}, "colour", "no such field"),
+    ({}, "model", "family"),
+])
+def test_validation_errors_are_problems(client, body, field, allowed):
+    r = client.post("/v1/thresholds", json=body)
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    p = r.json()
+    assert p["status"] == 422 and p["title"] and p["detail"]
+    assert p["field"] == field, p
+    assert allowed in p["allowed"], p
+
+
+def test_state_evolution_limits_and_malformed_json(client):
+    r = client.post("/v1/state-evolution", json={"model": PAPER, "alphas": [0.5] * 51})
+    assert r.status_code == 422 and r.json()["field"] == "alphas" and "50" in r.json()["allowed"]
+    r = client.post("/v1/state-evolution", json={"model": PAPER, "alphas": []})
+    assert r.status_code == 422 and r.json()["field"] == "alphas"
+    r = client.post("/v1/thresholds", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    assert r.headers["content-type"].startswith("application/problem+json")
+    r = client.post("/v1/thresholds", content=b'{"model": {"family": "deep_attention", "skip": NaN}}',
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["field"].startswith("model.skip")
+
+
+def test_state_evolution_points(client):
+    r = client.post("/v1/state-evolution",
+                    json={"model": PHASE, "alphas": [0.3, 1.5], "precision": "fast"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [p["alpha"] for p in body["points"]] == [0.3, 1.5]
+    for p in body["points"]:
+        assert p["bayes_optimal"] in ("uninformed", "informed")
+        for start in ("uninformed", "informed"):
+            fp = p[start]
+            assert fp["start"] == start
+            assert len(fp["layer_overlaps"]) == 1
+            assert isinstance(fp["converged"], bool) and fp["iterations"] >= 0
+    # below alpha_c = 1/2 the uninformed start stays near zero; above it is learned
+    low, high = body["points"]
+    assert low["uninformed"]["layer_overlaps"][0] < high["uninformed"]["layer_overlaps"][0]
+
+
+def test_sample_size_weak_recovery_is_largest_threshold(client):
+    ths = client.post("/v1/thresholds", json={"model": PAPER, "precision": "fast"}).json()["thresholds"]
+    r = client.post("/v1/sample-size", json={"model": PAPER, "dimension": 768, "precision": "fast",
+                                             "target": {"kind": "weak_recovery", "layers": "all"}})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    top = max(ths, key=lambda t: t["alpha"])
+    assert body["alpha"] == pytest.approx(top["alpha"])
+    assert body["samples"] == max(1, math.ceil(top["alpha"] * 768 - 1e-9))
+    r = client.post("/v1/sample-size", json={"model": PAPER, "dimension": 768, "precision": "fast",
+                                             "target": {"kind": "weak_recovery", "layers": 1}})
+    assert r.json()["alpha"] == pytest.approx(min(t["alpha"] for t in ths))
+
+
+def test_sample_size_target_errors(client):
+    base = {"model": PAPER, "dimension": 768, "precision": "fast"}
+    r = client.post("/v1/sample-size", json={**base, "target": {"kind": "weak_recovery", "layers": 3}})
+    assert r.status_code == 422 and r.json()["field"] == "target.layers"
+    assert "[1, 2]" in r.json()["allowed"]
+    r = client.post("/v1/sample-size", json={**base, "target": {"kind": "prediction_error", "max": -1}})
+    assert r.status_code == 422 and r.json()["field"] == "target.max"
+    r = client.post("/v1/sample-size", json={**base, "target": {"kind": "accuracy"}})
+    assert r.status_code == 422 and r.json()["field"].startswith("target")
+
+
+def test_metrics_exposes_counters(client):
+    text = client.get("/metrics").text
+    for name in ("staircase_requests_total", "staircase_request_seconds", "staircase_cache_hits_total",
+                 "staircase_cache_misses_total", "staircase_computations_total"):
+        assert name in text
+
+
+def test_api_key(pool, tmp_path):  # noqa: F811
+    app = create_app(settings(tmp_path, api_key="s3cret"), pool=pool)
+    with TestClient(app) as c:
+        r = c.get("/v1/models")
+        assert r.status_code == 401
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert c.get("/v1/models", headers={"X-API-Key": "wrong"}).status_code == 401
+        assert c.get("/v1/models", headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert c.post("/v1/thresholds", json={"model": PAPER}).status_code == 401
+        assert c.get("/healthz").status_code == 200
+        assert c.get("/metrics").status_code == 200
