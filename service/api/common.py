@@ -18,6 +18,7 @@ def compute_responses(example: dict) -> dict:
               "headers": {"Location": {"schema": {"type": "string"},
                                        "description": "/v1/jobs/{id}"}},
               "content": {"application/json": {"example": examples.ACCEPTED}}},
+        400: problem_response("Malformed body (not JSON, or not UTF-8)"),
         401: problem_response("Missing or wrong X-API-Key (only when a key is configured)"),
         422: problem_response("Invalid input: names the field and its allowed range", examples.PROBLEM),
         429: problem_response("Too many computations pending"),
