@@ -5,7 +5,30 @@ Pure numerical code (no web, no cache, no I/O).  See THEORY.md for the mathemati
 __version__ = "0.1.0"
 
 from .errors import SpecError
-from .models import DeepAttentionSpec, MultiIndexSpec, ModelSpec, catalogue, spec_from_dict
+from .models import DeepAttentionSpec, ModelSpec, MultiIndexSpec, catalogue, spec_from_dict
+from .state_evolution import fixed_point, state_evolution
+from .thresholds import layer_thresholds
+
+
+def warm_up() -> None:
+    """Compile (or load from the on-disk numba cache) every kernel on tiny inputs."""
+    import numpy as np
+
+    from .state_evolution import outer_normals, output_statistics
+
+    specs = [DeepAttentionSpec(layers=1), DeepAttentionSpec(), DeepAttentionSpec(layers=3)]
+    specs += [MultiIndexSpec(link=link) for link in ("square", "sign", "product")]
+    for spec in specs:
+        try:
+            channel = spec.channel()
+        except Exception:  # a family whose module is absent must not stop the service
+            continue
+        P = channel.n_indices
+        output_statistics(channel, np.eye(P) * 0.1, outer_normals(channel, 4, 2, 0), 1, plugin=True)
+    from .channels.attention_kernels import layer_thresholds_L2_grid
+
+    layer_thresholds_L2_grid(1.0, 1.0, 1.0, 4.0, 4, 4.0, 4)
+
 
 __all__ = ["__version__", "SpecError", "DeepAttentionSpec", "MultiIndexSpec", "ModelSpec", "catalogue",
-           "spec_from_dict"]
+           "spec_from_dict", "layer_thresholds", "state_evolution", "fixed_point", "warm_up"]

@@ -19,6 +19,7 @@ import numpy as np
 
 from .channels.base import Channel
 from .quadrature import scrambled_normals, t_halfwidth
+from .results import FixedPoint
 
 Q_MAX = 1.0 - 1e-10  # overlaps are capped here: beyond, recovery is perfect to machine precision
 UNINFORMED_START = 1e-3
@@ -145,16 +146,25 @@ def _to_matrix(channel, x):
     return (U * np.clip(w, 0.0, Q_MAX)) @ U.T
 
 
-def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, normals: np.ndarray,
-                        resolution: int = 1, tol: float = 1e-7, max_iterations: int = 300,
-                        damping: float = 1.0, frozen: np.ndarray | None = None,
-                        history: int = 4) -> FixedPointIteration:
-    """Iterate the SE map to a fixed point with Anderson acceleration.
+def _scaled_residual(x, f, channel):
+    """max |map(Q) - Q|, relative to 1 - q near q = 1 (where overlaps converge to Q_0 geometrically)."""
+    if channel.sign_symmetric:
+        return float(np.max(np.abs(f) / np.clip(1.0 - x, 1e-12, 1.0)))
+    return float(np.max(np.abs(f)))
 
-    ``frozen``: boolean mask over the vector of order parameters held at their start value
-    (used by the staircase, which keeps not-yet-learned layers at exactly 0).
-    Converged means max |map(Q) - Q| < tol; otherwise the last iterate is returned with
-    converged=False."""
+
+def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, normals: np.ndarray,
+                        resolution: int = 1, tol: float = 1e-6, max_iterations: int = 400,
+                        frozen: np.ndarray | None = None) -> FixedPointIteration:
+    """Iterate the SE map to a fixed point, with Aitken extrapolation of converging components.
+
+    Every third step extrapolates each component whose last two steps shrink with a stable
+    ratio s in (0, 0.98): x* = x + s f / (1 - s), bounded so that no jump lands on 0 or 1.  Components moving away from an unstable
+    fixed point (growing steps) are never extrapolated, so the iteration cannot be pulled
+    onto an unstable fixed point (as Anderson or Newton would be, e.g. Q = 0 above threshold).
+    ``frozen``: mask of order parameters held at their start value (the staircase keeps
+    not-yet-learned layers at exactly 0).  Converged means the scaled residual
+    max |map(Q) - Q| / max(1 - q, 1e-12) < tol."""
     x = _to_vector(channel, Q_start)
     mask = np.ones_like(x, dtype=bool) if frozen is None else ~frozen
 
@@ -165,45 +175,35 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
         out = np.where(mask, out, xv)
         return np.clip(out, 0.0, Q_MAX) if channel.sign_symmetric else out
 
-    X_hist, F_hist = [], []
-    gx = G(x)
-    f = gx - x
-    res = float(np.max(np.abs(f)))
-    prev_res = res
+    f_prev = None
+    it = 0
+    res = np.inf
     contraction = np.nan
-    it = 1
-    while res > tol and it < max_iterations:
-        x_new = x + damping * f
-        if len(X_hist) >= 1:
-            dX = np.array(X_hist).T
-            dF = np.array(F_hist).T
-            gamma, *_ = np.linalg.lstsq(dF, f, rcond=None)
-            x_new = x + damping * f - (dX + damping * dF) @ gamma
-        x_new = np.where(mask, x_new, x)
-        if channel.sign_symmetric:
-            x_new = np.clip(x_new, 0.0, Q_MAX)
-        g_new = G(x_new)
-        f_new = g_new - x_new
-        new_res = float(np.max(np.abs(f_new)))
-        if not np.all(np.isfinite(f_new)):
-            X_hist, F_hist = [], []
-            x_new = np.where(mask, gx, x)
-            g_new = G(x_new)
-            f_new = g_new - x_new
-            new_res = float(np.max(np.abs(f_new)))
-        X_hist.append(x_new - x)
-        F_hist.append(f_new - f)
-        if len(X_hist) > history:
-            X_hist.pop(0)
-            F_hist.pop(0)
-        if new_res > 10 * res:  # Anderson went astray: restart from the plain step
-            X_hist, F_hist = [], []
-        contraction = new_res / res if res > 0 else 0.0
-        x, gx, f, prev_res, res = x_new, g_new, f_new, res, new_res
+    while it < max_iterations:
+        gx = G(x)
         it += 1
-    # one last plain step keeps the reported point on the map's image
-    return FixedPointIteration(_to_matrix(channel, gx if res <= tol else x), res <= tol, it, res,
-                               float(contraction))
+        f = gx - x
+        res = _scaled_residual(x, f, channel)
+        if res <= tol:
+            break
+        x_new = gx
+        if f_prev is not None and it % 3 == 0:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                s = np.where(np.abs(f_prev) > 0, f / f_prev, 0.0)
+            ok = (s > 0) & (s < 0.98) & mask
+            # bounded jump: at most 20 plain steps, and never onto 0 or Q_0 in one go, where
+            # exact (possibly unstable) fixed points would capture the iteration for good
+            jump = np.clip(s * f / (1.0 - s), -20 * np.abs(f), 20 * np.abs(f))
+            target = np.clip(gx + jump, 1e-3 * gx, 1.0 - 1e-3 * (1.0 - gx))
+            x_new = np.where(ok, target, gx)
+            if channel.sign_symmetric:
+                x_new = np.clip(x_new, 0.0, Q_MAX)
+            contraction = float(np.max(np.where(ok, s, 0.0)))
+            f_prev = None
+        else:
+            f_prev = f
+        x = x_new
+    return FixedPointIteration(_to_matrix(channel, x), bool(res <= tol), it, res, contraction)
 
 
 def fixed_point_statistics(channel, alpha, Q, normals, resolution):
@@ -235,9 +235,107 @@ def bayes_prediction_error(channel: Channel, Q: np.ndarray, normals: np.ndarray,
     return err.reshape(R, n).mean(1)
 
 
-def timed(fn):
-    def wrapper(*args, **kwargs):
-        t0 = time.perf_counter()
-        out = fn(*args, **kwargs)
-        return out, time.perf_counter() - t0
-    return wrapper
+POINTS = {"fast": 64, "standard": 128, "precise": 512}
+SCRAMBLES = 16
+
+
+def _fixed_point_result(channel, alpha, start, fp: FixedPointIteration, normals, resolution) -> FixedPoint:
+    st, phi, q_r = fixed_point_statistics(channel, alpha, fp.Q, normals, resolution)
+    q = np.diag(fp.Q)
+    # delta method: spread of the per-scramble maps at Q*, amplified by 1 / (1 - slope);
+    # the slope and the quadrature error (double inner resolution) on a subset of the points
+    sub = normals[:4, : max(16, normals.shape[1] // 4)]
+    base = np.diag(overlap_update(alpha, output_statistics(channel, fp.Q, sub, resolution).H.mean(0)))
+    delta = 1e-4
+    Qd = _to_matrix(channel, _to_vector(channel, fp.Q) + delta * (q < Q_MAX - delta))
+    slope = (np.diag(overlap_update(alpha, output_statistics(channel, Qd, sub, resolution).H.mean(0))) - base) / delta
+    amplification = 1.0 / np.clip(1.0 - slope, 0.05, None)
+    fine = np.diag(overlap_update(alpha, output_statistics(channel, fp.Q, sub, 2 * resolution).H.mean(0)))
+    ci = (t_halfwidth(q_r) + np.abs(fine - base)) * amplification
+    bayes = bayes_prediction_error(channel, fp.Q, normals[:, : max(8, normals.shape[1] // 4)])
+    return FixedPoint(alpha=float(alpha), start=start, overlap=tuple(map(tuple, fp.Q.tolist())),
+                      layer_overlaps=tuple(q.tolist()), overlap_ci95=tuple(np.minimum(ci, 1.0).tolist()),
+                      mse=float(np.trace(np.eye(len(q)) - fp.Q)),
+                      prediction_error_bayes=float(bayes.mean()),
+                      prediction_error_plugin=float(st.plugin_error.mean()),
+                      free_entropy=phi, converged=bool(fp.converged), iterations=int(fp.iterations),
+                      residual=float(fp.residual))
+
+
+def fixed_point(spec, alpha: float, start: str = "uninformed", precision: str = "standard", seed: int = 0,
+                Q_start: np.ndarray | None = None) -> FixedPoint:
+    """SE fixed point at one alpha from the uninformed (Q = 1e-3 I) or informed (Q = (1 - 1e-4) I) start."""
+    from .thresholds import _check_precision
+
+    _check_precision(precision)
+    _check_alpha(alpha)
+    channel = spec.channel()
+    P = channel.n_indices
+    normals = outer_normals(channel, POINTS[precision], SCRAMBLES, seed)
+    if Q_start is None:
+        Q_start = np.eye(P) * (UNINFORMED_START if start == "uninformed" else INFORMED_START)
+    fp = iterate_fixed_point(channel, alpha, Q_start, normals)
+    return _fixed_point_result(channel, alpha, start, fp, normals, 1)
+
+
+MAX_ALPHA = 1e4
+
+
+def _check_alpha(alpha):
+    from .errors import SpecError
+
+    if not (isinstance(alpha, (int, float)) and np.isfinite(alpha) and 0 < alpha <= MAX_ALPHA):
+        raise SpecError("alpha", alpha, f"a number in (0, {MAX_ALPHA:g}]")
+
+
+def state_evolution(spec, alphas, precision: str = "standard", seed: int = 0, progress=None):
+    """SE fixed points from both starts at each alpha (THEORY.md section 3).
+
+    The uninformed branch is followed upward in alpha and the informed branch downward,
+    each warm-started from its neighbour (valid because the Bayes-optimal SE map is
+    monotone in Q and alpha, so the warm start and the cold start reach the same fixed
+    point).  The Bayes-optimal point is the one with the larger free entropy."""
+    from . import __version__
+    from .results import Settings, StateEvolutionPoint, StateEvolutionResult
+    from .thresholds import _check_precision
+
+    _check_precision(precision)
+    alphas = [float(a) for a in alphas]
+    for a in alphas:
+        _check_alpha(a)
+    t0 = time.perf_counter()
+    channel = spec.channel()
+    P = channel.n_indices
+    normals = outer_normals(channel, POINTS[precision], SCRAMBLES, seed)
+    order = np.argsort(alphas)
+    total = 2 * len(alphas)
+    done = 0
+    uninformed, informed = {}, {}
+    Q = np.eye(P) * UNINFORMED_START
+    for i in order:
+        fp = iterate_fixed_point(channel, alphas[i], np.maximum(Q, np.eye(P) * UNINFORMED_START), normals)
+        Q = fp.Q
+        uninformed[i] = _fixed_point_result(channel, alphas[i], "uninformed", fp, normals, 1)
+        done += 1
+        if progress:
+            progress(done, total)
+    Q = np.eye(P) * INFORMED_START
+    for i in order[::-1]:
+        fp = iterate_fixed_point(channel, alphas[i], np.minimum(Q, np.eye(P) * INFORMED_START), normals)
+        Q = fp.Q
+        informed[i] = _fixed_point_result(channel, alphas[i], "informed", fp, normals, 1)
+        done += 1
+        if progress:
+            progress(done, total)
+    points = []
+    for i in range(len(alphas)):
+        u, f = uninformed[i], informed[i]
+        differ = max(abs(a - b) for a, b in zip(u.layer_overlaps, f.layer_overlaps)) > 1e-3 + max(
+            max(u.overlap_ci95), max(f.overlap_ci95))
+        best = "informed" if differ and f.free_entropy > u.free_entropy else "uninformed"
+        points.append(StateEvolutionPoint(alpha=alphas[i], uninformed=u, informed=f, bayes_optimal=best,
+                                          gap=bool(differ)))
+    settings = Settings(precision=precision, seed=seed, method="SE with randomised QMC outer expectations",
+                        outer_points=POINTS[precision], scrambles=SCRAMBLES, inner_resolution=1)
+    return StateEvolutionResult(model=spec.to_dict(), points=tuple(points), settings=settings,
+                                seconds=time.perf_counter() - t0, solver_version=__version__)

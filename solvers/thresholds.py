@@ -194,7 +194,7 @@ def _multi_learned_step(channel: Channel, learned: list[int], remaining: list[in
     state = {"Q": Q_prev.copy()}
 
     def fixed(alpha):
-        fp = iterate_fixed_point(channel, alpha, state["Q"], normals, frozen=frozen, tol=1e-8)
+        fp = iterate_fixed_point(channel, alpha, state["Q"], normals, frozen=frozen)
         state["Q"] = fp.Q
         return fp.Q
 
