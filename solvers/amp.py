@@ -24,9 +24,14 @@ on Q = Qhat (I + Qhat)^{-1}: exactly the SE map of section 3 (checked in tests/t
 against a Gaussian channel whose SE is closed form).  Signs follow the committee-machine
 GAMP of Aubin et al. (NeurIPS 2018), vector form as in TRAMP (Baker et al. 2020).
 
-Overlaps are reported as the P x P matrix W_hat W*^T / D (the teacher rows have norm^2 / D
-close to 1); the per-index overlap is the absolute value of its diagonal, since for
-sign-symmetric channels (phase retrieval, deep attention) each row is learned up to sign.
+Overlaps are reported as the P x P matrix W_hat W*^T / D; the per-index overlap is
+|w_hat_l . w*_l| / |w*_l|^2 (the same up to the teacher norm |w*_l|^2 / D = 1 + O(D^{-1/2}),
+which it removes), with the absolute value since for sign-symmetric channels (phase
+retrieval, deep attention) each row is learned up to sign.
+
+Damping d: the output-side messages (g, A) and the input-side estimates (W_hat, V) are all
+mixed as d * old + (1 - d) * new (Vila, Schniter et al. 2015); damping W_hat alone breaks the
+Onsager correction and can lock GAMP onto a spurious direction.
 """
 from __future__ import annotations
 
@@ -168,8 +173,11 @@ class GampResult:
     overlaps: (T+1, P, P) matrices W_hat W*^T / D.
     self_overlaps: (T+1, P, P) matrices W_hat W_hat^T / D (equal to the overlaps on the
       Nishimori line, up to finite-size error).
-    layer_overlaps: (T+1, P) |diag(W_hat W*^T / D)|, the per-index / per-layer overlap q_l
-      (sign of each row is not identifiable for sign-symmetric channels).
+    layer_overlaps: (T+1, P) per-index / per-layer overlap q_l = |w_hat_l . w*_l| / |w*_l|^2,
+      the diagonal of the overlap matrix divided by the teacher's ||w*_l||^2 / D (which is
+      1 + O(D^{-1/2}) and otherwise dominates the seed-to-seed spread; perfect recovery
+      gives exactly 1).  Absolute value: the sign of each row is not identifiable for
+      sign-symmetric channels.  SE's Q_ll is its D -> infinity limit.
     mse: (T+1,) sum_l min_s ||w_hat_l - s w*_l||^2 / D (sign-aligned row by row; SE value
       Tr(I - Q)).
     test_error: (T+1,) E || y - g(omega_hat) ||^2 on the fresh test set (omega_hat =
@@ -285,12 +293,15 @@ def gamp(model, instance: Instance, iterations: int = 100, damping: float = 0.0,
         W = init_scale * rng.standard_normal((p, d))
     V = _eig_clip(eye - W @ W.T / d, v_floor)
     g_prev = np.zeros((n, p, m))
+    A_prev = np.zeros((p, p))
+
+    teacher_norms = (Wstar ** 2).sum(axis=1) / d
 
     def record(W):
         ov = W @ Wstar.T / d
         so = W @ W.T / d
         te, ten = _test_errors(channel, W, instance)
-        return ov, so, np.abs(np.diag(ov)), _sign_aligned_mse(W, Wstar), te, ten
+        return ov, so, np.abs(np.diag(ov)) / teacher_norms, _sign_aligned_mse(W, Wstar), te, ten
 
     hist = [record(W)]
     residuals = []
@@ -321,7 +332,14 @@ def gamp(model, instance: Instance, iterations: int = 100, damping: float = 0.0,
             n_bad += int((~ok).sum())
         # sum over samples and tokens of dg = Vinv Cov Vinv - Vinv
         dg_sum = Vinv @ cov_sum @ Vinv - n_good * m * Vinv
-        A = _eig_clip(-dg_sum / d, a_floor)
+        A = -dg_sum / d
+        if damping > 0 and t > 0:
+            # damp the output-side messages too (Vila et al. 2015), so that the Onsager
+            # term -V g_prev refers to the same g that built W_hat
+            g = damping * g_prev + (1.0 - damping) * g
+            A = damping * A_prev + (1.0 - damping) * A
+        A_prev = A
+        A = _eig_clip(A, a_floor)
         # input side
         gf = g.transpose(0, 2, 1).reshape(n * m, p)  # (N*M, P)
         B = (gf.T @ Xf) / sqd + A @ W  # (P, D)
