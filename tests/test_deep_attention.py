@@ -1,0 +1,256 @@
+"""Deep tied attention: thresholds, state evolution and posterior moments against
+independent checks (closed forms, a second integrator, grid refinement, published SE)."""
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from solvers import DeepAttentionSpec, SpecError, layer_thresholds, state_evolution
+from solvers.channels import attention_kernels as K
+from solvers.channels.deep_attention import inner_bank
+from solvers.state_evolution import outer_normals, output_statistics, overlap_update
+from solvers.thresholds import perfect_recovery, rates_at_zero
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+PAPER = DeepAttentionSpec(layers=2, tokens=2, skip=1.0, beta=1.0)
+
+
+def read_reference(name):
+    with open(REFERENCE / name) as fh:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+@pytest.fixture(scope="module")
+def paper_channel():
+    return PAPER.channel()
+
+
+def test_forward_model_matches_the_definition():
+    """L = 2, M = 2: y = S(a a^T) with a = (I + S(z_1 z_1^T)) z_2 (THEORY.md section 2)."""
+    rng = np.random.default_rng(1)
+    Z = rng.standard_normal((5, 2, 2))
+    ch = PAPER.channel()
+
+    def S(a):
+        e = np.exp(np.outer(a, a) - np.outer(a, a).max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    for z in Z:
+        a = (np.eye(2) + S(z[0])) @ z[1]
+        np.testing.assert_allclose(ch.output(z[None])[0], S(a), rtol=1e-12)
+        obs = ch.observation_from_output(ch.output(z[None]))[0]
+        np.testing.assert_allclose(np.abs(obs), np.abs(a), rtol=1e-7)
+
+
+def test_three_layer_forward_model():
+    """L = 3: a = A_2 A_1 z_3 with A_1 = A(z_1), A_2 = A(A_1 z_2)."""
+    spec = DeepAttentionSpec(layers=3, tokens=3, skip=[0.5, 2.0, 1.0], beta=[1.0, 0.5, 2.0])
+    ch = spec.channel()
+    z = np.random.default_rng(2).standard_normal((3, 3))
+
+    def A(a, c, b):
+        e = np.exp(b * np.outer(a, a))
+        return c * np.eye(3) + e / e.sum(1, keepdims=True)
+
+    A1 = A(z[0], 0.5, 1.0)
+    A2 = A(A1 @ z[1], 2.0, 0.5)
+    a = A2 @ A1 @ z[2]
+    e = np.exp(2.0 * np.outer(a, a))
+    np.testing.assert_allclose(ch.output(z[None])[0], e / e.sum(1, keepdims=True), rtol=1e-12)
+    np.testing.assert_allclose(np.abs(ch.last_preactivation(z[None])[0]), np.abs(a), rtol=1e-12)
+
+
+def test_paper_model_thresholds_at_zero_agree_with_qmc(paper_channel):
+    """Deterministic nested grids vs the generic QMC outer + posterior grid (independent paths)."""
+    grid = rates_at_zero(paper_channel, "standard", 0)
+    assert np.argmin(grid.alpha) == 1  # layer 2 is learned first
+    assert np.all(grid.ci95 <= 0.005 * grid.alpha)
+    normals = outer_normals(paper_channel, 1024, 16, 3)
+    dev = output_statistics(paper_channel, np.zeros((2, 2)), normals).cov_deviation
+    qmc_alpha = 1.0 / dev.mean(0)
+    qmc_ci = qmc_alpha * 2.2 * dev.std(0, ddof=1) / 4 / dev.mean(0)
+    assert abs(qmc_alpha[1] - grid.alpha[1]) <= qmc_ci[1] + grid.ci95[1]
+    assert abs(qmc_alpha[0] - grid.alpha[0]) <= qmc_ci[0] + grid.ci95[0]
+
+
+def test_single_layer_is_observing_plus_minus_z():
+    """L = 1 reveals +-z exactly: alpha_c = 1 / (M^2 + M) for any skip."""
+    for M in (2, 3):
+        res = rates_at_zero(DeepAttentionSpec(layers=1, tokens=M, skip=7.0).channel(), "standard", 0)
+        exact = 1.0 / (M * M + M)
+        assert abs(res.alpha[0] - exact) <= max(res.ci95[0], 1e-9) + 1e-9
+        assert res.ci95[0] <= 0.01 * exact
+
+
+def test_large_skip_limit_is_one_sixth():
+    """An attention layer with skip c = 50 before the readout: layer 2 sees ~ +-z_2, alpha -> 1/6."""
+    res = layer_thresholds(DeepAttentionSpec(layers=2, tokens=2, skip=50.0), precision="fast")
+    first = res.thresholds[0]
+    assert first.layer == 2
+    assert abs(first.alpha - 1 / 6) <= 0.01 / 6
+
+
+def _iterate(channel, alpha, Q, normals, steps):
+    for _ in range(steps):
+        Q = overlap_update(alpha, output_statistics(channel, Q, normals).H.mean(0))
+        Q = np.diag(np.diag(Q))
+    return Q
+
+
+def test_state_evolution_grows_iff_above_threshold(paper_channel):
+    """Consistency: SE from q_2 = 1e-3 decays at 0.97 alpha_c and grows at 1.03 alpha_c."""
+    alpha_c = rates_at_zero(paper_channel, "standard", 0).alpha[1]
+    normals = outer_normals(paper_channel, 256, 16, 0)
+    start = np.diag([0.0, 1e-3])
+    below = _iterate(paper_channel, 0.97 * alpha_c, start, normals, 12)[1, 1]
+    above = _iterate(paper_channel, 1.03 * alpha_c, start, normals, 12)[1, 1]
+    assert below < 1e-3 * 0.97 ** 6
+    assert above > 1e-3 * 1.03 ** 6
+
+
+def test_grid_and_importance_sampling_posteriors_agree():
+    """The zooming grid (L = 2, M = 2) against the adaptive importance sampler."""
+    rng = np.random.default_rng(5)
+    ch = PAPER.channel()
+    for q in ((0.0, 0.0), (0.3, 0.6), (0.0, 0.95)):
+        v = 1.0 - np.array(q)
+        Z = rng.standard_normal((6, 2, 2))
+        omega = np.sqrt(np.array(q))[None, :, None] * Z + np.sqrt(v)[None, :, None] * rng.standard_normal(Z.shape)
+        omega, Z = omega, Z  # Z is the truth, omega the side information
+        Zs = omega + np.sqrt(v)[None, :, None] * rng.standard_normal(Z.shape)
+        a = ch.last_preactivation(Zs)
+        mg, cg, lg = K.posterior_grid_L2(a, omega, v, 1.0, 1.0, 96, 5)
+        mi, ci, li = K.posterior_importance(a, omega, v, ch.skips, ch.betas, inner_bank(2, 65536), True)
+        np.testing.assert_allclose(mg, mi, atol=0.03)
+        np.testing.assert_allclose(cg, ci, atol=0.03)
+        np.testing.assert_allclose(lg, li, atol=0.03)
+
+
+def test_posterior_moments_stay_converged_as_the_posterior_collapses(paper_channel):
+    """At Q = 0.99 on both layers the posterior is narrow; refining the grid 4x changes nothing."""
+    normals = outer_normals(paper_channel, 64, 2, 11)
+    Q = np.diag([0.99, 0.99])
+    from solvers.state_evolution import sample_outer
+
+    omega, Z, obs, V = sample_outer(paper_channel, Q, normals.reshape(128, -1))
+    p1 = paper_channel.posterior_moments(obs, omega, V, 1)
+    p4 = paper_channel.posterior_moments(obs, omega, V, 4)
+    np.testing.assert_allclose(p1.mean, p4.mean, atol=1e-6)
+    np.testing.assert_allclose(p1.cov, p4.cov, atol=1e-6)
+    # the posterior covariance is O(v): it must not be the prior's
+    assert np.trace(p1.cov[:, 0, :, 0, :].mean(0)) < 0.02
+
+
+def test_perfect_recovery_matches_counting():
+    """Near Q_0 the SE contracts iff alpha > L / M (dimensions revealed per sample: M)."""
+    for spec in (PAPER, DeepAttentionSpec(layers=1, tokens=3)):
+        pr = perfect_recovery(spec.channel(), seed=0)
+        exact = spec.layers / spec.tokens
+        assert abs(pr.alpha - exact) <= pr.ci95 + 0.005 * exact
+
+
+def test_reference_overlaps_and_plugin_error_fast():
+    """Layer-2 overlap within 0.03 of the published SE in [0.3, 0.8]; plug-in error within 10%."""
+    ref = {round(r["alpha"], 3): r for r in read_reference("se_overlaps_L2_M2_c1.csv")}
+    perr = {round(r["alpha"], 3): r["gen_error"] for r in read_reference("se_plugin_error_L2_M2_c1.csv")}
+    alphas = [0.3, 0.4, 0.6]
+    res = state_evolution(PAPER, alphas, precision="fast")
+    for p in res.points:
+        key = round(p.alpha, 3)
+        ours = p.informed if p.bayes_optimal == "informed" else p.uninformed
+        assert abs(ours.layer_overlaps[1] - ref[key]["Q22"]) <= 0.03, (p.alpha, ours.layer_overlaps)
+        assert abs(ours.prediction_error_plugin - perr[key]) <= 0.1 * perr[key]
+        assert p.uninformed.converged and p.informed.converged
+
+
+def test_results_are_reproducible_bit_for_bit():
+    a = state_evolution(PAPER, [0.5], precision="fast", seed=3).points[0].uninformed
+    b = state_evolution(PAPER, [0.5], precision="fast", seed=3).points[0].uninformed
+    assert a == b
+
+
+@pytest.mark.parametrize("params,name", [
+    ({"layers": 5}, "layers"), ({"tokens": 1}, "tokens"), ({"skip": -1.0}, "skip"),
+    ({"beta": 0.0}, "beta"), ({"noise": float("nan")}, "noise"), ({"skip": [1.0]}, "skip"),
+    ({"layers": 2.5}, "layers"),
+])
+def test_bad_parameters_name_the_parameter(params, name):
+    with pytest.raises(SpecError) as err:
+        DeepAttentionSpec(**params)
+    assert err.value.parameter == name
+    assert "[" in err.value.allowed or "list" in err.value.allowed or "(" in err.value.allowed
+
+
+def test_bad_precision_and_alpha():
+    with pytest.raises(SpecError) as err:
+        layer_thresholds(PAPER, precision="exact")
+    assert err.value.parameter == "precision"
+    with pytest.raises(SpecError) as err:
+        state_evolution(PAPER, [-1.0], precision="fast")
+    assert err.value.parameter == "alpha"
+
+
+# ---------------------------------------------------------------------------------------
+# Long checks (run by .ci/run after the default suite)
+# ---------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_paper_model_staircase():
+    """Layer 2 first (CI <= 0.5%), layer 1 by the staircase (CI <= 1%); SE at 0.95x / 1.05x."""
+    res = layer_thresholds(PAPER, precision="standard")
+    t2, t1 = res.thresholds
+    assert (t2.layer, t2.kind) == (2, "linear_stability") and t2.ci95 <= 0.005 * t2.alpha
+    assert (t1.layer, t1.kind) == (1, "staircase") and t1.ci95 <= 0.01 * t1.alpha
+    se = state_evolution(PAPER, [0.95 * t1.alpha, 1.05 * t1.alpha], precision="standard")
+    below, above = se.points
+    assert below.uninformed.layer_overlaps[0] < 1e-4
+    assert above.uninformed.layer_overlaps[0] > 0.02
+
+
+@pytest.mark.slow
+def test_reference_overlaps_full_range():
+    ref = read_reference("se_overlaps_L2_M2_c1.csv")
+    perr = {round(r["alpha"], 3): r["gen_error"] for r in read_reference("se_plugin_error_L2_M2_c1.csv")}
+    rows = [r for r in ref if 0.3 <= r["alpha"] <= 0.8]
+    res = state_evolution(PAPER, [r["alpha"] for r in rows], precision="standard")
+    for r, p in zip(rows, res.points):
+        ours = p.informed if p.bayes_optimal == "informed" else p.uninformed
+        assert abs(ours.layer_overlaps[1] - r["Q22"]) <= 0.03, (r, ours.layer_overlaps)
+        if r["alpha"] <= 0.7:
+            assert abs(ours.prediction_error_plugin - perr[round(r["alpha"], 3)]) <= 0.1 * perr[round(r["alpha"], 3)]
+
+
+@pytest.mark.slow
+def test_overlaps_beyond_the_published_range_are_converged():
+    """Where the published curve is not a target (near the layer-1 threshold and above),
+    our overlaps do not move when the samples are doubled and the inner grid refined."""
+    from solvers.state_evolution import iterate_fixed_point
+
+    ch = PAPER.channel()
+    for alpha in (0.9, 1.3):
+        n1 = outer_normals(ch, 128, 16, 0)
+        n2 = outer_normals(ch, 256, 16, 1)
+        q1 = np.diag(iterate_fixed_point(ch, alpha, np.eye(2) * 1e-3, n1).Q)
+        q2 = np.diag(iterate_fixed_point(ch, alpha, np.eye(2) * 1e-3, n2, resolution=2).Q)
+        np.testing.assert_allclose(q1, q2, atol=0.02)
+
+
+@pytest.mark.slow
+def test_three_layers_all_thresholds_in_order():
+    res = layer_thresholds(DeepAttentionSpec(layers=3, tokens=2, skip=1.0), precision="fast")
+    layers = [t.layer for t in res.thresholds]
+    assert sorted(layers) == [1, 2, 3]
+    alphas = [t.alpha for t in res.thresholds]
+    assert all(math.isfinite(a) for a in alphas) and alphas == sorted(alphas)
+    assert res.thresholds[0].kind == "linear_stability"
+    assert all(t.kind == "staircase" for t in res.thresholds[1:])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("skip", [0.1, 0.5, 1.0, 2.0, 4.0])
+def test_skip_sweep_two_layers(skip):
+    res = layer_thresholds(DeepAttentionSpec(layers=2, tokens=2, skip=skip), precision="fast")
+    assert len(res.thresholds) == 2
+    for t in res.thresholds:
+        assert math.isfinite(t.alpha) and math.isfinite(t.ci95) and t.alpha > 0
