@@ -1,0 +1,347 @@
+"""Multi-index (M = 1 token) output channels y = g(z) (+ Gaussian noise), z in R^P.
+
+One :class:`Channel` per link of :data:`solvers.models.MULTI_INDEX_LINKS`, registered by
+name so that ``make_channel(link, noise=...)`` builds it.
+
+Conventions: observations are arrays of shape (n,) (one scalar per sample; (n, 1) is
+accepted too); ``output`` returns shape (n,).  ``log_partition`` is the log density of y
+(for noiseless discrete outputs, sign-type links, the log probability of y; for relu the
+log probability of y = 0 and the log density of y > 0).
+
+Noiseless posteriors are exact:
+
+* square, abs: two atoms at +-sqrt(y) (+-|y|) with logistic weights;
+* sign: truncated Gaussian in closed form;
+* relu: an atom at y for y > 0, a truncated Gaussian for y = 0;
+* product: a 1-D integral along the hyperbola z1 z2 = y (adaptive Gauss-Legendre,
+  :mod:`._hyperbola`), for any positive definite V;
+* sign_product, committee_sign: mixtures of orthant-truncated Gaussians; closed forms
+  (products of 1-D truncated normals) for diagonal V, nested adaptive quadrature
+  (:func:`._gauss.orthant_moments`) for general V.
+
+With noise > 0 the sign-type links (outputs +-1) stay exact: the posterior is a mixture of
+the orthant pieces weighted by N(y; +-1, Delta).  The continuous links (square, abs, relu,
+product) use the importance sampler :class:`.noisy.NoisyChannel`.
+
+A singular (PSD) V is regularised to V + 1e-12 on its zero eigenvalues before exact
+computations (the posterior is then a narrow Gaussian around the degenerate one).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+from scipy.special import log_ndtr
+
+from ..models import MULTI_INDEX_LINKS
+from ._gauss import orthant_mixture, trunc_std
+from ._hyperbola import hyperbola_batch
+from .base import Channel, PosteriorMoments, register_channel
+from .noisy import DEFAULT_BANK_SIZE, NoisyChannel
+
+GL_ORDER = 10  # Gauss-Legendre nodes per panel (times resolution) for general-V orthants
+PANEL_ORDER = 16  # Gauss-Legendre nodes per panel on the hyperbola
+V_FLOOR = 1e-12
+
+
+def _gl(n: int):
+    x, w = np.polynomial.legendre.leggauss(int(n))
+    return np.ascontiguousarray(x), np.ascontiguousarray(w)
+
+
+def _regularise(V: np.ndarray, P: int) -> np.ndarray:
+    V = np.asarray(V, dtype=float).reshape(P, P)
+    V = 0.5 * (V + V.T)
+    w, Q = np.linalg.eigh(V)
+    if w.min() >= V_FLOOR:
+        return np.ascontiguousarray(V)
+    w = np.maximum(w, V_FLOOR)
+    out = (Q * w) @ Q.T
+    # keep exact zeros off the diagonal when V was diagonal (closed-form fast path)
+    if np.count_nonzero(V - np.diag(np.diag(V))) == 0:
+        out = np.diag(np.maximum(np.diag(V), V_FLOOR))
+    return np.ascontiguousarray(0.5 * (out + out.T))
+
+
+# ------------------------------------------------------------------ numba links (one sample)
+@njit(cache=True)
+def g_square(Z):
+    out = np.empty(1)
+    out[0] = Z[0, 0] * Z[0, 0]
+    return out
+
+
+@njit(cache=True)
+def g_abs(Z):
+    out = np.empty(1)
+    out[0] = abs(Z[0, 0])
+    return out
+
+
+@njit(cache=True)
+def g_sign(Z):
+    out = np.empty(1)
+    out[0] = 1.0 if Z[0, 0] > 0.0 else -1.0
+    return out
+
+
+@njit(cache=True)
+def g_relu(Z):
+    out = np.empty(1)
+    out[0] = max(Z[0, 0], 0.0)
+    return out
+
+
+@njit(cache=True)
+def g_product(Z):
+    out = np.empty(1)
+    out[0] = Z[0, 0] * Z[1, 0]
+    return out
+
+
+@njit(cache=True)
+def g_sign_product(Z):
+    out = np.empty(1)
+    out[0] = 1.0 if Z[0, 0] * Z[1, 0] > 0.0 else -1.0
+    return out
+
+
+@njit(cache=True)
+def g_committee_sign(Z):
+    s = 0.0
+    for k in range(Z.shape[0]):
+        s += 1.0 if Z[k, 0] > 0.0 else -1.0
+    out = np.empty(1)
+    out[0] = 1.0 if s > 0.0 else -1.0
+    return out
+
+
+def _sgn(x):
+    return np.where(x > 0, 1.0, -1.0)
+
+
+# vectorised links on z of shape (n, P)
+_LINKS = {
+    "square": (lambda z: z[:, 0] ** 2, g_square),
+    "abs": (lambda z: np.abs(z[:, 0]), g_abs),
+    "sign": (lambda z: _sgn(z[:, 0]), g_sign),
+    "relu": (lambda z: np.maximum(z[:, 0], 0.0), g_relu),
+    "product": (lambda z: z[:, 0] * z[:, 1], g_product),
+    "sign_product": (lambda z: _sgn(z[:, 0] * z[:, 1]), g_sign_product),
+    "committee_sign": (lambda z: _sgn(_sgn(z).sum(axis=1)), g_committee_sign),
+}
+
+
+class MultiIndexChannel(Channel):
+    """Base class: y = g(z) + sqrt(noise) N(0, 1), z = Z[:, :, 0] in R^P."""
+
+    link: str = ""
+    n_tokens = 1
+    sign_symmetric = False
+
+    def __init__(self, noise: float = 0.0, bank_size: int = DEFAULT_BANK_SIZE, seed: int = 0):
+        self.noise = float(noise)
+        if not (self.noise >= 0.0 and math.isfinite(self.noise)):
+            raise ValueError("noise must be a finite number >= 0")
+        self.noiseless = self.noise == 0.0
+        self.n_indices = MULTI_INDEX_LINKS[self.link]["indices"]
+        self.index_names = ("z",) if self.n_indices == 1 else tuple(
+            f"z{p + 1}" for p in range(self.n_indices))
+        self._vec, self._nb = _LINKS[self.link]
+        self._noisy = None
+        self.bank_size = bank_size
+        self.seed = seed
+
+    def __repr__(self):
+        return f"{type(self).__name__}(noise={self.noise})"
+
+    # ------------------------------------------------------------------ outputs
+    def output(self, Z: np.ndarray) -> np.ndarray:
+        Z = np.asarray(Z, dtype=float)
+        return self._vec(Z.reshape(Z.shape[0], self.n_indices))
+
+    def sample_output(self, Z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        y = self.output(Z)
+        if self.noiseless:
+            return y
+        return y + math.sqrt(self.noise) * rng.standard_normal(y.shape)
+
+    @property
+    def noise_shape(self) -> tuple[int, ...]:
+        return () if self.noiseless else (1,)
+
+    def observation(self, Z: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
+        y = self.output(Z)
+        if self.noiseless:
+            return y
+        if noise is None:
+            raise ValueError("a noisy channel needs standard normal draws of shape (n, 1)")
+        return y + math.sqrt(self.noise) * np.asarray(noise, dtype=float).reshape(y.shape)
+
+    # ------------------------------------------------------------------ posterior
+    def _prepare(self, obs, omega, V):
+        omega = np.asarray(omega, dtype=float)
+        n = omega.shape[0]
+        om = np.ascontiguousarray(omega.reshape(n, self.n_indices))
+        y = np.ascontiguousarray(np.asarray(obs, dtype=float).reshape(n))
+        return y, om, V
+
+    @staticmethod
+    def _pack(mean, cov, logz):
+        n, P = mean.shape
+        return PosteriorMoments(mean=mean.reshape(n, P, 1), cov=cov.reshape(n, P, 1, P, 1),
+                                log_partition=np.asarray(logz, dtype=float))
+
+    def noisy_channel(self) -> NoisyChannel:
+        """The importance-sampling channel used for noise > 0 (continuous links)."""
+        if self._noisy is None:
+            self._noisy = NoisyChannel(self._nb, self.n_indices, 1, 1, self.noise,
+                                       bank_size=self.bank_size, seed=self.seed,
+                                       index_names=self.index_names,
+                                       sign_symmetric=self.sign_symmetric,
+                                       output_shape=(1,))
+        return self._noisy
+
+    @property
+    def last_effective_sample_size(self):
+        return None if self._noisy is None else self._noisy.last_effective_sample_size
+
+    def posterior_moments(self, obs, omega, V, resolution: int = 1) -> PosteriorMoments:
+        y, om, V = self._prepare(obs, omega, V)
+        if not self.noiseless and not self._exact_with_noise:
+            return self.noisy_channel().posterior_moments(y.reshape(-1, 1),
+                                                          om.reshape(-1, self.n_indices, 1),
+                                                          V, resolution)
+        Vr = _regularise(V, self.n_indices)
+        mean, cov, logz = self._exact(y, om, Vr, int(resolution))
+        return self._pack(mean, cov, logz)
+
+    _exact_with_noise = False
+
+    def _exact(self, y, om, V, resolution):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _two_atoms(s, om, v, log_jacobian):
+    """Posterior on the atoms +-s (s >= 0) under N(om, v)."""
+    x = s * om / v
+    mean = s * np.tanh(x)
+    e = np.exp(-2.0 * np.abs(x))
+    var = s * s * 4.0 * e / (1.0 + e) ** 2
+    lp = -(s - om) ** 2 / (2 * v)
+    lm = -(s + om) ** 2 / (2 * v)
+    logz = np.logaddexp(lp, lm) - 0.5 * np.log(2 * np.pi * v) + log_jacobian
+    return mean[:, None], var[:, None, None], logz
+
+
+@register_channel("square")
+class SquareChannel(MultiIndexChannel):
+    """Phase retrieval y = z^2: posterior on the two atoms +-sqrt(y)."""
+
+    link = "square"
+    sign_symmetric = True
+
+    def _exact(self, y, om, V, resolution):
+        s = np.sqrt(np.maximum(y, 0.0))
+        return _two_atoms(s, om[:, 0], V[0, 0], -np.log(2.0 * np.maximum(s, 1e-300)))
+
+
+@register_channel("abs")
+class AbsChannel(MultiIndexChannel):
+    """y = |z|: posterior on the two atoms +-|y|."""
+
+    link = "abs"
+    sign_symmetric = True
+
+    def _exact(self, y, om, V, resolution):
+        return _two_atoms(np.abs(y), om[:, 0], V[0, 0], 0.0)
+
+
+@register_channel("relu")
+class ReluChannel(MultiIndexChannel):
+    """y = max(z, 0): an atom at z = y for y > 0, z ~ N(omega, V) truncated to z < 0 for y = 0."""
+
+    link = "relu"
+
+    def _exact(self, y, om, V, resolution):
+        v = V[0, 0]
+        sd = math.sqrt(v)
+        w = om[:, 0]
+        pos = y > 0
+        # y = 0: truncated to z < 0: standardised bound a: x = -(z - w)/sd > w/sd
+        a = w / sd
+        lam, tv = _trunc_std_vec(np.ascontiguousarray(a))
+        mean0 = w - sd * lam
+        var0 = v * tv
+        logz0 = log_ndtr(-a)
+        logz1 = -(y - w) ** 2 / (2 * v) - 0.5 * np.log(2 * np.pi * v)
+        mean = np.where(pos, y, mean0)
+        var = np.where(pos, 0.0, var0)
+        logz = np.where(pos, logz1, logz0)
+        return mean[:, None], var[:, None, None], logz
+
+
+@njit(cache=True)
+def _trunc_std_vec(a):
+    """Vectorised mean and variance of N(0, 1) conditioned on X > a."""
+    lam = np.empty_like(a)
+    var = np.empty_like(a)
+    for i in range(a.shape[0]):
+        lam[i], var[i] = trunc_std(a[i])
+    return lam, var
+
+
+class _OrthantChannel(MultiIndexChannel):
+    """Links constant on orthants with outputs +-1: exact with or without noise."""
+
+    _exact_with_noise = True
+    patterns: np.ndarray
+    outputs: np.ndarray
+
+    def _exact(self, y, om, V, resolution):
+        x, w = _gl(GL_ORDER * resolution)
+        return orthant_mixture(y, om, V, self.patterns, self.outputs, self.noise, x, w)
+
+
+def _all_patterns(P):
+    pats = np.array(np.meshgrid(*([[1.0, -1.0]] * P), indexing="ij")).reshape(P, -1).T
+    return np.ascontiguousarray(pats)
+
+
+@register_channel("sign")
+class SignChannel(_OrthantChannel):
+    """y = sign(z): truncated Gaussian in closed form (exact also with noise)."""
+
+    link = "sign"
+    patterns = _all_patterns(1)
+    outputs = np.ascontiguousarray(patterns[:, 0].copy())
+
+
+@register_channel("sign_product")
+class SignProductChannel(_OrthantChannel):
+    """y = sign(z1 z2): two orthants (quadrants) per output value."""
+
+    link = "sign_product"
+    patterns = _all_patterns(2)
+    outputs = np.ascontiguousarray(patterns[:, 0] * patterns[:, 1])
+
+
+@register_channel("committee_sign")
+class CommitteeSignChannel(_OrthantChannel):
+    """y = sign(sum_k sign z_k), K = 3: the four orthants with the majority sign."""
+
+    link = "committee_sign"
+    patterns = _all_patterns(3)
+    outputs = np.ascontiguousarray(np.sign(patterns.sum(axis=1)))
+
+
+@register_channel("product")
+class ProductChannel(MultiIndexChannel):
+    """y = z1 z2: 1-D adaptive quadrature along the hyperbola (any positive definite V)."""
+
+    link = "product"
+
+    def _exact(self, y, om, V, resolution):
+        x, w = _gl(PANEL_ORDER)
+        return hyperbola_batch(y, om, V, x, w, float(resolution))
