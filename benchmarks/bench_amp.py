@@ -12,9 +12,10 @@ Runs: phase retrieval (square) at alpha = 1.0 and 0.3; deep attention L = 2, M =
 at alpha = 0.5 and 1.2; 5 seeds each.  The table gives per-layer final overlaps
 |w_hat_l . w*_l| / D as mean +- sd over seeds (min..max), the SE value beside them, and the
 iteration at which each layer's overlap first exceeds 0.5 (which layer is learned first).
-SE for phase retrieval is computed here by Monte-Carlo (two-point posterior z = +-sqrt(y),
-closed form); SE for deep attention is the published reference curve in
-shared/reference/se_overlaps_L2_M2_c1.csv (Monte-Carlo, a few percent noise).
+"SE" is the uninformed fixed point of the project's solver (solvers/state_evolution.py) with
+its 95% half-width; "SE ref" an independent value: for phase retrieval computed here by
+Monte-Carlo (two-point posterior z = +-sqrt(y), closed form), for deep attention the
+published reference curve shared/reference/se_overlaps_L2_M2_c1.csv (a few percent noise).
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ from solvers.models import DeepAttentionSpec, MultiIndexSpec  # noqa: E402
 REFERENCE = ROOT.parent / "shared" / "reference" / "se_overlaps_L2_M2_c1.csv"
 
 
-def phase_retrieval_se(alpha: float, iterations: int = 400, q0: float = 1e-6,
+def phase_retrieval_se(alpha: float, iterations: int = 3000, q0: float = 1e-6,
                        samples: int = 1 << 20, seed: int = 0) -> float:
     """SE fixed point of noiseless phase retrieval from a small start (what AMP reaches).
 
@@ -54,7 +55,7 @@ def phase_retrieval_se(alpha: float, iterations: int = 400, q0: float = 1e-6,
         mean = r * np.tanh(r * omega / v)
         qhat = alpha * np.mean((mean - omega) ** 2) / v ** 2
         q_new = qhat / (1 + qhat)
-        if abs(q_new - q) < 1e-10:
+        if abs(q_new - q) < 1e-11:
             q = q_new
             break
         q = q_new
@@ -86,7 +87,20 @@ def timing(dimension: int, seeds, iterations: int = 50) -> dict:
             "instance_seconds_median": float(np.median(gen))}
 
 
-def issue_runs(dimension: int, seeds, iterations: int, which=("pr", "attention")) -> list[dict]:
+def project_se(spec, alpha: float, precision: str):
+    """Uninformed SE fixed point from the project's solver (solvers/state_evolution.py)."""
+    if precision == "none":
+        return None, None
+    try:
+        from solvers.state_evolution import fixed_point
+    except ImportError:
+        return None, None
+    fp = fixed_point(spec, alpha, start="uninformed", precision=precision)
+    return tuple(fp.layer_overlaps), tuple(fp.overlap_ci95)
+
+
+def issue_runs(dimension: int, seeds, iterations: int, which=("pr", "attention"),
+               se_precision: str = "standard") -> list[dict]:
     rows = []
     cases = []
     if "pr" in which:
@@ -100,9 +114,10 @@ def issue_runs(dimension: int, seeds, iterations: int, which=("pr", "attention")
         res = amp_simulation(spec, dimension, alpha, seeds=seeds, iterations=iterations)
         wall = time.perf_counter() - t0
         if isinstance(spec, MultiIndexSpec):
-            se = (phase_retrieval_se(alpha),)
+            ref = (phase_retrieval_se(alpha),)
         else:
-            se = attention_reference(alpha)
+            ref = attention_reference(alpha)
+        se, se_ci = project_se(spec, alpha, se_precision)
         rows.append({
             "model": name, "alpha": alpha, "dimension": dimension, "seeds": list(res.seeds),
             "index_names": list(res.index_names),
@@ -110,7 +125,9 @@ def issue_runs(dimension: int, seeds, iterations: int, which=("pr", "attention")
             "final_std": res.final_layer_overlaps_std.tolist(),
             "final_min": res.layer_overlaps[:, -1].min(0).tolist(),
             "final_max": res.layer_overlaps[:, -1].max(0).tolist(),
+            "se_ref": None if ref is None else list(ref),
             "se": None if se is None else list(se),
+            "se_ci95": None if se_ci is None else list(se_ci),
             "first_learned": res.first_learned.tolist(),
             "iterations": list(res.iterations), "converged": list(res.converged),
             "prediction_error_mean": res.prediction_error_mean,
@@ -123,19 +140,21 @@ def issue_runs(dimension: int, seeds, iterations: int, which=("pr", "attention")
 
 def print_table(rows: list[dict]) -> None:
     head = (f"{'model':<20} {'alpha':>5} {'D':>5} {'layer':<8} {'overlap mean+-sd':>18} "
-            f"{'min..max':>13} {'SE':>7} {'first>0.5 (per seed)':<24} {'pred.err':>16} {'s':>6}")
+            f"{'min..max':>13} {'SE+-ci95':>14} {'SE ref':>7} {'first>0.5 (per seed)':<24} "
+            f"{'pred.err':>16} {'s':>6}")
     print(head)
     print("-" * len(head))
     for r in rows:
         for l, nm in enumerate(r["index_names"]):
-            se = "" if r["se"] is None else f"{r['se'][l]:.3f}"
+            se = "" if r["se"] is None else f"{r['se'][l]:.3f}+-{r['se_ci95'][l]:.3f}"
+            ref = "" if r["se_ref"] is None else f"{r['se_ref'][l]:.3f}"
             fl = ",".join(str(x[l]) for x in r["first_learned"])
             pe = f"{r['prediction_error_mean']:.4f}+-{r['prediction_error_std']:.4f}" if l == 0 else ""
             sec = f"{r['seconds']:.0f}" if l == 0 else ""
             print(f"{r['model'] if l == 0 else '':<20} {r['alpha'] if l == 0 else '':>5} "
                   f"{r['dimension'] if l == 0 else '':>5} {nm:<8} "
                   f"{r['final_mean'][l]:>8.3f} +- {r['final_std'][l]:<6.3f} "
-                  f"{r['final_min'][l]:>6.3f}..{r['final_max'][l]:<6.3f} {se:>7} {fl:<24} "
+                  f"{r['final_min'][l]:>6.3f}..{r['final_max'][l]:<6.3f} {se:>14} {ref:>7} {fl:<24} "
                   f"{pe:>16} {sec:>6}")
 
 
@@ -146,6 +165,8 @@ def main(argv=None):
     ap.add_argument("--iterations", type=int, default=100, help="for the issue-4 runs")
     ap.add_argument("--timing-seeds", type=int, default=3)
     ap.add_argument("--only", choices=["timing", "runs", "pr", "attention"], default=None)
+    ap.add_argument("--se-precision", choices=["none", "fast", "standard", "precise"], default="standard",
+                    help="precision of the project's SE solver for the SE column")
     ap.add_argument("--json", type=str, default=None, help="write all numbers to this file")
     args = ap.parse_args(argv)
     out = {"cpus": os.cpu_count()}
@@ -159,7 +180,8 @@ def main(argv=None):
     if args.only != "timing":
         which = {"runs": ("pr", "attention"), None: ("pr", "attention"), "pr": ("pr",),
                  "attention": ("attention",)}[args.only]
-        rows = issue_runs(args.dimension, list(range(args.seeds)), args.iterations, which)
+        rows = issue_runs(args.dimension, list(range(args.seeds)), args.iterations, which,
+                          args.se_precision)
         out["runs"] = rows
         print()
         print_table(rows)

@@ -207,3 +207,13 @@ def test_phase_retrieval_damped_still_learns():
     spec = _spec("multi_index", link="square")
     res = amp_simulation(spec, 300, 2.0, seeds=[0], iterations=60, damping=0.5)
     assert res.final_layer_overlaps_mean[0] > 0.9, res.final_layer_overlaps_mean
+
+
+def test_deep_attention_sequential_learning():
+    """alpha = 1.2: both layers learned, layer 2 first in iterations (the staircase)."""
+    spec = _spec("attention", layers=2, tokens=2, skip=1.0, beta=1.0)
+    res = amp_simulation(spec, 300, 1.2, seeds=[0, 1], iterations=50)
+    q1, q2 = res.final_layer_overlaps_mean
+    assert q1 > 0.6 and q2 > 0.9, (q1, q2)
+    first = res.first_learned  # (seeds, layers), iteration where q_l first exceeds 0.5
+    assert (first >= 0).all() and (first[:, 1] < first[:, 0]).all(), first
