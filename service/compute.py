@@ -58,6 +58,20 @@ class Progress:
             raise JobCancelled(self.job_id)
 
 
+def _api(name: str):
+    """``solvers.<name>`` (the public API), falling back to the defining module."""
+    import importlib
+
+    import solvers
+
+    fn = getattr(solvers, name, None)
+    if fn is None:
+        module = {"layer_thresholds": "solvers.thresholds",
+                  "state_evolution": "solvers.state_evolution"}[name]
+        fn = getattr(importlib.import_module(module), name)
+    return fn
+
+
 def run(kind: str, spec_dict: dict, params: dict, progress=None):
     """Run one computation; returns ("ok", result_dict) or (error_kind, info)."""
     import solvers
@@ -66,10 +80,10 @@ def run(kind: str, spec_dict: dict, params: dict, progress=None):
         spec = solvers.spec_from_dict(dict(spec_dict))
         t0 = time.perf_counter()
         if kind == "thresholds":
-            res = solvers.layer_thresholds(spec, precision=params["precision"], seed=params["seed"],
+            res = _api("layer_thresholds")(spec, precision=params["precision"], seed=params["seed"],
                                            progress=progress)
         elif kind == "state_evolution":
-            res = solvers.state_evolution(spec, list(params["alphas"]), precision=params["precision"],
+            res = _api("state_evolution")(spec, list(params["alphas"]), precision=params["precision"],
                                           seed=params["seed"], progress=progress)
         elif kind == "sample_size":
             from solvers.sample_size import sample_size

@@ -67,6 +67,7 @@ class Job:
     updated_at: float = field(default_factory=time.time)
     raw: Optional[dict] = None
     error: Optional[dict] = None
+    view: str = ""  # how the result is rendered (default: kind); sample_size can view thresholds
 
     def dump(self) -> bytes:
         return orjson.dumps(asdict(self))
@@ -232,7 +233,7 @@ class Engine:
 
     # ---- the request path
     async def answer(self, kind: str, spec: dict, params: dict, numerics: dict, request: dict,
-                     respond_async: bool = False) -> Answer:
+                     respond_async: bool = False, view: Optional[str] = None) -> Answer:
         key = self.key(kind, spec, numerics)
         raw = await self.cache.get(key, kind)
         if raw is not None:
@@ -241,23 +242,23 @@ class Engine:
         metrics.CACHE_MISSES.labels(kind).inc()
         deadline = time.monotonic() + (0.0 if respond_async else self.settings.sync_timeout)
         for _ in range(100):
-            owner = await self._claim(kind, key, spec, params, request)
+            owner = await self._claim(kind, key, spec, params, request, view)
             if isinstance(owner, dict):  # became available while claiming
                 return Answer(raw=owner, cache="hit")
             outcome = await self._wait(key, owner, deadline)
             if outcome == "retry":
                 continue
             if outcome is None:  # still running: 202
-                return Answer(job=await self._job_for(owner, kind, key, spec, params, request))
+                return Answer(job=await self._job_for(owner, kind, key, spec, params, request, view))
             return Answer(raw=outcome, cache="miss")
         raise ComputationFailed({"detail": "the computation was cancelled repeatedly"})
 
-    async def _claim(self, kind, key, spec, params, request):
+    async def _claim(self, kind, key, spec, params, request, view=None):
         """The id of the job computing ``key`` (started here if nobody is), or the result."""
         if key in self.inflight:
             return self.inflight[key]
         job = Job(id=uuid.uuid4().hex, kind=kind, cache_key=key, spec=spec, params=params,
-                  request=request, owner="")
+                  request=request, owner="", view=view or kind)
         job.owner = job.id
         try:
             lock_ttl = self.settings.job_ttl if self.settings.queue == "redis" else self.settings.lock_ttl
@@ -268,7 +269,7 @@ class Engine:
             holder = await self._lock_holder(key)
             if holder:
                 return holder
-            return await self._claim(kind, key, spec, params, request)  # released meanwhile
+            return await self._claim(kind, key, spec, params, request, view)  # released meanwhile
         raw = await self.cache.get(key, kind)
         if raw is not None:
             await self._release(key, job.id)
@@ -326,12 +327,12 @@ class Engine:
                 raise ComputationFailed(job.error or {"detail": "computation failed"})
             return "retry"  # cancelled by someone else: compute it for this request
 
-    async def _job_for(self, owner_id, kind, key, spec, params, request) -> Job:
+    async def _job_for(self, owner_id, kind, key, spec, params, request, view=None) -> Job:
         owner = self.jobs.get(owner_id) or await self.load(owner_id)
-        if owner is not None and owner.request == request:
+        if owner is not None and owner.request == request and owner.view == (view or kind):
             return owner
         job = Job(id=uuid.uuid4().hex, kind=kind, cache_key=key, spec=spec, params=params,
-                  request=request, owner=owner_id)
+                  request=request, owner=owner_id, view=view or kind)
         await self.save(job)
         return job
 

@@ -73,11 +73,18 @@ def state_evolution(raw: dict, request: dict, cache: str) -> dict[str, Any]:
 
 def sample_size(raw: dict, request: dict, cache: str) -> dict[str, Any]:
     dimension = request["dimension"]
-    alpha = float(raw["alpha"])
+    if "thresholds" in raw:  # weak recovery, read off a thresholds result
+        from solvers.sample_size import weak_recovery
+
+        alpha, ci95, method = weak_recovery(raw["thresholds"], request["target"])
+        solver = {**_solver(raw), "method": method}
+    else:
+        alpha, ci95, solver = float(raw["alpha"]), _finite(raw.get("ci95")), _solver(raw)
     return {"model": raw.get("model", request.get("model")), "precision": request["precision"],
             "seed": request["seed"], "dimension": dimension, "target": request["target"],
-            "alpha": alpha, "ci95": _finite(raw.get("ci95")),
-            "samples": max(1, samples(alpha, dimension) or 0), "solver": _solver(raw), "cache": cache}
+            "alpha": _finite(alpha), "ci95": _finite(ci95),
+            "samples": None if _finite(alpha) is None else max(1, samples(alpha, dimension)),
+            "solver": solver, "cache": cache}
 
 
 RENDER = {"thresholds": thresholds, "state_evolution": state_evolution, "sample_size": sample_size}

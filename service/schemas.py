@@ -206,9 +206,10 @@ class SampleSizeResponse(BaseModel):
     seed: int
     dimension: int
     target: dict[str, Any]
-    alpha: float = Field(description="sample ratio alpha = N / D meeting the target")
+    alpha: Optional[float] = Field(description="sample ratio alpha = N / D meeting the target "
+                                               "(null: never reached)")
     ci95: Optional[float] = Field(description="95% half-width (or bracket width) of alpha")
-    samples: int = Field(description="N = ceil(alpha * D)")
+    samples: Optional[int] = Field(description="N = ceil(alpha * D), at least 1")
     solver: SolverInfo
     cache: Literal["hit", "miss"]
 

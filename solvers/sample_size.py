@@ -70,8 +70,25 @@ def check_target(spec, target: dict) -> dict:
     raise SpecError("target.kind", kind, "one of weak_recovery, prediction_error")
 
 
+def weak_recovery(thresholds, target: dict) -> tuple[float, float, str]:
+    """(alpha, ci95, method) for a weak-recovery target from thresholds (objects or dicts
+    with alpha, ci95, kind): the k-th smallest threshold, the largest for "all"."""
+    def get(t, name):
+        return t[name] if isinstance(t, dict) else getattr(t, name)
+
+    ths = sorted(thresholds, key=lambda t: math.inf if get(t, "alpha") is None else get(t, "alpha"))
+    k = len(ths) if target.get("layers", "all") == "all" else int(target["layers"])
+    if not 1 <= k <= len(ths):
+        raise SpecError("target.layers", target.get("layers"), f"'all' or an integer in [1, {len(ths)}]")
+    th = ths[k - 1]
+    alpha = get(th, "alpha")
+    ci95 = get(th, "ci95")
+    return (math.inf if alpha is None else float(alpha), math.inf if ci95 is None else float(ci95),
+            f"weak-recovery threshold ({get(th, 'kind')})")
+
+
 def _plugin_error(spec, alpha: float, precision: str, seed: int) -> float:
-    from . import state_evolution
+    from .state_evolution import state_evolution
 
     point = state_evolution(spec, [alpha], precision=precision, seed=seed).points[0]
     return float(getattr(point, point.bayes_optimal).prediction_error_plugin)
@@ -79,7 +96,8 @@ def _plugin_error(spec, alpha: float, precision: str, seed: int) -> float:
 
 def sample_size(spec, dimension: int, target: dict, precision: str = "standard", seed: int = 0,
                 progress: Optional[Callable[[int, int], None]] = None) -> SampleSizeResult:
-    from . import __version__, layer_thresholds
+    from . import __version__
+    from .thresholds import layer_thresholds
 
     t0 = time.perf_counter()
     if isinstance(dimension, bool) or not isinstance(dimension, int) or not 1 <= dimension <= MAX_DIMENSION:
@@ -90,11 +108,8 @@ def sample_size(spec, dimension: int, target: dict, precision: str = "standard",
 
     if target["kind"] == "weak_recovery":
         res = layer_thresholds(spec, precision=precision, seed=seed, progress=progress)
-        ths = sorted(res.thresholds, key=lambda t: t.alpha)
-        k = len(ths) if target["layers"] == "all" else target["layers"]
-        th = ths[k - 1]
-        alpha, ci95, method, evaluations = float(th.alpha), float(th.ci95), \
-            f"weak-recovery threshold ({th.kind})", 1
+        alpha, ci95, method = weak_recovery(res.thresholds, target)
+        evaluations = 1
     else:
         emax = target["max"]
         rel = PRECISION_TARGETS[precision][1]

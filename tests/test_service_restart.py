@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from service_support import PAPER, REDIS_URL, Uvicorn, redis_up, wait_job
+from service_support import PHASE, REDIS_URL, Uvicorn, redis_up, wait_job
 
 pytestmark = pytest.mark.timeout(1200)
 
@@ -20,7 +20,7 @@ def test_restart_keeps_cache_and_jobs(backend, tmp_path):
         env.update(STAIRCASE_REDIS_URL=REDIS_URL, STAIRCASE_REDIS_PREFIX=prefix)
     else:
         env["STAIRCASE_REDIS_URL"] = ""
-    paper = {"model": PAPER, "precision": "fast", "dimension": 768}
+    paper = {"model": PHASE, "precision": "fast", "dimension": 768}
     server = Uvicorn(env).start()
     try:
         with server.client() as c:

@@ -56,19 +56,21 @@ def job_location(job: Job) -> str:
 
 def job_body(job: Job) -> dict:
     result = None
+    view = job.view or job.kind
     if job.status == "done" and job.raw is not None:
-        result = render.RENDER[job.kind](job.raw, job.request, "miss")
-    return {"id": job.id, "kind": job.kind, "status": job.status,
+        result = render.RENDER[view](job.raw, job.request, "miss")
+    return {"id": job.id, "kind": view, "status": job.status,
             "progress": {"done": job.done, "total": job.total},
             "created_at": job.created_at, "updated_at": job.updated_at,
             "request": job.request, "result": result, "error": job.error}
 
 
 async def compute_or_accept(eng: Engine, kind: str, spec: dict, params: dict, numerics: dict,
-                            request: dict, prefer: Optional[str]) -> Response:
+                            request: dict, prefer: Optional[str], view: Optional[str] = None) -> Response:
     respond_async = bool(prefer) and "respond-async" in prefer.lower()
     try:
-        ans = await eng.answer(kind, spec, params, numerics, request, respond_async=respond_async)
+        ans = await eng.answer(kind, spec, params, numerics, request, respond_async=respond_async,
+                               view=view)
     except Busy:
         return problem(429, "too many computations pending; retry later",
                        type_="/problems/busy", headers={"Retry-After": "5"})
@@ -81,4 +83,4 @@ async def compute_or_accept(eng: Engine, kind: str, spec: dict, params: dict, nu
         loc = job_location(ans.job)
         return json({"id": ans.job.id, "status": ans.job.status, "location": loc}, 202,
                     headers={"Location": loc, "Retry-After": "1"})
-    return json(render.RENDER[kind](ans.raw, request, ans.cache))
+    return json(render.RENDER[view or kind](ans.raw, request, ans.cache))

@@ -28,7 +28,12 @@ async def sample_size(body: SampleSizeRequest, eng: Engine = Depends(engine),
         check_target(solvers.spec_from_dict(dict(spec)), target)
     except solvers.SpecError as exc:
         return spec_problem(exc, prefix="")
+    request = {"model": spec, "precision": body.precision, "seed": body.seed, "target": target,
+               "dimension": body.dimension}
+    if target["kind"] == "weak_recovery":  # read off the (shared, cached) thresholds
+        numerics = {"precision": body.precision, "seed": body.seed}
+        return await compute_or_accept(eng, "thresholds", spec, numerics, numerics, request, prefer,
+                                       view="sample_size")
     numerics = {"precision": body.precision, "seed": body.seed, "target": target}
     params = {**numerics, "dimension": body.dimension}
-    request = {"model": spec, **params}
     return await compute_or_accept(eng, "sample_size", spec, params, numerics, request, prefer)
