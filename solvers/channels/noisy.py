@@ -34,8 +34,8 @@ exact noiseless channel instead.
 
 The link function must be numba-compiled (``@njit``) and take one float64 array of shape
 (P, M), returning a 1-D float64 array of length ``output_size``.  The kernel is compiled
-once per link function and process (a few seconds; numba cannot cache kernels that take
-function arguments).
+once per link function and process (about 3 s; numba cannot cache kernels that take
+function arguments); batches run in threads (the kernel releases the GIL).
 """
 from __future__ import annotations
 
@@ -43,7 +43,10 @@ import math
 from typing import Callable, Sequence
 
 import numpy as np
-from numba import njit, prange
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+from numba import njit
 
 from ..quadrature import sobol_normals
 from .base import Channel, PosteriorMoments
@@ -51,9 +54,11 @@ from .base import Channel, PosteriorMoments
 DEFAULT_BANK_SIZE = 4096
 
 
-@njit(parallel=True)
-def _is_kernel(link, y, omega, S, U, noise):
-    """Self-normalised IS.  y (n, O), omega (n, P, M), S = V^{1/2} (P, P), U (K, P, M)."""
+@njit(nogil=True)
+def _is_kernel(link, params, y, omega, S, U, noise):
+    """Self-normalised IS.  y (n, O), omega (n, P, M), S = V^{1/2} (P, P), U (K, P, M).
+
+    ``link(Z, params)`` gives the flat output of one sample."""
     n = y.shape[0]
     O = y.shape[1]
     K, P, M = U.shape
@@ -62,7 +67,7 @@ def _is_kernel(link, y, omega, S, U, noise):
     logz = np.zeros(n)
     ess = np.zeros(n)
     const = -0.5 * O * math.log(2.0 * math.pi * noise)
-    for i in prange(n):
+    for i in range(n):
         logw = np.empty(K)
         Z = np.empty((P, M))
         for k in range(K):
@@ -72,7 +77,7 @@ def _is_kernel(link, y, omega, S, U, noise):
                     for q in range(P):
                         acc += S[p, q] * U[k, q, m]
                     Z[p, m] = acc
-            out = link(Z)
+            out = link(Z, params)
             r2 = 0.0
             for o in range(O):
                 d = y[i, o] - out[o]
@@ -132,13 +137,81 @@ def _is_kernel(link, y, omega, S, U, noise):
     return mean, cov, logz, ess
 
 
-@njit(parallel=True)
-def _apply_link(link, Z, out_size):
+@njit(nogil=True)
+def _apply_link(link, params, Z, out_size):
     n = Z.shape[0]
     out = np.empty((n, out_size))
-    for i in prange(n):
-        out[i] = link(np.ascontiguousarray(Z[i]))
+    for i in range(n):
+        out[i] = link(np.ascontiguousarray(Z[i]), params)
     return out
+
+
+_ADAPTED: dict = {}
+
+
+def _with_params(link):
+    """Wrap a one-argument numba link g(Z) as g(Z, params) (compiled once per link)."""
+    if link not in _ADAPTED:
+        @njit
+        def adapted(Z, params):
+            return link(Z)
+
+        _ADAPTED[link] = adapted
+    return _ADAPTED[link]
+
+
+@njit(cache=True)
+def deep_attention_link(Z, params):
+    """Deep tied rank-1 attention, one sample: Z (L, M), params = (skips (L), betas (L)).
+
+    a_1 = z_1, A_l = c_l I + S_l(a_l), a_l = A_{l-1} ... A_1 z_l, y = S_L(a_L) with
+    S(a) = row-softmax(beta a a^T); returns y flattened (M * M,).
+    """
+    L, M = Z.shape
+    B = np.eye(M)
+    a = np.empty(M)
+    S = np.empty((M, M))
+    for l in range(L):
+        for i in range(M):
+            acc = 0.0
+            for j in range(M):
+                acc += B[i, j] * Z[l, j]
+            a[i] = acc
+        beta = params[L + l]
+        for i in range(M):
+            mx = -1e300
+            for j in range(M):
+                t = beta * a[i] * a[j]
+                if t > mx:
+                    mx = t
+            tot = 0.0
+            for j in range(M):
+                e = math.exp(beta * a[i] * a[j] - mx)
+                S[i, j] = e
+                tot += e
+            for j in range(M):
+                S[i, j] /= tot
+        if l < L - 1:
+            # B <- (c_l I + S) B
+            Bn = np.empty((M, M))
+            for i in range(M):
+                for j in range(M):
+                    acc = params[l] * B[i, j]
+                    for k in range(M):
+                        acc += S[i, k] * B[k, j]
+                    Bn[i, j] = acc
+            B = Bn
+    return S.ravel().copy()
+
+
+def _threaded(fn, n: int, *args):
+    """Run fn(lo, hi) on chunks of range(n) in threads (the kernels release the GIL)."""
+    workers = max(1, min(numba.get_num_threads(), n // 64))
+    if workers == 1:
+        return [fn(0, n)]
+    bounds = np.linspace(0, n, workers + 1).astype(int)
+    with ThreadPoolExecutor(workers) as ex:
+        return list(ex.map(lambda k: fn(bounds[k], bounds[k + 1]), range(workers)))
 
 
 def psd_sqrt(V: np.ndarray) -> np.ndarray:
@@ -164,6 +237,8 @@ class NoisyChannel(Channel):
     output_shape : shape of one output as the user sees it (default ``(O,)``).
     vectorized_output : optional numpy function Z (n, P, M) -> (n, *output_shape) used by
         :meth:`output` instead of looping the numba link (same values).
+    link_params : optional 1-D float64 array; when given the link is called as
+        ``link_function(Z, link_params)`` (parameters without recompiling per value).
 
     Observations are arrays of shape (n, O) (or (n, *output_shape), flattened).
     ``posterior_moments`` uses K = bank_size * resolution prior samples; the Kish effective
@@ -177,10 +252,17 @@ class NoisyChannel(Channel):
                  noise: float, bank_size: int = DEFAULT_BANK_SIZE, seed: int = 0,
                  index_names: Sequence[str] | None = None, sign_symmetric: bool = False,
                  output_shape: tuple[int, ...] | None = None,
-                 vectorized_output: Callable | None = None):
+                 vectorized_output: Callable | None = None,
+                 link_params: np.ndarray | None = None):
         if not noise > 0:
             raise ValueError("NoisyChannel needs noise > 0 (use an exact channel for noise = 0)")
         self.link_function = link_function
+        if link_params is None:
+            self._link = _with_params(link_function)
+            self._params = np.zeros(0)
+        else:
+            self._link = link_function
+            self._params = np.ascontiguousarray(link_params, dtype=float).ravel()
         self.n_indices = int(n_indices)
         self.n_tokens = int(n_tokens)
         self.output_size = int(output_size)
@@ -197,12 +279,27 @@ class NoisyChannel(Channel):
         self._banks: dict[int, np.ndarray] = {}
         self.last_effective_sample_size: np.ndarray | None = None
 
+    @classmethod
+    def for_deep_attention(cls, channel, bank_size: int = DEFAULT_BANK_SIZE, seed: int = 0):
+        """The noisy deep-attention channel y = S_L(a_L) + sqrt(noise) N(0, I_{M x M}).
+
+        ``channel`` is a DeepAttentionChannel (uses its spec's skips, betas, layers, tokens,
+        noise, index_names; ``output`` delegates to ``channel.output``)."""
+        L, M = int(channel.n_indices), int(channel.n_tokens)
+        params = np.concatenate([np.asarray(channel.skips, dtype=float),
+                                 np.asarray(channel.betas, dtype=float)])
+        return cls(deep_attention_link, L, M, M * M, channel.noise, bank_size=bank_size, seed=seed,
+                   index_names=channel.index_names, sign_symmetric=channel.sign_symmetric,
+                   output_shape=(M, M), vectorized_output=channel.output, link_params=params)
+
     # ------------------------------------------------------------------ outputs
     def output(self, Z: np.ndarray) -> np.ndarray:
         Z = np.ascontiguousarray(Z, dtype=float)
         if self._vectorized_output is not None:
             return np.asarray(self._vectorized_output(Z), dtype=float)
-        out = _apply_link(self.link_function, Z, self.output_size)
+        parts = _threaded(lambda lo, hi: _apply_link(self._link, self._params, Z[lo:hi],
+                                                     self.output_size), Z.shape[0])
+        out = np.concatenate(parts, axis=0)
         return out.reshape((Z.shape[0],) + self.output_shape)
 
     @property
@@ -234,7 +331,9 @@ class NoisyChannel(Channel):
         y = np.ascontiguousarray(np.asarray(obs, dtype=float).reshape(n, self.output_size))
         S = np.ascontiguousarray(psd_sqrt(np.asarray(V, dtype=float).reshape(self.n_indices,
                                                                              self.n_indices)))
-        mean, cov, logz, ess = _is_kernel(self.link_function, y, omega, S, self.bank(resolution),
-                                          self.noise)
+        U = self.bank(resolution)
+        parts = _threaded(lambda lo, hi: _is_kernel(self._link, self._params, y[lo:hi], omega[lo:hi],
+                                                    S, U, self.noise), n)
+        mean, cov, logz, ess = (np.concatenate([p[k] for p in parts], axis=0) for k in range(4))
         self.last_effective_sample_size = ess
         return PosteriorMoments(mean=mean, cov=cov, log_partition=logz)
