@@ -17,6 +17,7 @@ from . import metrics, problems
 from .api import health, v1
 from .cache import make_store
 from .config import Settings, get_settings
+from .fastpath import FastPath, Memo
 from .jobs import Engine, Pool
 from .schemas import Problem
 
@@ -121,6 +122,8 @@ def create_app(settings: Optional[Settings] = None, pool: Optional[Pool] = None)
     problems.install(app)
     app.include_router(v1)
     app.include_router(health.router)
+    app.state.memo = Memo()
+    app.add_middleware(FastPath, owner=app)
     app.add_middleware(MetricsMiddleware)
     app.openapi = lambda: custom_openapi(app)
     return app

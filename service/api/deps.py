@@ -28,7 +28,7 @@ async def require_api_key(request: Request, key: Optional[str] = Depends(api_key
                             headers={"WWW-Authenticate": "ApiKey"})
 
 
-def engine(request: Request) -> Engine:
+async def engine(request: Request) -> Engine:
     return request.app.state.engine
 
 
@@ -65,8 +65,12 @@ def job_body(job: Job) -> dict:
             "request": job.request, "result": result, "error": job.error}
 
 
-async def compute_or_accept(eng: Engine, kind: str, spec: dict, params: dict, numerics: dict,
+async def compute_or_accept(http: Request, kind: str, spec: dict, params: dict, numerics: dict,
                             request: dict, prefer: Optional[str], view: Optional[str] = None) -> Response:
+    """Answer from the cache, or compute (waiting up to the sync timeout), or 202 a job.
+
+    A 200 answer teaches the fast path (service.fastpath) this request body's cache key."""
+    eng: Engine = http.app.state.engine
     respond_async = bool(prefer) and "respond-async" in prefer.lower()
     try:
         ans = await eng.answer(kind, spec, params, numerics, request, respond_async=respond_async,
@@ -83,4 +87,8 @@ async def compute_or_accept(eng: Engine, kind: str, spec: dict, params: dict, nu
         loc = job_location(ans.job)
         return json({"id": ans.job.id, "status": ans.job.status, "location": loc}, 202,
                     headers={"Location": loc, "Retry-After": "1"})
+    body = http.scope.get("state", {}).get("raw_body")
+    if body is not None:
+        http.app.state.memo.put(http.url.path, body,
+                                (kind, view or kind, eng.key(kind, spec, numerics), request))
     return json(render.RENDER[view or kind](ans.raw, request, ans.cache))

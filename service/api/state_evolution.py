@@ -1,21 +1,20 @@
 from typing import Optional
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Depends, Header, Request
 
 import solvers
 
 from .. import examples
-from ..jobs import Engine
 from ..schemas import StateEvolutionRequest, StateEvolutionResponse
 from .common import compute_responses
-from .deps import canonical_spec, compute_or_accept, engine, require_api_key, spec_problem
+from .deps import canonical_spec, compute_or_accept, require_api_key, spec_problem
 
 router = APIRouter(tags=["state evolution"], dependencies=[Depends(require_api_key)])
 
 
 @router.post("/state-evolution", response_model=StateEvolutionResponse,
              responses=compute_responses(examples.STATE_EVOLUTION))
-async def state_evolution(body: StateEvolutionRequest, eng: Engine = Depends(engine),
+async def state_evolution(body: StateEvolutionRequest, http: Request,
                           prefer: Optional[str] = Header(None, description="'respond-async': answer 202 at once")):
     """State-evolution fixed points from the uninformed and informed starts, per alpha."""
     try:
@@ -24,4 +23,4 @@ async def state_evolution(body: StateEvolutionRequest, eng: Engine = Depends(eng
         return spec_problem(exc)
     numerics = {"precision": body.precision, "seed": body.seed, "alphas": [float(a) for a in body.alphas]}
     request = {"model": spec, **numerics}
-    return await compute_or_accept(eng, "state_evolution", spec, numerics, numerics, request, prefer)
+    return await compute_or_accept(http, "state_evolution", spec, numerics, numerics, request, prefer)

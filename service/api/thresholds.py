@@ -1,21 +1,20 @@
 from typing import Optional
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Depends, Header, Request
 
 import solvers
 
 from .. import examples
-from ..jobs import Engine
 from ..schemas import ThresholdsRequest, ThresholdsResponse
 from .common import compute_responses
-from .deps import canonical_spec, compute_or_accept, engine, require_api_key, spec_problem
+from .deps import canonical_spec, compute_or_accept, require_api_key, spec_problem
 
 router = APIRouter(tags=["thresholds"], dependencies=[Depends(require_api_key)])
 
 
 @router.post("/thresholds", response_model=ThresholdsResponse,
              responses=compute_responses(examples.THRESHOLDS))
-async def thresholds(body: ThresholdsRequest, eng: Engine = Depends(engine),
+async def thresholds(body: ThresholdsRequest, http: Request,
                      prefer: Optional[str] = Header(None, description="'respond-async': answer 202 at once")):
     """Weak-recovery thresholds, sorted by alpha: the order in which layers are learned."""
     try:
@@ -24,4 +23,4 @@ async def thresholds(body: ThresholdsRequest, eng: Engine = Depends(engine),
         return spec_problem(exc)
     numerics = {"precision": body.precision, "seed": body.seed}
     request = {"model": spec, **numerics, "dimension": body.dimension}
-    return await compute_or_accept(eng, "thresholds", spec, numerics, numerics, request, prefer)
+    return await compute_or_accept(http, "thresholds", spec, numerics, numerics, request, prefer)
