@@ -44,6 +44,14 @@ class Progress:
     def __getstate__(self):
         return {"table": self.table, "job_id": self.job_id, "_last": 0.0}
 
+    def started(self) -> None:
+        """Record which process runs the job (so a cancel can stop it if it never reports)."""
+        try:
+            if self.table is not None:
+                self.table["pid:" + self.job_id] = os.getpid()
+        except Exception:
+            pass
+
     def __call__(self, done: int, total: int) -> None:
         now = time.monotonic()
         if self.table is None or (now - self._last < 0.2 and done < total):
@@ -76,6 +84,8 @@ def run(kind: str, spec_dict: dict, params: dict, progress=None):
     """Run one computation; returns ("ok", result_dict) or (error_kind, info)."""
     import solvers
 
+    if isinstance(progress, Progress):
+        progress.started()
     try:
         spec = solvers.spec_from_dict(dict(spec_dict))
         t0 = time.perf_counter()

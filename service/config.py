@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     redis_prefix: str = "staircase:"
     # A computation lock expires this long after its last heartbeat (seconds).
     lock_ttl: float = Field(30.0, ge=1.0, le=3600.0)
+    # A cancelled job still running after this many seconds has its process killed.
+    cancel_grace: float = Field(2.0, ge=0.0, le=600.0)
     # Job records are kept this long (seconds).
     job_ttl: int = Field(7 * 24 * 3600, ge=60)
     # Warm the numba kernels in every pool process at start (turn off only to start faster).

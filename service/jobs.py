@@ -121,17 +121,38 @@ class Pool:
             self.error = f"{type(exc).__name__}: {exc}"
             log.exception("warm-up failed")
 
-    def submit(self, kind: str, spec: dict, params: dict, job_id: str) -> concurrent.futures.Future:
+    def submit(self, kind: str, spec: dict, params: dict, job_id: str):
+        """(future, executor): the executor is what to restart if this future breaks."""
         self.start()
         progress = compute.Progress(self.table, job_id)
-        return self.executor.submit(compute.run, kind, spec, params, progress)
+        ex = self.executor
+        return ex.submit(compute.run, kind, spec, params, progress), ex
 
-    def restart(self) -> None:
-        """After a worker died (BrokenProcessPool): a fresh executor."""
+    def restart(self, broken=None) -> None:
+        """After a worker died (BrokenProcessPool): a fresh executor (once per breakage)."""
+        if broken is not None and broken is not self.executor:
+            return  # someone already replaced it
         old, self.executor = self.executor, None
         if old is not None:
             old.shutdown(wait=False, cancel_futures=True)
         self.start()
+
+    def kill(self, job_id: str) -> bool:
+        """Stop the process running a job that ignores its cancel flag (the pool then breaks
+        and is replaced; other jobs in it are resubmitted)."""
+        import os
+        import signal
+
+        try:
+            pid = self.table.get("pid:" + job_id) if self.table is not None else None
+        except Exception:
+            pid = None
+        procs = getattr(self.executor, "_processes", None) or {}
+        if pid is None or pid not in procs:
+            return False
+        log.warning("killing pool process %s to cancel job %s", pid, job_id)
+        os.kill(pid, signal.SIGKILL)
+        return True
 
     def progress(self, job_id: str) -> Optional[tuple[int, int]]:
         try:
@@ -151,6 +172,7 @@ class Pool:
             if self.table is not None:
                 self.table.pop(job_id, None)
                 self.table.pop("cancel:" + job_id, None)
+                self.table.pop("pid:" + job_id, None)
         except Exception:
             pass
 
@@ -359,8 +381,8 @@ class Engine:
         if job.status == "cancelled":
             return
         t0 = time.perf_counter()
-        for attempt in (1, 2):
-            fut = self.pool.submit(job.kind, job.spec, job.params, job.id)
+        for attempt in (1, 2, 3):
+            fut, executor = self.pool.submit(job.kind, job.spec, job.params, job.id)
             afut = asyncio.wrap_future(fut)
             last_beat = time.monotonic()
             while not afut.done():
@@ -381,9 +403,12 @@ class Engine:
                 outcome, info = afut.result()
                 break
             except BrokenProcessPool:
-                log.error("a pool worker died; restarting the pool (attempt %d)", attempt)
-                self.pool.restart()
+                self.pool.restart(executor)
                 outcome, info = "error", {"detail": "a solver process died"}
+                if job.status == "cancelled":
+                    outcome = "cancelled"
+                    break
+                log.error("a pool process died; resubmitting job %s (attempt %d)", job.id, attempt)
             except concurrent.futures.CancelledError:
                 outcome, info = "cancelled", {}
                 break
@@ -416,7 +441,7 @@ class Engine:
             stored = await self.load(job.id)  # cancelled through another replica?
             if stored is not None and stored.status == "cancelled" and job.status != "cancelled":
                 job.status = "cancelled"
-                self.pool.cancel(job.id)
+                self._stop(job.id)
         except StoreUnavailable:
             pass
 
@@ -484,11 +509,27 @@ class Engine:
         job.status = "cancelled"
         await self.save(job)
         if job.owner == job.id:
-            self.pool.cancel(job.id)
             local = self.jobs.get(job.id)
             if local is not None:
                 local.status = "cancelled"
+            self._stop(job.id)
         return job
+
+    def _stop(self, job_id: str) -> None:
+        """Cancel flag now (the solvers see it at their next progress report); if the job
+        still runs after the grace period, kill its process."""
+        self.pool.cancel(job_id)
+        if job_id not in self.events:
+            return
+
+        async def enforce():
+            await asyncio.sleep(self.settings.cancel_grace)
+            if job_id in self.events:
+                self.pool.kill(job_id)
+
+        task = asyncio.create_task(enforce())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     async def close(self) -> None:
         for t in list(self.tasks):

@@ -126,6 +126,40 @@ def test_cancel_job(client):
     assert client.get(loc).json()["status"] in ("cancelled", "done")
 
 
+def test_cancel_running_job_frees_the_pool(client):
+    """The paper model takes about a minute: cancelling it mid-run stops its process (the
+    solvers report progress only per layer), and the pool keeps serving."""
+    import time
+
+    req = {"model": PAPER, "precision": "fast", "seed": 13}
+    r = client.post("/v1/thresholds", json=req, headers={"Prefer": "respond-async"})
+    assert r.status_code == 202
+    loc = r.headers["location"]
+    for _ in range(600):
+        if client.get(loc).json()["status"] == "running":
+            break
+        time.sleep(0.1)
+    before = computations(client, outcome="cancelled")
+    assert client.delete(loc).json()["status"] == "cancelled"
+    job = wait_job_stopped(client, before)
+    assert job == before + 1
+    assert client.get(loc).json()["status"] == "cancelled"
+    after = client.post("/v1/thresholds", json={"model": PHASE, "precision": "fast", "seed": 21})
+    assert after.status_code == 200 and after.json()["cache"] == "miss"
+
+
+def wait_job_stopped(client, before, timeout=60):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        n = computations(client, outcome="cancelled")
+        if n > before:
+            return n
+        time.sleep(0.1)
+    return computations(client, outcome="cancelled")
+
+
 def test_unknown_job_404_and_bad_id_422(client):
     r = client.get("/v1/jobs/" + "0" * 32)
     assert r.status_code == 404
