@@ -39,6 +39,14 @@ KINDS = ("thresholds", "state_evolution", "sample_size")
 QUEUE = "queue"
 
 
+def _field_of(parameter: str) -> str:
+    """The request field a solver parameter came from."""
+    top = parameter.split("[")[0].split(".")[0]
+    if top in ("alpha", "alphas", "target", "dimension", "precision", "seed"):
+        return "alphas" if top == "alpha" else parameter
+    return "model." + parameter
+
+
 class ComputationFailed(Exception):
     """The solvers refused or failed on this input: a 422 problem."""
 
@@ -426,7 +434,7 @@ class Engine:
             job.status = "failed"
             job.error = {"type": "/problems/invalid-parameter", "title": "Invalid model parameter",
                          "status": 422, "detail": info["detail"],
-                         "field": "model." + info["parameter"], "allowed": info["allowed"]}
+                         "field": _field_of(info["parameter"]), "allowed": info["allowed"]}
         else:
             job.status = "failed"
             job.error = {"type": "/problems/computation-failed", "title": "Computation failed",

@@ -36,7 +36,7 @@ ALLOWED: dict[str, str] = {
     "precision": "one of: " + ", ".join(PRECISIONS),
     "seed": f"an integer in [0, {MAX_SEED}]",
     "dimension": f"an integer in [1, {MAX_DIMENSION}]",
-    "alphas": f"a list of 1 to {MAX_ALPHAS} numbers, each in [0, {MAX_ALPHA:g}]",
+    "alphas": f"a list of 1 to {MAX_ALPHAS} numbers, each in (0, {MAX_ALPHA:g}]",
     "target": "{\"kind\": \"weak_recovery\", \"layers\": \"all\" | k} or "
               "{\"kind\": \"prediction_error\", \"max\": x}",
     "kind": "one of: weak_recovery, prediction_error",
@@ -48,7 +48,7 @@ Strict = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 Skip = Annotated[float, Field(ge=0.0, le=MAX_SKIP)]
 Beta = Annotated[float, Field(gt=0.0, le=MAX_BETA)]
-Alpha = Annotated[float, Field(ge=0.0, le=MAX_ALPHA)]
+Alpha = Annotated[float, Field(gt=0.0, le=MAX_ALPHA)]
 
 
 class DeepAttentionModel(BaseModel):

@@ -19,6 +19,7 @@ from .results import PRECISION_TARGETS, PRECISIONS, _plain
 
 MAX_DIMENSION = 1_000_000_000
 ALPHA_MAX = 256.0  # the bracket is not grown beyond this
+ALPHA_MIN = 1e-3  # nor shrunk below this (the target is met at any alpha above it)
 
 
 @dataclass(frozen=True)
@@ -131,9 +132,7 @@ def sample_size(spec, dimension: int, target: dict, precision: str = "standard",
                 raise SpecError("target.max", emax,
                                 f"a prediction error reached for some alpha <= {ALPHA_MAX:g} "
                                 f"(at alpha = {lo:g} it is still above)")
-        if lo == 0.0 and f(0.0) <= emax:
-            hi = 0.0
-        while hi - lo > rel * hi:
+        while hi - lo > rel * hi and hi > ALPHA_MIN:
             mid = 0.5 * (lo + hi)
             if f(mid) <= emax:
                 hi = mid
