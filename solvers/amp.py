@@ -46,6 +46,37 @@ from .results import Settings, _plain
 SOLVER_VERSION = "amp-0.1.0"
 
 MAX_SEEDS = 10
+MAX_DIMENSION = 20000
+MAX_ALPHA = 50.0
+MAX_ITERATIONS = 1000
+MAX_INPUT_ENTRIES = 60_000_000  # N * M * D of the training inputs (480 MB of float64)
+
+
+def _validate(dimension, alpha, m: int, iterations=None, damping=None, seeds=None):
+    """Raise :class:`SpecError` (parameter, value, allowed range) for bad run parameters."""
+    from .errors import SpecError
+
+    if isinstance(dimension, bool) or not isinstance(dimension, (int, np.integer)) \
+            or not 2 <= int(dimension) <= MAX_DIMENSION:
+        raise SpecError("dimension", dimension, f"an integer in [2, {MAX_DIMENSION}]")
+    try:
+        a = float(alpha)
+    except (TypeError, ValueError):
+        raise SpecError("alpha", alpha, f"a number in (0, {MAX_ALPHA:g}]") from None
+    if not (np.isfinite(a) and 0 < a <= MAX_ALPHA):
+        raise SpecError("alpha", alpha, f"a number in (0, {MAX_ALPHA:g}]")
+    n = max(1, int(round(a * int(dimension))))
+    if n * m * int(dimension) > MAX_INPUT_ENTRIES:
+        raise SpecError("dimension", dimension,
+                        f"alpha * dimension^2 * tokens <= {MAX_INPUT_ENTRIES:.0e} (memory)")
+    if iterations is not None and (isinstance(iterations, bool)
+                                   or not isinstance(iterations, (int, np.integer))
+                                   or not 1 <= int(iterations) <= MAX_ITERATIONS):
+        raise SpecError("iterations", iterations, f"an integer in [1, {MAX_ITERATIONS}]")
+    if damping is not None and not (isinstance(damping, (int, float)) and 0.0 <= damping < 1.0):
+        raise SpecError("damping", damping, "a number in [0, 1)")
+    if seeds is not None and not 1 <= len(seeds) <= MAX_SEEDS:
+        raise SpecError("seeds", list(seeds), f"between 1 and {MAX_SEEDS} seeds")
 
 
 # --------------------------------------------------------------------------------------
@@ -140,13 +171,10 @@ def generate_instance(spec, dimension: int, alpha: float, seed: int,
     (default max(N, 1000)).  Everything is a deterministic function of ``seed``.
     """
     channel, desc = _resolve(spec)
-    d = int(dimension)
-    if d < 2:
-        raise ValueError("dimension must be >= 2")
-    if not (alpha > 0 and np.isfinite(alpha)):
-        raise ValueError("alpha must be a positive number")
-    n = max(1, int(round(alpha * d)))
     p, m = int(channel.n_indices), int(channel.n_tokens)
+    _validate(dimension, alpha, m)
+    d = int(dimension)
+    n = max(1, int(round(alpha * d)))
     n_test = max(n, 1000) if n_test is None else int(n_test)
     ss = np.random.SeedSequence([int(seed), 0x5A17])
     r_teacher, r_x, r_y, r_xt, r_yt = (np.random.default_rng(s) for s in ss.spawn(5))
@@ -448,15 +476,15 @@ def amp_simulation(spec, dimension: int, alpha: float, seeds: Sequence[int] | in
     """Run GAMP on one fresh instance per seed; mean and spread of the trajectories.
 
     seeds: a list of seeds or a count S (seeds 0..S-1); at most 10.
+    Bad parameters raise :class:`solvers.errors.SpecError` (parameter, value, allowed range).
     progress: optional callable(done, total) with total = len(seeds) * iterations, called
       after every GAMP iteration (a run that converges early jumps to its end).
     """
     if isinstance(seeds, (int, np.integer)):
         seeds = tuple(range(int(seeds)))
     seeds = tuple(int(s) for s in seeds)
-    if not 1 <= len(seeds) <= MAX_SEEDS:
-        raise ValueError(f"between 1 and {MAX_SEEDS} seeds")
     channel, desc = _resolve(spec)
+    _validate(dimension, alpha, int(channel.n_tokens), iterations, damping, seeds)
     total = len(seeds) * int(iterations)
     runs = []
     for k, s in enumerate(seeds):

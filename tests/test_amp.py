@@ -217,3 +217,17 @@ def test_deep_attention_sequential_learning():
     assert q1 > 0.6 and q2 > 0.9, (q1, q2)
     first = res.first_learned  # (seeds, layers), iteration where q_l first exceeds 0.5
     assert (first >= 0).all() and (first[:, 1] < first[:, 0]).all(), first
+
+
+@pytest.mark.parametrize("kwargs,param", [
+    ({"dimension": 1}, "dimension"), ({"alpha": -1.0}, "alpha"), ({"iterations": 0}, "iterations"),
+    ({"seeds": list(range(11))}, "seeds"), ({"damping": 1.0}, "damping"),
+    ({"dimension": 20000, "alpha": 50.0}, "dimension")])
+def test_bad_parameters_raise_spec_error(kwargs, param):
+    from solvers.errors import SpecError
+
+    args = dict(dimension=50, alpha=1.0, seeds=[0], iterations=2)
+    args.update(kwargs)
+    with pytest.raises(SpecError) as e:
+        amp_simulation(GaussianChannel(), **args)
+    assert e.value.parameter == param
