@@ -53,3 +53,41 @@ def test_restart_keeps_cache_and_jobs(backend, tmp_path):
             keys = list(r.scan_iter(prefix + "*"))
             if keys:
                 r.delete(*keys)
+
+
+def test_job_interrupted_by_a_crash_resumes_after_restart(tmp_path):
+    """SIGKILL the service while a job runs; the restarted service resumes the job."""
+    import os
+    import signal
+    import time
+
+    env = {"STAIRCASE_CACHE_DIR": str(tmp_path / "cache"), "STAIRCASE_REDIS_URL": "",
+           "STAIRCASE_LOCK_TTL": "2"}
+    slow = {"model": {"family": "deep_attention", "layers": 2, "tokens": 2}, "alphas": [0.5],
+            "precision": "fast"}
+    server = Uvicorn(env).start()
+    try:
+        with server.client() as c:
+            r = c.post("/v1/state-evolution", json=slow, headers={"Prefer": "respond-async"})
+            assert r.status_code == 202
+            loc = r.headers["location"]
+            for _ in range(600):
+                if c.get(loc).json()["status"] == "running":
+                    break
+                time.sleep(0.1)
+            assert c.get(loc).json()["status"] == "running"
+    finally:
+        os.killpg(server.proc.pid, signal.SIGKILL)  # a crash: no shutdown, the lock stays
+        server.proc.wait(10)
+        server.proc = None
+    time.sleep(2.5)  # the lock expires (STAIRCASE_LOCK_TTL)
+    server = Uvicorn(env).start()
+    try:
+        with server.client() as c:
+            job = wait_job(c, loc)
+            assert job["status"] == "done", job
+            assert job["result"]["points"][0]["alpha"] == 0.5
+            again = c.post("/v1/state-evolution", json=slow).json()
+            assert again["cache"] == "hit"
+    finally:
+        server.stop()
