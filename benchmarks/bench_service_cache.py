@@ -131,6 +131,14 @@ def main() -> int:
         body = {"model": MODELS[args.model], "precision": "fast", "dimension": 768}
         t0 = time.perf_counter()
         first, _ = post(base + "/v1/thresholds", body)
+        while "location" in first:  # 202: computing longer than the sync timeout; poll the job
+            time.sleep(1.0)
+            with urllib.request.urlopen(base + first["location"], timeout=60) as r:
+                job = json.loads(r.read())
+            if job["status"] in ("failed", "cancelled"):
+                raise SystemExit(f"priming failed: {job}")
+            if job["status"] == "done":
+                first = {**job["result"], "cache": "miss (job)"}
         print(f"prime: cache={first['cache']} in {time.perf_counter() - t0:.2f} s "
               f"(solver {first['solver']['seconds']:.2f} s)")
         hit, headers = post(base + "/v1/thresholds", body)

@@ -11,6 +11,7 @@ another key or fails its checksum is ignored (and counted), so it gets recompute
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -195,6 +196,7 @@ class ResultCache:
 
     def __init__(self, store: Store):
         self.store = store
+        self._reads: dict[str, "asyncio.Future"] = {}
 
     @staticmethod
     def encode(key: str, result: dict) -> bytes:
@@ -218,6 +220,33 @@ class ResultCache:
             return None
 
     async def get(self, key: str, kind: str) -> Optional[dict]:
+        """Read and verify an entry.  Concurrent reads of one key share a single store read
+        (single flight), so a burst of identical questions costs Redis one GET."""
+        pending = self._reads.get(key)
+        if pending is not None:
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                if not pending.cancelled():
+                    raise  # this request itself was cancelled
+                return await self._get(key, kind)  # the leading read was: read ourselves
+        fut = asyncio.get_running_loop().create_future()
+        self._reads[key] = fut
+        try:
+            result = await self._get(key, kind)
+            fut.set_result(result)
+            return result
+        except asyncio.CancelledError:
+            fut.cancel()
+            raise
+        except Exception as exc:
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: no "never retrieved" warning when nobody waits
+            raise
+        finally:
+            self._reads.pop(key, None)
+
+    async def _get(self, key: str, kind: str) -> Optional[dict]:
         try:
             raw = await self.store.get(key)
         except StoreUnavailable:
