@@ -2,13 +2,13 @@
 
 PAPER_MODEL = {"family": "deep_attention", "layers": 2, "tokens": 2, "skip": [1.0, 1.0],
                "beta": [1.0, 1.0], "noise": 0.0}
-SOLVER = {"version": "0.1.0", "method": "linearised state evolution", "seconds": 3.2}
+SOLVER = {"version": "0.1.0", "method": "staircase", "seconds": 61.6}
 
 THRESHOLDS = {
     "model": PAPER_MODEL, "precision": "fast", "seed": 0, "dimension": 768,
     "thresholds": [
-        {"layer": 2, "alpha": 0.17, "ci95": 0.003, "kind": "linear_stability", "samples_needed": 131},
-        {"layer": 1, "alpha": 0.62, "ci95": 0.012, "kind": "staircase", "samples_needed": 477}],
+        {"layer": 2, "alpha": 0.18548, "ci95": 4.5e-12, "kind": "linear_stability", "samples_needed": 143},
+        {"layer": 1, "alpha": 0.72455, "ci95": 0.0116, "kind": "staircase", "samples_needed": 557}],
     "perfect_recovery_alpha": None, "perfect_recovery_ci95": None, "solver": SOLVER, "cache": "hit"}
 
 _FP = {"overlap": [[0.0, 0.0], [0.0, 0.41]], "layer_overlaps": [0.0, 0.41],
@@ -22,8 +22,9 @@ STATE_EVOLUTION = {
     "solver": SOLVER, "cache": "miss"}
 
 SAMPLE_SIZE = {"model": PAPER_MODEL, "precision": "fast", "seed": 0, "dimension": 768,
-               "target": {"kind": "weak_recovery", "layers": "all"}, "alpha": 0.62, "ci95": 0.012,
-               "samples": 477, "solver": SOLVER, "cache": "hit"}
+               "target": {"kind": "weak_recovery", "layers": "all"}, "alpha": 0.72455, "ci95": 0.0116,
+               "samples": 557, "solver": {**SOLVER, "method": "weak-recovery threshold (staircase)"},
+               "cache": "hit"}
 
 ACCEPTED = {"id": "5f0c6f1c2b7e4b1e9a8f3a6d2c1b0e9f", "status": "queued",
             "location": "/v1/jobs/5f0c6f1c2b7e4b1e9a8f3a6d2c1b0e9f"}
