@@ -203,6 +203,10 @@ class MultiIndexChannel(Channel):
                                        output_shape=(1,))
         return self._noisy
 
+    def with_seed(self, seed: int) -> "MultiIndexChannel":
+        """The same channel with another importance-sampling bank seed (noisy continuous links)."""
+        return type(self)(noise=self.noise, bank_size=self.bank_size, seed=int(seed))
+
     @property
     def last_effective_sample_size(self):
         return None if self._noisy is None else self._noisy.last_effective_sample_size

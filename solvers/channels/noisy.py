@@ -18,12 +18,19 @@ Usage (any family, e.g. deep attention)::
 
 The posterior of Z given (y, omega, V) is estimated by self-normalised importance
 sampling with the prior as proposal: a bank of K = bank_size * resolution scrambled-Sobol
-normal vectors U_k in R^{P M} (the same bank for every sample and every call: common
+normal vectors U_k in R^{P M} (antithetic: K/2 points and their negatives) (the same bank for every sample and every call: common
 random numbers, so state evolution is a smooth function of Q), Z_k = omega + V^{1/2} U_k
 token by token, log-weights -|y - g(Z_k)|^2 / (2 Delta) with a max-shift.  Then
 
     mean = sum_k w_k Z_k / sum_k w_k,  cov = centred weighted second moment,
     log Z_out = log(mean_k exp(log w_k)) - (output_size / 2) log(2 pi Delta).
+
+Adaptive (default): a second pass draws, for every bank vector, one prior sample and one
+sample of N(m0, 2 C0 + ridge V) fitted to the first pass, weighted by the balance heuristic
+(prior x likelihood over the equal mixture of the two proposals).  This keeps the prior's
+coverage and reaches the tails of the prior that a plain prior bank never visits (large
+observations); it costs three link evaluations per bank vector.  ``adaptive=False`` gives
+the plain one-pass prior sampler.
 
 Accuracy: the estimator is consistent as K -> infinity (bias and error O(1/sqrt(ESS)) per
 sample), but it degrades as Delta -> 0 or as the observation becomes very informative
@@ -51,7 +58,7 @@ from numba import njit
 from ..quadrature import sobol_normals
 from .base import Channel, PosteriorMoments
 
-DEFAULT_BANK_SIZE = 4096
+DEFAULT_BANK_SIZE = 1024
 
 
 @njit(nogil=True)
@@ -133,6 +140,169 @@ def _is_kernel(link, params, y, omega, S, U, noise):
                             acc += tmp[p, m, q2, l] * S[p2, q2]
                         cov[i, p, m, p2, l] = acc
         logz[i] = mx + math.log(s0 / K) + const
+        ess[i] = s0 * s0 / s2
+    return mean, cov, logz, ess
+
+
+@njit(nogil=True)
+def _adaptive_kernel(link, params, y, omega, S, Vinv, logdetV, U, noise, ridge):
+    """Defensive adaptive IS (two passes over the bank).
+
+    Pass 0: prior proposal (as :func:`_is_kernel`) -> posterior mean m0 and covariance C0 of
+    the flattened Z (d = P M).  Pass 1: each bank vector gives one prior sample
+    omega + V^{1/2} U_k and one sample m0 + L U_k from N(m0, Sigma), Sigma = 2 C0 + ridge (V x I);
+    weights use the balance heuristic prior(Z) lik(Z) / (q_prior(Z) / 2 + q_prop(Z) / 2),
+    which is unbiased for Z_out and keeps the prior's coverage (defensive mixture).
+    """
+    n = y.shape[0]
+    O = y.shape[1]
+    K, P, M = U.shape
+    d = P * M
+    mean = np.zeros((n, P, M))
+    cov = np.zeros((n, P, M, P, M))
+    logz = np.zeros(n)
+    ess = np.zeros(n)
+    const = -0.5 * O * math.log(2.0 * math.pi * noise)
+    for i in range(n):
+        Z = np.empty((P, M))
+        # ---------------- pass 0: prior proposal
+        logw = np.empty(K)
+        for k in range(K):
+            for m in range(M):
+                for p in range(P):
+                    acc = omega[i, p, m]
+                    for q in range(P):
+                        acc += S[p, q] * U[k, q, m]
+                    Z[p, m] = acc
+            out = link(Z, params)
+            r2 = 0.0
+            for o in range(O):
+                dd = y[i, o] - out[o]
+                r2 += dd * dd
+            logw[k] = -0.5 * r2 / noise
+        mx = logw.max()
+        s0 = 0.0
+        m0 = np.zeros(d)
+        for k in range(K):
+            e = math.exp(logw[k] - mx)
+            logw[k] = e
+            s0 += e
+            for p in range(P):
+                for m in range(M):
+                    acc = omega[i, p, m]
+                    for q in range(P):
+                        acc += S[p, q] * U[k, q, m]
+                    m0[p * M + m] += e * acc
+        m0 /= s0
+        C0 = np.zeros((d, d))
+        zf = np.empty(d)
+        for k in range(K):
+            e = logw[k] / s0
+            if e == 0.0:
+                continue
+            for p in range(P):
+                for m in range(M):
+                    acc = omega[i, p, m]
+                    for q in range(P):
+                        acc += S[p, q] * U[k, q, m]
+                    zf[p * M + m] = acc - m0[p * M + m]
+            for a in range(d):
+                for b in range(d):
+                    C0[a, b] += e * zf[a] * zf[b]
+        # proposal covariance: 2 C0 + ridge * (V kron I_M)
+        Sig = 2.0 * C0
+        Vkron = np.zeros((d, d))
+        for p in range(P):
+            for q in range(P):
+                vpq = 0.0
+                for r in range(P):
+                    vpq += S[p, r] * S[r, q]
+                for m in range(M):
+                    Vkron[p * M + m, q * M + m] = vpq
+        for a in range(d):
+            for b in range(d):
+                Sig[a, b] += ridge * Vkron[a, b]
+            Sig[a, a] += 1e-14
+        L = np.linalg.cholesky(Sig)
+        logdetSig = 0.0
+        for a in range(d):
+            logdetSig += 2.0 * math.log(L[a, a])
+        # ---------------- pass 1: balanced mixture of prior and adapted Gaussian
+        lw1 = np.empty(2 * K)
+        Zs = np.empty((2 * K, d))
+        x = np.empty(d)
+        for k in range(K):
+            for src in range(2):
+                if src == 0:
+                    for p in range(P):
+                        for m in range(M):
+                            acc = omega[i, p, m]
+                            for q in range(P):
+                                acc += S[p, q] * U[k, q, m]
+                            Z[p, m] = acc
+                else:
+                    for a in range(d):
+                        acc = m0[a]
+                        for b in range(a + 1):
+                            acc += L[a, b] * U[k, b // M, b % M]
+                        Z[a // M, a % M] = acc
+                # log prior density (per token, V^-1)
+                lp = -0.5 * M * logdetV - 0.5 * d * math.log(2.0 * math.pi)
+                for m in range(M):
+                    for p in range(P):
+                        dp = Z[p, m] - omega[i, p, m]
+                        for q in range(P):
+                            lp -= 0.5 * dp * Vinv[p, q] * (Z[q, m] - omega[i, q, m])
+                # log proposal density: solve L x = Z - m0
+                for a in range(d):
+                    acc = Z[a // M, a % M] - m0[a]
+                    for b in range(a):
+                        acc -= L[a, b] * x[b]
+                    x[a] = acc / L[a, a]
+                lq = -0.5 * logdetSig - 0.5 * d * math.log(2.0 * math.pi)
+                for a in range(d):
+                    lq -= 0.5 * x[a] * x[a]
+                # mixture density 1/2 prior + 1/2 proposal
+                if lp > lq:
+                    lmix = lp + math.log(0.5 + 0.5 * math.exp(lq - lp))
+                else:
+                    lmix = lq + math.log(0.5 + 0.5 * math.exp(lp - lq))
+                out = link(Z, params)
+                r2 = 0.0
+                for o in range(O):
+                    dd = y[i, o] - out[o]
+                    r2 += dd * dd
+                j = 2 * k + src
+                lw1[j] = lp - lmix - 0.5 * r2 / noise
+                for p in range(P):
+                    for m in range(M):
+                        Zs[j, p * M + m] = Z[p, m]
+        mx = lw1.max()
+        s0 = 0.0
+        s2 = 0.0
+        mu = np.zeros(d)
+        for j in range(2 * K):
+            e = math.exp(lw1[j] - mx)
+            lw1[j] = e
+            s0 += e
+            s2 += e * e
+            for a in range(d):
+                mu[a] += e * Zs[j, a]
+        mu /= s0
+        c = np.zeros((d, d))
+        for j in range(2 * K):
+            e = lw1[j] / s0
+            if e == 0.0:
+                continue
+            for a in range(d):
+                da = Zs[j, a] - mu[a]
+                for b in range(d):
+                    c[a, b] += e * da * (Zs[j, b] - mu[b])
+        for a in range(d):
+            mean[i, a // M, a % M] = mu[a]
+            for b in range(d):
+                cov[i, a // M, a % M, b // M, b % M] = c[a, b]
+        logz[i] = mx + math.log(s0 / (2 * K)) + const
         ess[i] = s0 * s0 / s2
     return mean, cov, logz, ess
 
@@ -239,6 +409,9 @@ class NoisyChannel(Channel):
         :meth:`output` instead of looping the numba link (same values).
     link_params : optional 1-D float64 array; when given the link is called as
         ``link_function(Z, link_params)`` (parameters without recompiling per value).
+    adaptive : True (default): defensive adaptive importance sampling, two passes over the
+        bank (see the module docstring); False: plain prior proposal (one pass).
+    ridge : adaptive only; the adapted proposal is N(m0, 2 C0 + ridge (V x I_M)).
 
     Observations are arrays of shape (n, O) (or (n, *output_shape), flattened).
     ``posterior_moments`` uses K = bank_size * resolution prior samples; the Kish effective
@@ -253,7 +426,8 @@ class NoisyChannel(Channel):
                  index_names: Sequence[str] | None = None, sign_symmetric: bool = False,
                  output_shape: tuple[int, ...] | None = None,
                  vectorized_output: Callable | None = None,
-                 link_params: np.ndarray | None = None):
+                 link_params: np.ndarray | None = None, adaptive: bool = True,
+                 ridge: float = 0.01):
         if not noise > 0:
             raise ValueError("NoisyChannel needs noise > 0 (use an exact channel for noise = 0)")
         self.link_function = link_function
@@ -276,6 +450,8 @@ class NoisyChannel(Channel):
         if int(np.prod(self.output_shape)) != self.output_size:
             raise ValueError("output_shape does not match output_size")
         self._vectorized_output = vectorized_output
+        self.adaptive = bool(adaptive)
+        self.ridge = float(ridge)
         self._banks: dict[int, np.ndarray] = {}
         self.last_effective_sample_size: np.ndarray | None = None
 
@@ -291,6 +467,18 @@ class NoisyChannel(Channel):
         return cls(deep_attention_link, L, M, M * M, channel.noise, bank_size=bank_size, seed=seed,
                    index_names=channel.index_names, sign_symmetric=channel.sign_symmetric,
                    output_shape=(M, M), vectorized_output=channel.output, link_params=params)
+
+    def with_seed(self, seed: int) -> "NoisyChannel":
+        """A copy drawing its bank from another seed (independent inner Monte-Carlo error).
+
+        Linear stability uses one per scramble so that its CI covers the bank's error."""
+        import copy
+
+        other = copy.copy(self)
+        other.seed = int(seed)
+        other._banks = {}
+        other.last_effective_sample_size = None
+        return other
 
     # ------------------------------------------------------------------ outputs
     def output(self, Z: np.ndarray) -> np.ndarray:
@@ -318,11 +506,17 @@ class NoisyChannel(Channel):
 
     # ------------------------------------------------------------------ posterior
     def bank(self, resolution: int = 1) -> np.ndarray:
-        """The (K, P, M) standard normal bank used at this resolution."""
+        """The (K, P, M) standard normal bank used at this resolution.
+
+        Antithetic: K / 2 scrambled Sobol points U_k followed by -U_k, so that a channel
+        invariant under Z -> -Z (with omega = 0) gets an exactly zero posterior mean, and
+        the importance-sampling noise cannot fake a "trivial" direction at Q = 0."""
         K = self.bank_size * int(resolution)
         if K not in self._banks:
-            u = sobol_normals(K, self.n_indices * self.n_tokens, self.seed)
-            self._banks[K] = np.ascontiguousarray(u.reshape(K, self.n_indices, self.n_tokens))
+            half = max(K // 2, 1)
+            u = sobol_normals(half, self.n_indices * self.n_tokens, self.seed)
+            u = np.concatenate([u, -u], axis=0)[:max(K, 2)]
+            self._banks[K] = np.ascontiguousarray(u.reshape(-1, self.n_indices, self.n_tokens))
         return self._banks[K]
 
     def posterior_moments(self, obs, omega, V, resolution: int = 1) -> PosteriorMoments:
@@ -332,8 +526,19 @@ class NoisyChannel(Channel):
         S = np.ascontiguousarray(psd_sqrt(np.asarray(V, dtype=float).reshape(self.n_indices,
                                                                              self.n_indices)))
         U = self.bank(resolution)
-        parts = _threaded(lambda lo, hi: _is_kernel(self._link, self._params, y[lo:hi], omega[lo:hi],
-                                                    S, U, self.noise), n)
+        if self.adaptive:
+            Vm = 0.5 * (np.asarray(V, dtype=float) + np.asarray(V, dtype=float).T).reshape(
+                self.n_indices, self.n_indices)
+            w, Q = np.linalg.eigh(Vm)
+            w = np.maximum(w, 1e-12 * max(1.0, float(w.max())))
+            Vinv = np.ascontiguousarray((Q / w) @ Q.T)
+            logdetV = float(np.sum(np.log(w)))
+            parts = _threaded(lambda lo, hi: _adaptive_kernel(
+                self._link, self._params, y[lo:hi], omega[lo:hi], S, Vinv, logdetV, U, self.noise,
+                self.ridge), n)
+        else:
+            parts = _threaded(lambda lo, hi: _is_kernel(self._link, self._params, y[lo:hi],
+                                                        omega[lo:hi], S, U, self.noise), n)
         mean, cov, logz, ess = (np.concatenate([p[k] for p in parts], axis=0) for k in range(4))
         self.last_effective_sample_size = ess
         return PosteriorMoments(mean=mean, cov=cov, log_partition=logz)

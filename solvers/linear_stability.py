@@ -1,0 +1,287 @@
+"""Linear stability of the uninformed fixed point Q = 0 for any channel (THEORY.md section 4).
+
+At Q = 0 (omega = 0, V = I) with y drawn from the model:
+
+(a) trivial subspace: T = E_y[ sum_m E[z_m|y] E[z_m|y]^T ] (P x P).  Directions (eigenvectors
+    of T) whose eigenvalue is significantly positive, beyond its 95% half-width over the
+    scrambles, are learned for every alpha > 0 (threshold 0, kind "trivial").
+(b) on the complement (an orthonormal basis U of the other eigen-directions), with
+    G_{mm'}(y) = Cov[z_m, z_m' | y] - delta_{mm'} I projected on U,
+        F(Q) = sum_{m,m'} E_y[ G_{mm'} Q G_{mm'}^T ],
+    a positive, self-adjoint linear map on symmetric matrices.  Its Perron eigenvalue rho
+    (the largest eigenvalue, with a PSD eigenmatrix) gives alpha_c = 1 / rho; the top
+    eigenvector of the eigenmatrix is the direction learned first.  When rho is not
+    significantly positive Q = 0 is stable on the complement for every alpha (alpha_c = inf).
+(c) for sign-symmetric channels (block-diagonal G) the per-index values
+    alpha_p = 1 / E || Cov[z_p | y] - I_M ||_F^2 are also returned.
+
+The outer expectation is randomised QMC: R independent scrambles of a Sobol sequence in the
+P M Gaussian coordinates of Z (plus the channel's noise coordinates), mapped through the
+inverse normal CDF; every estimate comes with a Student-t 95% half-width over the scrambles.
+The same seed reproduces every number bit for bit.  Noisy channels that expose
+``with_seed(seed)`` (the importance-sampling ones) get an independent inner bank per
+scramble, so that the CI also covers the inner Monte-Carlo error; the remaining O(1/K) bias
+of self-normalised importance sampling is checked by comparing two resolutions.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from .quadrature import MIN_SCRAMBLES, scrambled_normals, t_halfwidth
+from .results import PRECISION_TARGETS, PRECISIONS, Settings, Threshold
+
+# starting outer points per scramble, by precision, and the cap of the adaptive doubling
+START_POINTS = {"fast": 1 << 10, "standard": 1 << 12, "precise": 1 << 14}
+MAX_POINTS = {"fast": 1 << 13, "standard": 1 << 15, "precise": 1 << 17}
+TRIVIAL_ABS_TOL = 1e-10  # eigenvalues of T below this are zero whatever their half-width
+RHO_ABS_TOL = 1e-10
+
+
+def _plain(obj):
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if hasattr(obj, "tolist"):
+        return _plain(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None  # NaN and inf are not JSON
+    return obj
+
+
+@dataclass(frozen=True)
+class LinearStabilityResult:
+    """Linear stability of Q = 0 (see the module docstring).
+
+    trivial_matrix: T (P x P); trivial_eigenvalues / trivial_ci95: its eigenvalues (ascending)
+    with 95% half-widths; trivial_directions: unit vectors of the trivial subspace.
+    complement_basis: orthonormal columns (P x r) spanning the non-trivial directions.
+    rho, rho_ci95: Perron eigenvalue of F on the complement and its 95% half-width;
+    alpha_c, alpha_ci95: 1 / rho and its half-width (inf when rho is not significantly > 0);
+    eigenmatrix (P x P, trace 1, PSD) and direction (its top eigenvector, in R^P);
+    second_eigenvalue of F and ``degenerate`` (True when it is within the CI of rho: the
+    direction is then not unique).
+    block_alpha / block_ci95: per-index 1 / E||Cov[z_p|y] - I||_F^2 (sign-symmetric channels).
+    thresholds: the :class:`~solvers.results.Threshold` list (trivial ones first, then the
+    linear-stability ones, per index for sign-symmetric channels with P > 1).
+    """
+
+    n_indices: int
+    n_tokens: int
+    index_names: tuple[str, ...]
+    trivial_matrix: tuple[tuple[float, ...], ...]
+    trivial_eigenvalues: tuple[float, ...]
+    trivial_ci95: tuple[float, ...]
+    trivial_directions: tuple[tuple[float, ...], ...]
+    complement_basis: tuple[tuple[float, ...], ...]
+    rho: float
+    rho_ci95: float
+    alpha_c: float
+    alpha_ci95: float
+    eigenmatrix: Optional[tuple[tuple[float, ...], ...]]
+    direction: Optional[tuple[float, ...]]
+    second_eigenvalue: float
+    degenerate: bool
+    block_alpha: Optional[tuple[float, ...]]
+    block_ci95: Optional[tuple[float, ...]]
+    thresholds: tuple[Threshold, ...]
+    settings: Settings
+    seconds: float
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return _plain(asdict(self))
+
+
+def _sym_basis(r: int) -> np.ndarray:
+    """Orthonormal basis (r*r, r(r+1)/2) of symmetric r x r matrices (row-major vec)."""
+    cols = []
+    for i in range(r):
+        for j in range(i, r):
+            E = np.zeros((r, r))
+            if i == j:
+                E[i, i] = 1.0
+            else:
+                E[i, j] = E[j, i] = 1.0 / math.sqrt(2.0)
+            cols.append(E.ravel())
+    return np.array(cols).T
+
+
+def _scramble_statistics(channel, Zs: np.ndarray, xis: Optional[np.ndarray], resolution: int):
+    """Per-scramble T (P, P), F (P, P, P, P) as F[a, c, b, d] and block values (P,)."""
+    P, M = channel.n_indices, channel.n_tokens
+    n = Zs.shape[0]
+    Z = Zs.reshape(n, P, M)
+    obs = channel.observation(Z, xis) if xis is not None else channel.observation(Z)
+    pm = channel.posterior_moments(obs, np.zeros((n, P, M)), np.eye(P), resolution)
+    mean = np.asarray(pm.mean, dtype=float).reshape(n, P, M)
+    cov = np.asarray(pm.cov, dtype=float).reshape(n, P, M, P, M)
+    T = np.einsum("npm,nqm->pq", mean, mean) / n
+    G = np.transpose(cov, (0, 2, 4, 1, 3)).copy()  # (n, m, m', P, P)
+    idx = np.arange(M)
+    G[:, idx, idx] -= np.eye(P)
+    F = np.einsum("nklab,nklcd->acbd", G, G, optimize=True) / n
+    blocks = np.empty(P)
+    for p in range(P):
+        D = cov[:, p, :, p, :] - np.eye(M)
+        blocks[p] = np.mean(np.sum(D * D, axis=(1, 2)))
+    return T, F, blocks
+
+
+def _evaluate(channel, n_points: int, scrambles: int, seed: int, resolution: int):
+    P, M = channel.n_indices, channel.n_tokens
+    noise_dim = int(np.prod(channel.noise_shape)) if len(channel.noise_shape) else 0
+    pts = scrambled_normals(n_points, P * M + noise_dim, scrambles, seed)
+    # channels with an inner Monte-Carlo bank get an independent bank per scramble, so that
+    # the spread over scrambles (the CI) includes the inner sampling error
+    reseed = hasattr(channel, "with_seed") and not channel.noiseless
+    bank_seeds = np.random.SeedSequence([seed, 7919]).generate_state(scrambles)
+    Ts, Fs, Bs = [], [], []
+    for r in range(scrambles):
+        ch = channel.with_seed(int(bank_seeds[r])) if reseed else channel
+        Zs = pts[r, :, :P * M]
+        xis = pts[r, :, P * M:].reshape((n_points,) + tuple(channel.noise_shape)) if noise_dim else None
+        T, F, B = _scramble_statistics(ch, Zs, xis, resolution)
+        Ts.append(T)
+        Fs.append(F)
+        Bs.append(B)
+    return np.array(Ts), np.array(Fs), np.array(Bs)
+
+
+def _analyse(channel, Ts, Fs, Bs):
+    P = channel.n_indices
+    T = Ts.mean(0)
+    T = 0.5 * (T + T.T)
+    lam, U = np.linalg.eigh(T)
+    proj = np.einsum("pi,rpq,qi->ri", U, Ts, U)  # per-scramble u_i^T T_r u_i
+    lam_hw = t_halfwidth(proj)
+    trivial = (lam > lam_hw) & (lam > TRIVIAL_ABS_TOL)
+    Ut = U[:, trivial]
+    Uc = U[:, ~trivial]
+    r = Uc.shape[1]
+    out = dict(T=T, lam=lam, lam_hw=lam_hw, trivial_dirs=Ut, Uc=Uc)
+    if r == 0:
+        out.update(rho=0.0, rho_hw=0.0, rho2=0.0, Q=None, direction=None, rho_r=np.zeros(len(Ts)))
+    else:
+        K = np.kron(Uc, Uc)  # (P*P, r*r), row-major vec
+        Bsym = _sym_basis(r)
+        W = K @ Bsym  # symmetric r x r basis embedded in P x P
+        Fmat = Fs.reshape(len(Fs), P * P, P * P)
+        Fsym = np.einsum("ia,rij,jb->rab", W, Fmat, W)
+        Fsym = 0.5 * (Fsym + np.transpose(Fsym, (0, 2, 1)))
+        rho_r = np.array([np.linalg.eigvalsh(f)[-1] for f in Fsym])
+        ev, evec = np.linalg.eigh(Fsym.mean(0))
+        rho = float(ev[-1])
+        rho2 = float(ev[-2]) if len(ev) > 1 else -np.inf
+        Qr = (Bsym @ evec[:, -1]).reshape(r, r)
+        Q = Uc @ Qr @ Uc.T
+        if np.trace(Q) < 0:
+            Q = -Q
+        Q = 0.5 * (Q + Q.T)
+        Q /= np.trace(Q) if abs(np.trace(Q)) > 0 else 1.0
+        w, V = np.linalg.eigh(Q)
+        d = V[:, -1]
+        k = int(np.argmax(np.abs(d)))
+        d = d * (1.0 if d[k] >= 0 else -1.0)
+        out.update(rho=rho, rho_hw=float(t_halfwidth(rho_r)), rho2=rho2, Q=Q, direction=d, rho_r=rho_r)
+    out["blocks"] = Bs.mean(0)
+    out["blocks_hw"] = t_halfwidth(Bs)
+    return out
+
+
+def _relative_ci(a) -> float:
+    """Relative half-width of rho (0 when rho is not significantly positive: nothing to refine)."""
+    if a["Q"] is None or not (a["rho"] > a["rho_hw"] and a["rho"] > RHO_ABS_TOL):
+        return 0.0
+    return a["rho_hw"] / a["rho"]
+
+
+def linear_stability(channel, n_points: int | None = None, scrambles: int = MIN_SCRAMBLES,
+                     seed: int = 0, resolution: int = 1, precision: str = "standard",
+                     max_points: int | None = None) -> LinearStabilityResult:
+    """Linear stability of Q = 0 for ``channel`` (any :class:`~solvers.channels.Channel`).
+
+    n_points: outer QMC points per scramble (a power of two).  When None, it starts at the
+    precision's default and doubles until the relative 95% half-width of rho is below the
+    precision target (:data:`solvers.results.PRECISION_TARGETS`) or ``max_points`` is reached.
+    scrambles: independent Sobol scrambles (>= 2; 16 for an honest CI).
+    resolution: passed to ``channel.posterior_moments`` (inner quadrature / bank size).
+    """
+    if precision not in PRECISIONS:
+        from .errors import SpecError
+
+        raise SpecError("precision", precision, "one of " + ", ".join(PRECISIONS))
+    if scrambles < 2:
+        raise ValueError("need at least 2 scrambles for a confidence interval")
+    t0 = time.perf_counter()
+    target = PRECISION_TARGETS[precision][0]
+    adaptive = n_points is None
+    n = int(n_points) if n_points is not None else START_POINTS[precision]
+    cap = int(max_points) if max_points is not None else MAX_POINTS[precision]
+    while True:
+        Ts, Fs, Bs = _evaluate(channel, n, scrambles, seed, resolution)
+        a = _analyse(channel, Ts, Fs, Bs)
+        if not adaptive or _relative_ci(a) <= target or 2 * n > cap:
+            break
+        n *= 2
+    P = channel.n_indices
+    rho, rho_hw = a["rho"], a["rho_hw"]
+    significant = rho > rho_hw and rho > RHO_ABS_TOL and a["Q"] is not None
+    alpha = 1.0 / rho if significant else math.inf
+    alpha_hw = rho_hw / rho ** 2 if significant else math.inf
+    degenerate = bool(significant and a["rho2"] >= rho - 2.0 * rho_hw - 1e-12 * abs(rho))
+
+    thresholds = [Threshold(alpha=0.0, ci95=0.0, kind="trivial",
+                            direction=tuple(float(x) for x in _canonical(u)))
+                  for u in a["trivial_dirs"].T[::-1]]
+    block_alpha = block_ci = None
+    if channel.sign_symmetric:
+        b, bhw = a["blocks"], a["blocks_hw"]
+        block_alpha = tuple(float(1.0 / v) if v > bh and v > RHO_ABS_TOL else math.inf
+                            for v, bh in zip(b, bhw))
+        block_ci = tuple(float(bh / v ** 2) if v > bh and v > RHO_ABS_TOL else math.inf
+                         for v, bh in zip(b, bhw))
+    if channel.sign_symmetric and P > 1:
+        triv = {int(np.argmax(np.abs(u))) for u in a["trivial_dirs"].T}
+        for p in range(P):
+            if p in triv or not math.isfinite(block_alpha[p]):
+                continue
+            e = tuple(float(p == q) for q in range(P))
+            thresholds.append(Threshold(alpha=block_alpha[p], ci95=block_ci[p],
+                                        kind="linear_stability", layer=p + 1, direction=e))
+    elif significant:
+        thresholds.append(Threshold(alpha=float(alpha), ci95=float(alpha_hw), kind="linear_stability",
+                                    direction=tuple(float(x) for x in a["direction"])))
+    settings = Settings(precision=precision, seed=seed, method="randomised QMC at Q = 0 "
+                        "(trivial subspace, Perron eigenvalue of F on the complement)",
+                        outer_points=n, scrambles=scrambles, inner_resolution=resolution,
+                        extra={"adaptive": adaptive, "target_relative_ci95": target,
+                               "max_points": cap})
+    tup = lambda M: tuple(tuple(float(x) for x in row) for row in np.atleast_2d(M))  # noqa: E731
+    return LinearStabilityResult(
+        n_indices=P, n_tokens=channel.n_tokens, index_names=tuple(channel.index_names),
+        trivial_matrix=tup(a["T"]), trivial_eigenvalues=tuple(float(x) for x in a["lam"]),
+        trivial_ci95=tuple(float(x) for x in a["lam_hw"]),
+        trivial_directions=tuple(tuple(float(x) for x in _canonical(u)) for u in a["trivial_dirs"].T),
+        complement_basis=tup(a["Uc"]) if a["Uc"].size else (),
+        rho=float(rho), rho_ci95=float(rho_hw), alpha_c=float(alpha), alpha_ci95=float(alpha_hw),
+        eigenmatrix=tup(a["Q"]) if significant else None,
+        direction=tuple(float(x) for x in a["direction"]) if significant else None,
+        second_eigenvalue=float(a["rho2"]), degenerate=degenerate,
+        block_alpha=block_alpha, block_ci95=block_ci, thresholds=tuple(thresholds),
+        settings=settings, seconds=time.perf_counter() - t0,
+        extra={"rho_per_scramble": tuple(float(x) for x in a["rho_r"]),
+               "block_values": tuple(float(x) for x in a["blocks"])})
+
+
+def _canonical(u: np.ndarray) -> np.ndarray:
+    """Unit vector with its largest-|.| entry positive."""
+    u = np.asarray(u, dtype=float)
+    u = u / np.linalg.norm(u)
+    k = int(np.argmax(np.abs(u)))
+    return u if u[k] >= 0 else -u

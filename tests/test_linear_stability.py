@@ -1,0 +1,164 @@
+"""Linear stability of Q = 0 against closed forms and independent integrals."""
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import integrate
+
+from solvers.channels import make_channel
+from solvers.linear_stability import LinearStabilityResult, linear_stability
+
+# rho = 1 + E_y (E[z1^2 | y] - 1)^2 for y = z1 z2 (computed in _product_rho below)
+PRODUCT_ALPHA = 0.5937510982219624
+# noisy phase retrieval, Delta = 0.1: 1 / E_y (Var[z | y] - 1)^2 (Gauss-Hermite x grid, below)
+NOISY_SQUARE_ALPHA = 0.5180658
+
+
+@pytest.mark.parametrize("link", ["square", "abs"])
+def test_phase_retrieval_threshold_is_one_half(link):
+    r = linear_stability(make_channel(link, noise=0.0), n_points=4096, seed=0)
+    assert isinstance(r, LinearStabilityResult)
+    assert abs(r.alpha_c - 0.5) <= r.alpha_ci95
+    assert r.alpha_ci95 <= 0.01 * r.alpha_c
+    assert r.trivial_directions == ()
+    assert r.direction == (1.0,)
+    assert r.block_alpha[0] == pytest.approx(r.alpha_c)
+    (t,) = r.thresholds
+    assert t.kind == "linear_stability" and t.alpha == r.alpha_c and t.ci95 == r.alpha_ci95
+
+
+@pytest.mark.parametrize("link,T", [("sign", 2 / math.pi), ("relu", None)])
+def test_sign_and_relu_are_trivial(link, T):
+    r = linear_stability(make_channel(link, noise=0.0), n_points=1024)
+    assert r.trivial_directions == ((1.0,),)
+    assert [t.kind for t in r.thresholds] == ["trivial"]
+    assert r.thresholds[0].alpha == 0.0
+    assert math.isinf(r.alpha_c) and r.direction is None
+    if T is not None:
+        assert r.trivial_eigenvalues[0] == pytest.approx(T, abs=3 * r.trivial_ci95[0] + 1e-3)
+
+
+def test_sign_product_closed_form():
+    """Cov[z | y] = [[1, 2y/pi], [2y/pi, 1]] exactly: F(Q) = (2/pi)^2 X Q X, alpha = pi^2 / 4.
+
+    The top eigenspace (I and the off-diagonal matrix) is two-dimensional: degenerate."""
+    r = linear_stability(make_channel("sign_product", noise=0.0), n_points=1024)
+    assert r.trivial_directions == ()
+    assert r.alpha_c == pytest.approx(math.pi ** 2 / 4, rel=1e-9)
+    assert r.degenerate
+
+
+def _product_rho():
+    u = np.linspace(-30, 30, 60001)
+    du = u[1] - u[0]
+
+    def e_and_p(y):
+        r = math.sqrt(y)
+        z1, z2 = r * np.exp(u), r * np.exp(-u)
+        w = np.exp(-0.5 * (z1 ** 2 + z2 ** 2)) / math.pi  # both branches, measure du
+        p = w.sum() * du
+        return (w * z1 ** 2).sum() * du / p, p
+
+    def integrand(t):  # y = e^t > 0, doubled for y < 0
+        e, p = e_and_p(math.exp(t))
+        return 2 * (e - 1) ** 2 * p * math.exp(t)
+
+    return 1 + integrate.quad(integrand, -40, 6, limit=400, epsrel=1e-10)[0]
+
+
+@pytest.mark.slow
+def test_product_reference_value():
+    assert 1 / _product_rho() == pytest.approx(PRODUCT_ALPHA, rel=1e-8)
+
+
+def test_product_threshold_against_deterministic_integral():
+    """y = z1 z2: G has the fixed eigenvectors (1, +-1)/sqrt 2, eigenvalues e - 1 +- y, so the
+    top eigenvalue 1 + E(e - 1)^2 is doubly degenerate (directions (1, 1) and (1, -1))."""
+    r = linear_stability(make_channel("product", noise=0.0), n_points=8192, seed=0)
+    assert abs(r.alpha_c - PRODUCT_ALPHA) <= 1.5 * r.alpha_ci95 + 1e-4
+    assert r.alpha_ci95 <= 0.01 * r.alpha_c
+    assert r.degenerate
+    d = np.abs(r.direction)
+    np.testing.assert_allclose(d, [1 / math.sqrt(2)] * 2, atol=0.05)
+
+
+def test_committee_sign_structure_against_monte_carlo():
+    """Q = 0 for y = sign(sum_k sign z_k): E[z | y] = y sqrt(2/pi)/2 (1, 1, 1), so the trivial
+    direction is (1, 1, 1)/sqrt 3 with T-eigenvalue 3/(2 pi); on its complement
+    Cov[z | y] - I vanishes (Cov = I - 11^T/(2 pi)), so rho = 0: no linear instability at Q = 0."""
+    r = linear_stability(make_channel("committee_sign", noise=0.0), n_points=1024)
+    assert len(r.trivial_directions) == 1
+    np.testing.assert_allclose(r.trivial_directions[0], [1 / math.sqrt(3)] * 3, atol=1e-9)
+    assert r.trivial_eigenvalues[-1] == pytest.approx(3 / (2 * math.pi), abs=3 * r.trivial_ci95[-1] + 1e-4)
+    assert r.rho < 1e-10 and math.isinf(r.alpha_c)
+    assert [t.kind for t in r.thresholds] == ["trivial"]
+    # brute-force Monte Carlo of the posterior at Q = 0
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((2_000_000, 3))
+    y = np.sign(np.sign(z).sum(1))
+    zp = z[y > 0]
+    m = zp.mean(0)
+    C = np.cov(zp.T)
+    np.testing.assert_allclose(m, [math.sqrt(2 / math.pi) / 2] * 3, atol=3e-3)
+    U = np.linalg.qr(np.array([[1, 1, 1], [1, -1, 0], [1, 1, -2]], float).T)[0][:, 1:]
+    np.testing.assert_allclose(U.T @ (C - np.eye(3)) @ U, 0.0, atol=5e-3)
+    T_mc = 3 * m @ m / 3 * 3 / 3  # (1,1,1)/sqrt3 direction: |m|^2
+    assert r.trivial_eigenvalues[-1] == pytest.approx(T_mc, abs=5e-3)
+
+
+def test_noisy_square_against_deterministic_quadrature_quick():
+    ch = make_channel("square", noise=0.1, bank_size=256)
+    r = linear_stability(ch, n_points=512, scrambles=16, seed=2)
+    assert abs(r.alpha_c - NOISY_SQUARE_ALPHA) <= 1.5 * r.alpha_ci95
+    assert r.alpha_ci95 < 0.05 * r.alpha_c
+
+
+@pytest.mark.slow
+def test_noisy_square_against_deterministic_quadrature():
+    """Independent value: Gauss-Hermite over (z, xi) x fine grid posterior over z."""
+    D = 0.1
+    z = np.linspace(-10, 10, 8001)
+    x, w = np.polynomial.hermite_e.hermegauss(200)
+    w = w / w.sum()
+    Y = (x[:, None] ** 2 + math.sqrt(D) * x[None, :]).ravel()
+    W = (w[:, None] * w[None, :]).ravel()
+    tot = 0.0
+    for idx in np.array_split(np.arange(Y.size), 80):
+        lw = -0.5 * z[None, :] ** 2 - (Y[idx, None] - z[None, :] ** 2) ** 2 / (2 * D)
+        lw -= lw.max(1, keepdims=True)
+        p = np.exp(lw)
+        p /= p.sum(1, keepdims=True)
+        m = p @ z
+        v = p @ (z * z) - m * m
+        tot += W[idx] @ (v - 1) ** 2
+    assert 1 / tot == pytest.approx(NOISY_SQUARE_ALPHA, rel=1e-5)
+    r = linear_stability(make_channel("square", noise=D), n_points=4096, seed=0)
+    assert abs(r.alpha_c - 1 / tot) <= r.alpha_ci95
+    assert r.alpha_ci95 <= 0.01 * r.alpha_c
+
+
+def test_reproducible_and_json_ready():
+    ch = make_channel("product", noise=0.0)
+    a = linear_stability(ch, n_points=256, scrambles=4, seed=3).to_dict()
+    b = linear_stability(ch, n_points=256, scrambles=4, seed=3).to_dict()
+    c = linear_stability(ch, n_points=256, scrambles=4, seed=4).to_dict()
+    for d in (a, b, c):
+        d.pop("seconds")
+    assert a == b and a != c
+    json.dumps(a, allow_nan=False)
+    assert a["settings"]["outer_points"] == 256 and a["settings"]["scrambles"] == 4
+    s = linear_stability(make_channel("sign", noise=0.0), n_points=64, scrambles=4).to_dict()
+    json.dumps(s, allow_nan=False)  # inf alpha is reported as null
+
+
+def test_adaptive_points_reach_the_precision_target():
+    r = linear_stability(make_channel("square", noise=0.0), precision="fast")
+    assert r.alpha_ci95 <= 0.02 * r.alpha_c
+    assert r.settings.extra["adaptive"] and r.settings.precision == "fast"
+
+
+def test_noisy_sign_links_at_small_noise_stay_close_to_noiseless():
+    r0 = linear_stability(make_channel("sign_product", noise=0.0), n_points=512)
+    r1 = linear_stability(make_channel("sign_product", noise=0.01), n_points=512)
+    assert r1.alpha_c == pytest.approx(r0.alpha_c, rel=1e-3)
