@@ -72,6 +72,8 @@ def test_fifty_concurrent_cold_requests_compute_once(pool, tmp_path):  # noqa: F
     assert [r.status_code for r in responses] == [200] * 50
     bodies = [r.json() for r in responses]
     assert all(b["thresholds"] == bodies[0]["thresholds"] for b in bodies)
+    misses = sum(b["cache"] == "miss" for b in bodies)
+    assert misses >= 2, "the requests were not concurrent: nothing waited on the lock"
     assert after - before == 1, f"{after - before} computations for 50 identical cold requests"
     assert hit.json()["cache"] == "hit"
 
