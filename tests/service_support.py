@@ -113,7 +113,8 @@ class Uvicorn:
 
     def __init__(self, env: dict):
         self.port = free_port()
-        self.env = {**os.environ, "STAIRCASE_WORKERS": "1", **env}
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("STAIRCASE_")}
+        self.env = {**inherited, "STAIRCASE_WORKERS": "1", **env}
         self.proc = None
         self.base = f"http://127.0.0.1:{self.port}"
 
