@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     cancel_grace: float = Field(2.0, ge=0.0, le=600.0)
     # Job records are kept this long (seconds).
     job_ttl: int = Field(7 * 24 * 3600, ge=60)
+    # `python -m service.worker` serves its Prometheus metrics on this port when set.
+    worker_metrics_port: Optional[int] = Field(None, ge=1, le=65535)
     # Warm the numba kernels in every pool process at start (turn off only to start faster).
     warm_up: bool = True
 

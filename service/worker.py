@@ -85,7 +85,12 @@ class Worker:
 
 
 async def amain() -> int:
-    worker = Worker(get_settings())
+    settings = get_settings()
+    worker = Worker(settings)
+    if settings.worker_metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.worker_metrics_port)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop.set)
