@@ -157,6 +157,13 @@ def main() -> int:
         if proc is not None:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(30)
+            if args.redis:  # leave nothing behind in a shared Redis
+                import redis
+
+                r = redis.Redis.from_url(args.redis)
+                keys = list(r.scan_iter(f"staircase-bench:{os.getpid()}:*"))
+                if keys:
+                    r.delete(*keys)
 
 
 if __name__ == "__main__":
