@@ -29,9 +29,11 @@ Overlaps are reported as the P x P matrix W_hat W*^T / D; the per-index overlap 
 which it removes), with the absolute value since for sign-symmetric channels (phase
 retrieval, deep attention) each row is learned up to sign.
 
-Damping d: the output-side messages (g, A) and the input-side estimates (W_hat, V) are all
-mixed as d * old + (1 - d) * new (Vila, Schniter et al. 2015); damping W_hat alone breaks the
-Onsager correction and can lock GAMP onto a spurious direction.
+Damping d is applied to the messages w_{i -> mu}: W_hat <- d W_hat + (1 - d) W_new, and the
+Onsager term is the matching mixture S <- d S + (1 - d) C g of the self-contributions, so that
+omega stays the cavity field (omega = W_hat x / sqrt(D) - S; undamped S = V g_prev).  Mixing
+W_hat while keeping the plain -V g_prev term breaks the cancellation and locks GAMP onto
+spurious directions (tested).  V is mixed alike: V <- d V + (1 - d) C.
 """
 from __future__ import annotations
 
@@ -214,6 +216,7 @@ class GampResult:
     residual: (T,) rms change of the entries of W_hat per iteration.
     converged: the rms change fell below ``tol`` (after ``min_iterations``).
     n_bad: samples whose channel moments were not finite (dropped from that update).
+    seconds: wall time; cpu_seconds: CPU time of the process (all threads) over the run.
     """
 
     model: dict
@@ -235,6 +238,7 @@ class GampResult:
     n_bad: int
     seconds: float
     settings: Settings
+    cpu_seconds: float = 0.0
     solver_version: str = SOLVER_VERSION
 
     @property
@@ -296,6 +300,7 @@ def gamp(model, instance: Instance, iterations: int = 100, damping: float = 0.0,
     progress: optional callable(done, total) after each iteration.
     """
     t0 = time.perf_counter()
+    c0 = time.process_time()
     channel, desc = _resolve(model)
     if not 0.0 <= damping < 1.0:
         raise ValueError("damping must be in [0, 1)")
@@ -320,8 +325,8 @@ def gamp(model, instance: Instance, iterations: int = 100, damping: float = 0.0,
     else:
         W = init_scale * rng.standard_normal((p, d))
     V = _eig_clip(eye - W @ W.T / d, v_floor)
-    g_prev = np.zeros((n, p, m))
-    A_prev = np.zeros((p, p))
+    # Onsager term: S = the part of W_hat x_mu / sqrt(D) that sample mu itself put there
+    S = np.zeros((n, p, m))
 
     teacher_norms = (Wstar ** 2).sum(axis=1) / d
 
@@ -341,7 +346,7 @@ def gamp(model, instance: Instance, iterations: int = 100, damping: float = 0.0,
         Vinv = _inv_sym(V)
         # output side
         proj = (Xf @ W.T / sqd).reshape(n, m, p).transpose(0, 2, 1)  # (N, P, M)
-        omega = proj - np.einsum("pq,nqm->npm", V, g_prev)
+        omega = proj - S
         g = np.empty((n, p, m))
         cov_sum = np.zeros((p, p))
         n_good = 0
@@ -360,26 +365,24 @@ def gamp(model, instance: Instance, iterations: int = 100, damping: float = 0.0,
             n_bad += int((~ok).sum())
         # sum over samples and tokens of dg = Vinv Cov Vinv - Vinv
         dg_sum = Vinv @ cov_sum @ Vinv - n_good * m * Vinv
-        A = -dg_sum / d
-        if damping > 0 and t > 0:
-            # damp the output-side messages too (Vila et al. 2015), so that the Onsager
-            # term -V g_prev refers to the same g that built W_hat
-            g = damping * g_prev + (1.0 - damping) * g
-            A = damping * A_prev + (1.0 - damping) * A
-        A_prev = A
-        A = _eig_clip(A, a_floor)
+        A = _eig_clip(-dg_sum / d, a_floor)
         # input side
         gf = g.transpose(0, 2, 1).reshape(n * m, p)  # (N*M, P)
         B = (gf.T @ Xf) / sqd + A @ W  # (P, D)
         C = _inv_sym(eye + A)
         W_new = C @ B
+        # self-contribution of sample mu to W_new x_mu / sqrt(D) is C g_mu (||x_mu||^2 / D -> 1)
+        S_new = np.einsum("pq,nqm->npm", C, g)
         if damping > 0:
+            # damping at the level of the messages w_{i -> mu}: the cavity estimates and the
+            # full estimates are mixed alike, so their difference S is mixed too
             W_new = damping * W + (1.0 - damping) * W_new
+            S_new = damping * S + (1.0 - damping) * S_new
             C = damping * V + (1.0 - damping) * C
         res = float(np.sqrt(np.mean((W_new - W) ** 2)))
         W = W_new
         V = _eig_clip(C, v_floor)
-        g_prev = g
+        S = S_new
         residuals.append(res)
         hist.append(record(W))
         done = t + 1
@@ -403,7 +406,8 @@ def gamp(model, instance: Instance, iterations: int = 100, damping: float = 0.0,
                       mse=mse, test_error=te, test_error_noiseless=ten,
                       prediction_error=float(te[-1]), prediction_error_noiseless=float(ten[-1]),
                       residual=np.array(residuals), iterations=done, converged=converged,
-                      n_bad=n_bad, seconds=time.perf_counter() - t0, settings=settings)
+                      n_bad=n_bad, seconds=time.perf_counter() - t0, settings=settings,
+                      cpu_seconds=time.process_time() - c0)
 
 
 # --------------------------------------------------------------------------------------

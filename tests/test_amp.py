@@ -203,7 +203,8 @@ def test_damping_keeps_the_fixed_point():
 
 
 def test_phase_retrieval_damped_still_learns():
-    """Damping W_hat alone (without g) locks GAMP onto a spurious direction; regression test."""
+    """Damping W_hat while keeping the plain -V g_prev Onsager term locked GAMP onto a
+    spurious direction (overlap 0 at alpha = 2); the damped Onsager term fixes it."""
     spec = _spec("multi_index", link="square")
     res = amp_simulation(spec, 300, 2.0, seeds=[0], iterations=60, damping=0.5)
     assert res.final_layer_overlaps_mean[0] > 0.9, res.final_layer_overlaps_mean
