@@ -75,16 +75,18 @@ def timing(dimension: int, seeds, iterations: int = 50) -> dict:
     ch = spec.channel()
     # warm the numba caches outside the timed region
     gamp(ch, generate_instance(ch, 50, 1.2, 0), iterations=2, tol=0.0)
-    gen, run = [], []
+    gen, run, cpu = [], [], []
     for s in seeds:
         t0 = time.perf_counter()
         inst = generate_instance(ch, dimension, 1.2, s)
         gen.append(time.perf_counter() - t0)
         r = gamp(ch, inst, iterations=iterations, tol=0.0)
         run.append(r.seconds)
+        cpu.append(r.cpu_seconds)
     return {"dimension": dimension, "alpha": 1.2, "iterations": iterations, "seeds": list(seeds),
             "gamp_seconds": run, "gamp_median_seconds": float(np.median(run)),
-            "instance_seconds_median": float(np.median(gen))}
+            "gamp_cpu_seconds": cpu, "instance_seconds_median": float(np.median(gen)),
+            "load_average": os.getloadavg()}
 
 
 def project_se(spec, alpha: float, precision: str):
@@ -100,7 +102,7 @@ def project_se(spec, alpha: float, precision: str):
 
 
 def issue_runs(dimension: int, seeds, iterations: int, which=("pr", "attention"),
-               se_precision: str = "standard") -> list[dict]:
+               se_precision: str = "standard", damping: float = 0.0) -> list[dict]:
     rows = []
     cases = []
     if "pr" in which:
@@ -111,7 +113,8 @@ def issue_runs(dimension: int, seeds, iterations: int, which=("pr", "attention")
         cases += [("attention L2 M2 c1", da, 0.5, None), ("attention L2 M2 c1", da, 1.2, None)]
     for name, spec, alpha, _ in cases:
         t0 = time.perf_counter()
-        res = amp_simulation(spec, dimension, alpha, seeds=seeds, iterations=iterations)
+        res = amp_simulation(spec, dimension, alpha, seeds=seeds, iterations=iterations,
+                             damping=damping)
         wall = time.perf_counter() - t0
         if isinstance(spec, MultiIndexSpec):
             ref = (phase_retrieval_se(alpha),)
@@ -167,6 +170,7 @@ def main(argv=None):
     ap.add_argument("--only", choices=["timing", "runs", "pr", "attention"], default=None)
     ap.add_argument("--se-precision", choices=["none", "fast", "standard", "precise"], default="standard",
                     help="precision of the project's SE solver for the SE column")
+    ap.add_argument("--damping", type=float, default=0.0, help="GAMP damping for the issue-4 runs")
     ap.add_argument("--json", type=str, default=None, help="write all numbers to this file")
     args = ap.parse_args(argv)
     out = {"cpus": os.cpu_count()}
@@ -176,12 +180,13 @@ def main(argv=None):
         print(f"timing: L=2 M=2 c=1 D={t['dimension']} alpha=1.2, {t['iterations']} iterations: "
               f"median GAMP {t['gamp_median_seconds']:.2f} s over seeds {t['seeds']} "
               f"(runs {', '.join(f'{s:.2f}' for s in t['gamp_seconds'])} s; instance generation "
-              f"{t['instance_seconds_median']:.2f} s; {out['cpus']} cpus)")
+              f"{t['instance_seconds_median']:.2f} s; CPU time {', '.join(f'{s:.1f}' for s in t['gamp_cpu_seconds'])} s; "
+              f"{out['cpus']} cpus, load average {', '.join(f'{x:.1f}' for x in t['load_average'])})")
     if args.only != "timing":
         which = {"runs": ("pr", "attention"), None: ("pr", "attention"), "pr": ("pr",),
                  "attention": ("attention",)}[args.only]
         rows = issue_runs(args.dimension, list(range(args.seeds)), args.iterations, which,
-                          args.se_precision)
+                          args.se_precision, args.damping)
         out["runs"] = rows
         print()
         print_table(rows)
