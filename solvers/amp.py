@@ -214,7 +214,8 @@ class GampResult:
       W_hat x / sqrt(D)); test_error_noiseless the same against g(Z) (THEORY's plug-in error).
     prediction_error / prediction_error_noiseless: final values of these two.
     residual: (T,) rms change of the entries of W_hat per iteration.
-    converged: the rms change fell below ``tol`` (after ``min_iterations``).
+    converged: the rms change fell below ``tol``, or Tr V / P below ``v_stop`` (perfect
+      recovery), after at least ``min_iterations``.
     n_bad: samples whose channel moments were not finite (dropped from that update).
     seconds: wall time; cpu_seconds: CPU time of the process (all threads) over the run.
     """
@@ -282,7 +283,7 @@ def _sign_aligned_mse(W: np.ndarray, Wstar: np.ndarray) -> float:
 def gamp(model, instance: Instance, iterations: int = 100, damping: float = 0.0,
          tol: float = 1e-5, seed: Optional[int] = None, init_scale: float = 0.01,
          min_iterations: int = 5, resolution: int = 1, v_floor: float = 1e-8,
-         a_floor: float = -0.5, batch_size: int = 0,
+         a_floor: float = -0.5, v_stop: float = 1e-7, batch_size: int = 0,
          progress: Optional[Callable[[int, int], None]] = None,
          init: Optional[np.ndarray] = None) -> GampResult:
     """Bayes-optimal GAMP with tied weights across tokens and prior N(0, I_P) per column.
@@ -296,6 +297,8 @@ def gamp(model, instance: Instance, iterations: int = 100, damping: float = 0.0,
     resolution: passed to channel.posterior_moments.  v_floor: eigenvalue floor of V (V -> 0
       at perfect recovery).  a_floor: eigenvalue floor of A (finite-size fluctuations around
       A = 0 can be slightly negative; the floor keeps I + A positive definite).
+    v_stop: also stop (converged, perfect recovery) once Tr V / P < v_stop: beyond that the
+      iterations only amplify the quadrature error of the channel moments by V^{-1}.
     batch_size: samples per channel call (0 = all at once).
     progress: optional callable(done, total) after each iteration.
     """
@@ -390,7 +393,7 @@ def gamp(model, instance: Instance, iterations: int = 100, damping: float = 0.0,
             progress(done, iterations)
         if not np.isfinite(W).all():
             break
-        if done >= min_iterations and res < tol:
+        if done >= min_iterations and (res < tol or np.trace(V) < v_stop * p):
             converged = True
             break
 
@@ -399,7 +402,8 @@ def gamp(model, instance: Instance, iterations: int = 100, damping: float = 0.0,
     settings = Settings(precision="n/a", seed=seed, method="gamp", inner_resolution=resolution,
                         extra=dict(max_iterations=iterations, damping=damping, tol=tol,
                                    init_scale=init_scale, min_iterations=min_iterations,
-                                   v_floor=v_floor, a_floor=a_floor, instance_seed=instance.seed,
+                                   v_floor=v_floor, a_floor=a_floor, v_stop=v_stop,
+                                   instance_seed=instance.seed,
                                    n_test=int(instance.test_inputs.shape[0])))
     return GampResult(model=desc, dimension=d, alpha=instance.alpha, n_samples=n,
                       index_names=names, overlaps=ov, self_overlaps=so, layer_overlaps=lo,
