@@ -8,8 +8,8 @@ A_l has eigenvalues >= c_l (softmax of a PSD Gram kernel), so det B > 0 for c > 
 Noiseless posterior: y reveals {a_L, -a_L}; z_L = s B_{L-1}^{-1} a_L, s = +-1, and the
 posterior over the inner variables u = z_{<L} has weight
     w(u, s) = prod_{l<L} N(z_l; omega_l, v_l I) N(s B^{-1} a; omega_L, v_L I) / det B.
-Two inner integrators: a tensor trapezoid grid that zooms onto the posterior (inner
-dimension 2: L = 2, M = 2) and self-normalised importance sampling over a shared bank
+Two inner integrators: a trapezoid grid per sign branch that zooms onto the posterior along
+its principal axes (inner dimension 2: L = 2, M = 2) and self-normalised importance sampling over a shared bank
 of quasi-random prior points with one adaptive step (any L, M).
 """
 from __future__ import annotations
@@ -167,132 +167,226 @@ def _finish(S0, S1, S2, ref, d, mean_out, cov_out):
 
 
 @njit(cache=True)
-def _log_weights_grid_L2(a, omega, v, skip1, beta1, c0, c1, h0, h1, n, logw, zl):
-    """Log posterior weights of the L = 2, M = 2 channel on an n x n grid of z_1 for both signs.
+def _branch_log_weights(a, omega, v, skip1, beta1, sign, c, U, h, n, logw, pts):
+    """Log posterior weights of one sign branch of the L = 2, M = 2 channel on a rotated grid.
 
-    logw: (n, n, 2); zl: (n, n, 2, 2) holds z_2 = s B^{-1} a.  Returns the max log weight."""
+    Grid points z_1 = c + U (t_0 h_0, t_1 h_1), t_k uniform on [-1, 1] (n per axis);
+    pts[i, j] holds (z_1, z_2 = sign B^{-1} a).  Returns the max log weight."""
     S = np.empty((2, 2))
     z1 = np.empty(2)
     mx = -1e300
     inv_v0 = 1.0 / v[0]
     inv_v1 = 1.0 / v[1]
     for i in range(n):
-        z1[0] = c0 - h0 + 2.0 * h0 * i / (n - 1)
+        t0 = h[0] * (-1.0 + 2.0 * i / (n - 1))
         for j in range(n):
-            z1[1] = c1 - h1 + 2.0 * h1 * j / (n - 1)
+            t1 = h[1] * (-1.0 + 2.0 * j / (n - 1))
+            z1[0] = c[0] + U[0, 0] * t0 + U[0, 1] * t1
+            z1[1] = c[1] + U[1, 0] * t0 + U[1, 1] * t1
             softmax_rows(z1, beta1, S)
             b00 = S[0, 0] + skip1
             b01 = S[0, 1]
             b10 = S[1, 0]
             b11 = S[1, 1] + skip1
             det = b00 * b11 - b01 * b10
-            lp1 = -0.5 * ((z1[0] - omega[0, 0]) ** 2 + (z1[1] - omega[0, 1]) ** 2) * inv_v0
+            pts[i, j, 0] = z1[0]
+            pts[i, j, 1] = z1[1]
             if det <= 0.0:
-                logw[i, j, 0] = -1e300
-                logw[i, j, 1] = -1e300
-                zl[i, j, 0, 0] = 0.0
-                zl[i, j, 0, 1] = 0.0
-                zl[i, j, 1, 0] = 0.0
-                zl[i, j, 1, 1] = 0.0
+                logw[i, j] = -1e300
+                pts[i, j, 2] = 0.0
+                pts[i, j, 3] = 0.0
                 continue
-            x0 = (b11 * a[0] - b01 * a[1]) / det
-            x1 = (-b10 * a[0] + b00 * a[1]) / det
-            ld = math.log(det)
-            for s in range(2):
-                sg = 1.0 if s == 0 else -1.0
-                u0 = sg * x0
-                u1 = sg * x1
-                lw = lp1 - 0.5 * ((u0 - omega[1, 0]) ** 2 + (u1 - omega[1, 1]) ** 2) * inv_v1 - ld
-                logw[i, j, s] = lw
-                zl[i, j, s, 0] = u0
-                zl[i, j, s, 1] = u1
-                if lw > mx:
-                    mx = lw
+            u0 = sign * (b11 * a[0] - b01 * a[1]) / det
+            u1 = sign * (-b10 * a[0] + b00 * a[1]) / det
+            pts[i, j, 2] = u0
+            pts[i, j, 3] = u1
+            lw = (-0.5 * ((z1[0] - omega[0, 0]) ** 2 + (z1[1] - omega[0, 1]) ** 2) * inv_v0
+                  - 0.5 * ((u0 - omega[1, 0]) ** 2 + (u1 - omega[1, 1]) ** 2) * inv_v1 - math.log(det))
+            logw[i, j] = lw
+            if lw > mx:
+                mx = lw
     return mx
 
 
-@njit(cache=True)
-def _posterior_grid_L2_one(a, omega, v, skip1, beta1, n, max_passes, mean_out, cov_out):
-    """Posterior moments for one sample of the L = 2, M = 2 noiseless channel.
+SUPPORT_LOG_RATIO = 30.0  # grid points within exp(-30) of the maximum count as support
+GRID_TOL = 1e-3  # per-sample convergence of the branch mass (relative) and moments (absolute)
+GRID_MAX = 243
 
-    The z_1 grid starts on the prior box omega_1 +- 8 sqrt(v_1) and zooms onto the
-    posterior (mean +- 8 sd, at least 3 cells of the previous grid) while the box shrinks
-    by more than 2x.  Returns log Z_out (density of the observation {a, -a})."""
+
+@njit(cache=True)
+def _grid_moments(a, omega, v, skip1, beta1, sign, c, U, h, n, logw, pts, mom):
+    """Trapezoid moments of one branch on one grid.  mom[0:4] mean, mom[4:20] covariance.
+    Returns (log mass, max log weight)."""
     d = 4
-    logw = np.empty((n, n, 2))
-    zl = np.empty((n, n, 2, 2))
     S1 = np.zeros(d)
     S2 = np.zeros((d, d))
     ref = np.zeros(d)
-    zflat = np.empty(d)
-    c0 = omega[0, 0]
-    c1 = omega[0, 1]
-    sd = math.sqrt(v[0])
-    h0 = 8.0 * sd
-    h1 = 8.0 * sd
-    logz = 0.0
+    mean = np.empty(d)
+    cov = np.empty((d, d))
+    mx = _branch_log_weights(a, omega, v, skip1, beta1, sign, c, U, h, n, logw, pts)
+    if mx <= -1e299:
+        return -1e300, mx
+    found = False
+    for i in range(n):
+        for j in range(n):
+            if not found and logw[i, j] == mx:
+                for k in range(d):
+                    ref[k] = pts[i, j, k]
+                found = True
+    S0 = 0.0
+    for i in range(n):
+        for j in range(n):
+            lw = logw[i, j]
+            if lw < mx - 60.0:
+                continue
+            w = math.exp(lw - mx)
+            S0 += w
+            _accumulate(w, pts[i, j], ref, S1, S2, d)
+    _finish(S0, S1, S2, ref, d, mean, cov)
+    for k in range(d):
+        mom[k] = mean[k]
+        for l in range(d):
+            mom[4 + 4 * k + l] = cov[k, l]
+    cell = (2.0 * h[0] / (n - 1)) * (2.0 * h[1] / (n - 1))
+    return mx + math.log(S0 * cell), mx
+
+
+@njit(cache=True)
+def _branch_integral(a, omega, v, skip1, beta1, sign, n, max_passes, tol, mom, logw, pts):
+    """Adaptive quadrature of one sign branch.  Returns log of its mass; mom as in _grid_moments.
+
+    Pass 1 covers the prior box omega_1 +- 8 sqrt(v_1).  Each next pass is a grid along the
+    principal axes of the branch's posterior covariance, centred on its mean, spanning the
+    support (points within exp(-30) of the max) plus two cells; passes stop when the cell
+    area no longer shrinks 2x.  On the final box the grid is refined (n -> 1.5 n) until the
+    mass and the moments change by less than tol: a converged trapezoid rule is spectrally
+    accurate, so the last change bounds the error."""
+    c = np.empty(2)
+    U = np.eye(2)
+    h = np.empty(2)
+    c[0] = omega[0, 0]
+    c[1] = omega[0, 1]
+    h[0] = 8.0 * math.sqrt(v[0])
+    h[1] = h[0]
+    log_mass = -1e300
     for it in range(max_passes):
-        mx = _log_weights_grid_L2(a, omega, v, skip1, beta1, c0, c1, h0, h1, n, logw, zl)
-        # reference point: the best grid point (shifted moments avoid cancellation)
-        bi = 0
-        bj = 0
-        bs = 0
-        for i in range(n):
-            for j in range(n):
-                for s in range(2):
-                    if logw[i, j, s] == mx:
-                        bi = i
-                        bj = j
-                        bs = s
-        ref[0] = c0 - h0 + 2.0 * h0 * bi / (n - 1)
-        ref[1] = c1 - h1 + 2.0 * h1 * bj / (n - 1)
-        ref[2] = zl[bi, bj, bs, 0]
-        ref[3] = zl[bi, bj, bs, 1]
-        S0 = 0.0
-        S1[:] = 0.0
-        S2[:, :] = 0.0
-        for i in range(n):
-            zflat[0] = c0 - h0 + 2.0 * h0 * i / (n - 1)
-            for j in range(n):
-                zflat[1] = c1 - h1 + 2.0 * h1 * j / (n - 1)
-                for s in range(2):
-                    lw = logw[i, j, s]
-                    if lw < mx - 60.0:
-                        continue
-                    w = math.exp(lw - mx)
-                    zflat[2] = zl[i, j, s, 0]
-                    zflat[3] = zl[i, j, s, 1]
-                    S0 += w
-                    _accumulate(w, zflat, ref, S1, S2, d)
-        _finish(S0, S1, S2, ref, d, mean_out, cov_out)
-        cell = (2.0 * h0 / (n - 1)) * (2.0 * h1 / (n - 1))
-        # log of int dz_1 sum_s w, with the Gaussian normalisations of both layers
-        logz = mx + math.log(S0 * cell) - 2.0 * LOG_2PI - math.log(v[0]) - math.log(v[1])
+        log_mass, mx = _grid_moments(a, omega, v, skip1, beta1, sign, c, U, h, n, logw, pts, mom)
+        if log_mass <= -1e299:
+            return log_mass
         if it == max_passes - 1:
             break
-        g0 = 2.0 * h0 / (n - 1)
-        g1 = 2.0 * h1 / (n - 1)
-        nh0 = max(8.0 * math.sqrt(max(cov_out[0, 0], 0.0)), 3.0 * g0)
-        nh1 = max(8.0 * math.sqrt(max(cov_out[1, 1], 0.0)), 3.0 * g1)
-        if nh0 > 0.5 * h0 and nh1 > 0.5 * h1:
+        # principal axes of the z_1 block
+        theta = 0.5 * math.atan2(2.0 * mom[4 + 1], mom[4] - mom[4 + 5])
+        nU = np.empty((2, 2))
+        nU[0, 0] = math.cos(theta)
+        nU[1, 0] = math.sin(theta)
+        nU[0, 1] = -math.sin(theta)
+        nU[1, 1] = math.cos(theta)
+        ext0 = 0.0
+        ext1 = 0.0
+        for i in range(n):
+            for j in range(n):
+                if logw[i, j] >= mx - SUPPORT_LOG_RATIO:
+                    dx = pts[i, j, 0] - mom[0]
+                    dy = pts[i, j, 1] - mom[1]
+                    e0 = abs(nU[0, 0] * dx + nU[1, 0] * dy)
+                    e1 = abs(nU[0, 1] * dx + nU[1, 1] * dy)
+                    if e0 > ext0:
+                        ext0 = e0
+                    if e1 > ext1:
+                        ext1 = e1
+        g = 2.0 * max(h[0], h[1]) / (n - 1)
+        nh0 = min(ext0 + 2.0 * g, 12.0 * math.sqrt(v[0]))
+        nh1 = min(ext1 + 2.0 * g, 12.0 * math.sqrt(v[0]))
+        if nh0 * nh1 > 0.5 * h[0] * h[1]:
             break
-        c0 = mean_out[0]
-        c1 = mean_out[1]
-        h0 = min(nh0, h0)
-        h1 = min(nh1, h1)
-    return logz
+        c[0] = mom[0]
+        c[1] = mom[1]
+        U[:, :] = nU
+        h[0] = nh0
+        h[1] = nh1
+    # refinement on the final box: compare with a coarser grid first, then go finer
+    prev = np.empty(20)
+    prev_mass, _ = _grid_moments(a, omega, v, skip1, beta1, sign, c, U, h, max(8, (2 * n) // 3), logw,
+                                 pts, prev)
+    while True:
+        change = abs(math.exp(prev_mass - log_mass) - 1.0) if prev_mass > -1e299 else 1.0
+        for k in range(20):
+            change = max(change, abs(mom[k] - prev[k]))
+        if change < tol or n >= GRID_MAX:
+            break
+        prev_mass = log_mass
+        prev[:] = mom[:]
+        n = min(GRID_MAX, (3 * n) // 2)
+        log_mass, _ = _grid_moments(a, omega, v, skip1, beta1, sign, c, U, h, n, logw, pts, mom)
+    return log_mass
+
+
+@njit(cache=True)
+def _posterior_grid_L2_one(a, omega, v, skip1, beta1, n, max_passes, tol, mean_out, cov_out, logw, pts):
+    """Posterior moments for one sample of the L = 2, M = 2 noiseless channel: the two sign
+    branches z_2 = +-B^{-1} a integrated separately, then mixed by their masses.
+    Returns log Z_out (the density of the observation {a, -a})."""
+    d = 4
+    mom = np.empty((2, 20))
+    lm = np.empty(2)
+    mirror = omega[1, 0] == 0.0 and omega[1, 1] == 0.0
+    if mirror:
+        # no side information on z_2: the branches are mirror images (z_2 -> -z_2), equal mass
+        lm[0] = _branch_integral(a, omega, v, skip1, beta1, 1.0, n, max_passes, tol, mom[0], logw, pts)
+        lm[1] = lm[0]
+        for k in range(20):
+            mom[1, k] = mom[0, k]
+        for k in range(2, 4):
+            mom[1, k] = -mom[0, k]
+        for k in range(4):
+            for l in range(4):
+                if (k >= 2) != (l >= 2):
+                    mom[1, 4 + 4 * k + l] = -mom[0, 4 + 4 * k + l]
+    else:
+        # a first coarse look at both branches; a branch far below the other is dropped (a
+        # coarse grid underestimates a narrow branch by at most ~exp(-12))
+        for b in range(2):
+            lm[b] = _branch_integral(a, omega, v, skip1, beta1, 1.0 - 2.0 * b, n, 1, 1e300, mom[b], logw, pts)
+        top = max(lm[0], lm[1])
+        for b in range(2):
+            if lm[b] > top - 50.0:
+                lm[b] = _branch_integral(a, omega, v, skip1, beta1, 1.0 - 2.0 * b, n, max_passes, tol,
+                                         mom[b], logw, pts)
+            else:
+                lm[b] = -1e300
+    mx = max(lm[0], lm[1])
+    w0 = math.exp(lm[0] - mx) if lm[0] > -1e299 else 0.0
+    w1 = math.exp(lm[1] - mx) if lm[1] > -1e299 else 0.0
+    tot = w0 + w1
+    p0 = w0 / tot
+    p1 = w1 / tot
+    for k in range(d):
+        mean_out[k] = p0 * mom[0, k] + p1 * mom[1, k]
+    for k in range(d):
+        for l in range(d):
+            # law of total covariance over the two branches
+            cov_out[k, l] = (p0 * (mom[0, 4 + 4 * k + l] + mom[0, k] * mom[0, l])
+                             + p1 * (mom[1, 4 + 4 * k + l] + mom[1, k] * mom[1, l])
+                             - mean_out[k] * mean_out[l])
+    return mx + math.log(tot) - 2.0 * LOG_2PI - math.log(v[0]) - math.log(v[1])
 
 
 @njit(cache=True, parallel=True)
-def posterior_grid_L2(a, omega, v, skip1, beta1, n, max_passes):
+def posterior_grid_L2(a, omega, v, skip1, beta1, n, max_passes, tol=GRID_TOL):
     """Batch version: a (N, 2), omega (N, 2, 2), v (2,).  Returns mean (N, 4), cov (N, 4, 4), logz (N,)."""
     N = a.shape[0]
     mean = np.empty((N, 4))
     cov = np.empty((N, 4, 4))
     logz = np.empty(N)
-    for t in prange(N):
-        logz[t] = _posterior_grid_L2_one(a[t], omega[t], v, skip1, beta1, n, max_passes,
-                                         mean[t], cov[t])
+    chunks = min(N, 64)
+    for ch in prange(chunks):
+        # work arrays once per chunk: the largest grid is 2 MB, too much to allocate per sample
+        logw = np.empty((GRID_MAX, GRID_MAX))
+        pts = np.empty((GRID_MAX, GRID_MAX, 4))
+        for t in range(ch, N, chunks):
+            logz[t] = _posterior_grid_L2_one(a[t], omega[t], v, skip1, beta1, n, max_passes, tol,
+                                             mean[t], cov[t], logw, pts)
     return mean, cov, logz
 
 

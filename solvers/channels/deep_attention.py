@@ -9,6 +9,7 @@ from .base import Channel, PosteriorMoments, register_channel
 
 GRID_POINTS = 32  # per dimension of the zooming z_1 grid (L = 2, M = 2), times resolution
 GRID_PASSES = 5
+GRID_TOLERANCE = 1e-4  # per-sample quadrature convergence, divided by 10 per resolution doubling
 BANK_POINTS = 2048  # quasi-random prior points of the importance sampler, times resolution
 V_FLOOR = 1e-12
 
@@ -99,7 +100,8 @@ class DeepAttentionChannel(Channel):
             mean, cov, logz = K.posterior_single_layer(a, om, v)
         elif L == 2 and M == 2:
             mean, cov, logz = K.posterior_grid_L2(a, om, v, float(self.skips[0]), float(self.betas[0]),
-                                                  GRID_POINTS * resolution, GRID_PASSES)
+                                                  GRID_POINTS * resolution, GRID_PASSES,
+                                                  GRID_TOLERANCE / 10 ** (resolution - 1))
         else:
             bank = inner_bank((L - 1) * M, BANK_POINTS * resolution)
             mean, cov, logz = K.posterior_importance(a, om, v, self.skips, self.betas, bank, True)
