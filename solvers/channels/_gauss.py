@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 SQRT2 = math.sqrt(2.0)
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -121,12 +121,18 @@ def _conditional(omega, V, z1):
 
 @njit(cache=True)
 def _inv_small(C):
+    """Inverse of a 1 x 1 or 2 x 2 symmetric matrix (explicit: cheap to compile)."""
     d = C.shape[0]
+    out = np.empty((d, d))
     if d == 1:
-        out = np.empty((1, 1))
         out[0, 0] = 1.0 / C[0, 0]
         return out
-    return np.linalg.inv(C)
+    det = C[0, 0] * C[1, 1] - C[0, 1] * C[1, 0]
+    out[0, 0] = C[1, 1] / det
+    out[1, 1] = C[0, 0] / det
+    out[0, 1] = -C[0, 1] / det
+    out[1, 0] = -C[1, 0] / det
+    return out
 
 
 @njit(cache=True)
@@ -134,12 +140,20 @@ def _finish_eval(omega, V, signs, tau, sd, z1, m, C, b, lm, mean, cv):
     d = omega.shape[0]
     Ci = _inv_small(C)
     # d log M / d z1 = b^T C^-1 (mu - m); d2 = b^T C^-1 Cov C^-1 b - b^T C^-1 b
-    Cib = np.ascontiguousarray(Ci) @ b
+    r = d - 1
+    Cib = np.zeros(r)
+    for i in range(r):
+        for j in range(r):
+            Cib[i] += Ci[i, j] * b[j]
     g1 = 0.0
-    for i in range(d - 1):
+    q = 0.0
+    bCb = 0.0
+    for i in range(r):
         g1 += Cib[i] * (mean[i] - m[i])
-    q = Cib @ (np.ascontiguousarray(cv) @ Cib)
-    g2 = q - b @ Cib
+        bCb += b[i] * Cib[i]
+        for j in range(r):
+            q += Cib[i] * cv[i, j] * Cib[j]
+    g2 = q - bCb
     h = -0.5 * tau * tau + lm
     h1 = -tau + signs[0] * sd * g1
     h2 = -1.0 + sd * sd * g2
@@ -167,7 +181,7 @@ def _eval3(omega, V, signs, tau, sd, x, w):
     """Outer level for d = 3 (the inner integral is the d = 2 problem)."""
     z1 = omega[0] + signs[0] * sd * tau
     m, C, b = _conditional(omega, V, z1)
-    lm, mean, cv = _outer2(m, C, signs[1:], x, w)
+    lm, mean, cv = _outer2(m, C, signs[1:].copy(), x, w)
     return _finish_eval(omega, V, signs, tau, sd, z1, m, C, b, lm, mean, cv)
 
 
@@ -525,7 +539,7 @@ def _mix(logw, means, covs):
     return lz, mean, cov
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def orthant_mixture(y, omega, V, patterns, outputs, noise, x, w):
     """Posterior of z ~ N(omega_i, V) given y_i for channels constant on orthants.
 
@@ -538,7 +552,7 @@ def orthant_mixture(y, omega, V, patterns, outputs, noise, x, w):
     mean = np.zeros((n, P))
     cov = np.zeros((n, P, P))
     logz = np.zeros(n)
-    for i in prange(n):
+    for i in range(n):
         logw = np.full(K, -np.inf)
         means = np.zeros((K, P))
         covs = np.zeros((K, P, P))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ._gauss import LOG_2PI, LOG_CUTOFF
 
@@ -254,14 +254,14 @@ def hyperbola_one(y, om0, om1, V00, V01, V11, x, w, panels_scale):
     return logz, m0 + zr0, m1 + zr1, c00, c01, c11
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def hyperbola_batch(y, omega, V, x, w, panels_scale):
     """Batch version: y (n,), omega (n, 2), V (2, 2) -> mean (n, 2), cov (n, 2, 2), logz (n,)."""
     n = y.shape[0]
     mean = np.empty((n, 2))
     cov = np.empty((n, 2, 2))
     logz = np.empty(n)
-    for i in prange(n):
+    for i in range(n):
         lz, m0, m1, c00, c01, c11 = hyperbola_one(y[i], omega[i, 0], omega[i, 1], V[0, 0], V[0, 1],
                                                  V[1, 1], x, w, panels_scale)
         logz[i] = lz

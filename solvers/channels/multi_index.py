@@ -38,7 +38,7 @@ from ..models import MULTI_INDEX_LINKS
 from ._gauss import orthant_mixture, trunc_std
 from ._hyperbola import hyperbola_batch
 from .base import Channel, PosteriorMoments, register_channel
-from .noisy import DEFAULT_BANK_SIZE, NoisyChannel
+from .noisy import DEFAULT_BANK_SIZE, NoisyChannel, _threaded
 
 GL_ORDER = 10  # Gauss-Legendre nodes per panel (times resolution) for general-V orthants
 PANEL_ORDER = 16  # Gauss-Legendre nodes per panel on the hyperbola
@@ -305,7 +305,9 @@ class _OrthantChannel(MultiIndexChannel):
 
     def _exact(self, y, om, V, resolution):
         x, w = _gl(GL_ORDER * resolution)
-        return orthant_mixture(y, om, V, self.patterns, self.outputs, self.noise, x, w)
+        parts = _threaded(lambda lo, hi: orthant_mixture(y[lo:hi], om[lo:hi], V, self.patterns,
+                                                         self.outputs, self.noise, x, w), len(y))
+        return tuple(np.concatenate([p[k] for p in parts], axis=0) for k in range(3))
 
 
 def _all_patterns(P):
@@ -348,4 +350,6 @@ class ProductChannel(MultiIndexChannel):
 
     def _exact(self, y, om, V, resolution):
         x, w = _gl(PANEL_ORDER)
-        return hyperbola_batch(y, om, V, x, w, float(resolution))
+        parts = _threaded(lambda lo, hi: hyperbola_batch(y[lo:hi], om[lo:hi], V, x, w,
+                                                         float(resolution)), len(y))
+        return tuple(np.concatenate([p[k] for p in parts], axis=0) for k in range(3))
