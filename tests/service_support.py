@@ -26,7 +26,7 @@ def settings(tmp_path=None, **kw):
     from service.config import Settings
 
     base = dict(cache_dir=str(tmp_path or Path("/tmp") / f"staircase-test-{uuid.uuid4().hex}"),
-                workers=1, sync_timeout=120.0, redis_url=None, api_key=None)
+                workers=2, sync_timeout=900.0, redis_url=None, api_key=None)
     base.update(kw)
     return Settings(_env_file=None, **base)
 
@@ -36,7 +36,7 @@ def pool():
     """One warmed-up numerical pool for the whole session (numba compiles once)."""
     from service.jobs import Pool
 
-    p = Pool(workers=int(os.environ.get("STAIRCASE_TEST_WORKERS", "1")))
+    p = Pool(workers=int(os.environ.get("STAIRCASE_TEST_WORKERS", "2")))
     p.start()
     asyncio.run(p.warm_up())
     assert p.ready, p.error
@@ -118,7 +118,7 @@ class Uvicorn:
         self.proc = None
         self.base = f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout=300):
+    def start(self, timeout=600):
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "service.main:app", "--host", "127.0.0.1", "--port",
              str(self.port)], cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL,
@@ -147,7 +147,7 @@ class Uvicorn:
         return httpx.Client(base_url=self.base, timeout=300)
 
 
-def wait_job(client, location, timeout=300):
+def wait_job(client, location, timeout=900):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         body = client.get(location).json()
