@@ -44,15 +44,29 @@ def test_models_catalogue(client):
     assert set(body["precisions"]) == {"fast", "standard", "precise"}
 
 
+ONE_LAYER = {"family": "deep_attention", "layers": 1, "tokens": 2, "skip": 1.0, "beta": 1.0}
+
+
+def test_thresholds_miss_then_hit(client):
+    """A one-layer attention model (computes in a fraction of a second)."""
+    _miss_then_hit(client, ONE_LAYER, layers=[1])
+
+
+@pytest.mark.slow
 def test_paper_model_thresholds_miss_then_hit(client):
-    req = {"model": PAPER, "precision": "fast", "dimension": 768}
+    """The paper's model, L = 2, M = 2, c = 1: about a minute of numerics on a quiet core."""
+    _miss_then_hit(client, PAPER, layers=[1, 2])
+
+
+def _miss_then_hit(client, model, layers):
+    req = {"model": model, "precision": "fast", "dimension": 768}
     before = computations(client)
     r = client.post("/v1/thresholds", json=req)
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["cache"] == "miss"
     ths = body["thresholds"]
-    assert sorted(t["layer"] for t in ths) == [1, 2]
+    assert sorted(t["layer"] for t in ths) == layers
     alphas = [t["alpha"] for t in ths]
     assert alphas == sorted(alphas)
     for t in ths:
@@ -225,6 +239,17 @@ def test_state_evolution_points(client):
     assert low["uninformed"]["layer_overlaps"][0] < high["uninformed"]["layer_overlaps"][0]
 
 
+def test_sample_size_weak_recovery(client):
+    ths = client.post("/v1/thresholds", json={"model": ONE_LAYER, "precision": "fast"}).json()["thresholds"]
+    r = client.post("/v1/sample-size", json={"model": ONE_LAYER, "dimension": 768, "precision": "fast",
+                                             "target": {"kind": "weak_recovery", "layers": "all"}})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["alpha"] == pytest.approx(ths[0]["alpha"]) and body["cache"] == "hit"
+    assert body["samples"] == max(1, math.ceil(ths[0]["alpha"] * 768 - 1e-9))
+
+
+@pytest.mark.slow
 def test_sample_size_weak_recovery_is_largest_threshold(client):
     ths = client.post("/v1/thresholds", json={"model": PAPER, "precision": "fast"}).json()["thresholds"]
     r = client.post("/v1/sample-size", json={"model": PAPER, "dimension": 768, "precision": "fast",
