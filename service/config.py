@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     # Where jobs run: "local" (this process's pool) or "redis" (queued for `python -m service.worker`).
     queue: Literal["local", "redis"] = "local"
     # A POST waits this long for a cold computation before answering 202 + Location.
-    sync_timeout: float = Field(20.0, ge=0.0, le=3600.0)
+    sync_timeout: float = Field(120.0, ge=0.0, le=3600.0)
     # Jobs waiting or running at once; beyond this a cold request gets 429.
     max_pending_jobs: int = Field(64, ge=1, le=100000)
     # Keys in Redis start with this prefix (cache entries, locks, jobs, the queue).
