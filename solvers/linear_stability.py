@@ -64,8 +64,9 @@ class LinearStabilityResult:
     rho, rho_ci95: Perron eigenvalue of F on the complement and its 95% half-width;
     alpha_c, alpha_ci95: 1 / rho and its half-width (inf when rho is not significantly > 0);
     eigenmatrix (P x P, trace 1, PSD) and direction (its top eigenvector, in R^P);
-    second_eigenvalue of F and ``degenerate`` (True when it is within the CI of rho: the
-    direction is then not unique).
+    second_eigenvalue of F and ``degenerate`` (True when the gap rho - second eigenvalue is
+    not larger than its 95% half-width over the scrambles: the direction is then not unique,
+    any PSD combination of the top eigenmatrices is learned at the same alpha).
     block_alpha / block_ci95: per-index 1 / E||Cov[z_p|y] - I||_F^2 (sign-symmetric channels).
     thresholds: the :class:`~solvers.results.Threshold` list (trivial ones first, then the
     linear-stability ones, per index for sign-symmetric channels with P > 1).
@@ -178,6 +179,14 @@ def _analyse(channel, Ts, Fs, Bs):
         ev, evec = np.linalg.eigh(Fsym.mean(0))
         rho = float(ev[-1])
         rho2 = float(ev[-2]) if len(ev) > 1 else -np.inf
+        if len(ev) > 1:
+            # per-scramble difference of the Rayleigh quotients on the two top eigenmatrices:
+            # the gap is resolved only if it exceeds its own 95% half-width
+            v1, v2 = evec[:, -1], evec[:, -2]
+            dr = np.einsum("a,rab,b->r", v1, Fsym, v1) - np.einsum("a,rab,b->r", v2, Fsym, v2)
+            gap_hw = float(t_halfwidth(dr))
+        else:
+            gap_hw = 0.0
         Qr = (Bsym @ evec[:, -1]).reshape(r, r)
         Q = Uc @ Qr @ Uc.T
         if np.trace(Q) < 0:
@@ -188,7 +197,8 @@ def _analyse(channel, Ts, Fs, Bs):
         d = V[:, -1]
         k = int(np.argmax(np.abs(d)))
         d = d * (1.0 if d[k] >= 0 else -1.0)
-        out.update(rho=rho, rho_hw=float(t_halfwidth(rho_r)), rho2=rho2, Q=Q, direction=d, rho_r=rho_r)
+        out.update(rho=rho, rho_hw=float(t_halfwidth(rho_r)), rho2=rho2, Q=Q, direction=d, rho_r=rho_r,
+                   gap_hw=gap_hw)
     out["blocks"] = Bs.mean(0)
     out["blocks_hw"] = t_halfwidth(Bs)
     return out
@@ -234,7 +244,7 @@ def linear_stability(channel, n_points: int | None = None, scrambles: int = MIN_
     significant = rho > rho_hw and rho > RHO_ABS_TOL and a["Q"] is not None
     alpha = 1.0 / rho if significant else math.inf
     alpha_hw = rho_hw / rho ** 2 if significant else math.inf
-    degenerate = bool(significant and a["rho2"] >= rho - 2.0 * rho_hw - 1e-12 * abs(rho))
+    degenerate = bool(significant and rho - a["rho2"] <= a["gap_hw"] + 1e-12 * abs(rho))
 
     thresholds = [Threshold(alpha=0.0, ci95=0.0, kind="trivial",
                             direction=tuple(float(x) for x in _canonical(u)))
