@@ -1,0 +1,123 @@
+"""Pictures of a sweep (matplotlib, Agg): a phase diagram or overlap curves.  No I/O.
+
+* thresholds sweep: alpha against the swept parameter, one threshold curve per layer, the
+  regions between the curves shaded by how many layers are learned there;
+* state-evolution sweep: overlap per layer against alpha (one set of curves per parameter
+  value), with the thresholds of each layer marked by dotted vertical lines.
+
+Points not finished yet are left out, so a running sweep plots its partial results.
+"""
+from __future__ import annotations
+
+import io
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+from matplotlib.figure import Figure  # noqa: E402
+
+LABELS = {"skip": "skip strength c", "beta": r"inverse temperature $\beta$", "noise": r"noise $\Delta$",
+          "tokens": "tokens M", "layers": "layers L"}
+
+
+def _label(t: dict, j: int) -> str:
+    return f"layer {t['layer']}" if t.get("layer") is not None else f"direction {j + 1}"
+
+
+def _threshold_series(points: list[dict]) -> tuple[list[float], dict[str, list[float]]]:
+    """x values and, per layer label, the threshold alpha at each x (nan: not finished/never)."""
+    xs, rows = [], []
+    for p in points:
+        if p["kind"] != "thresholds" or p["status"] != "done" or p.get("result") is None:
+            continue
+        xs.append(p["value"] if p["value"] is not None else 0.0)
+        rows.append({_label(t, j): (math.inf if t["alpha"] is None else t["alpha"])
+                     for j, t in enumerate(p["result"]["thresholds"])})
+    labels = sorted({k for r in rows for k in r})
+    order = sorted(range(len(xs)), key=lambda k: xs[k])
+    xs = [xs[k] for k in order]
+    series = {lab: [rows[k].get(lab, math.nan) for k in order] for lab in labels}
+    return xs, series
+
+
+def phase_diagram(body: dict, fig: Figure) -> None:
+    res = body["result"]
+    param = res.get("parameter")
+    ax = fig.add_subplot(111)
+    xs, series = _threshold_series(res["points"])
+    model = body["request"]["model"]
+    if xs:
+        finite = [a for s in series.values() for a in s if math.isfinite(a)]
+        top = 1.25 * max(finite) if finite else 1.0
+        n = len(series)
+        # sorted thresholds at each x: region k lies between the k-th and (k+1)-th
+        cols = [sorted(min(s[k], top) if not math.isnan(s[k]) else top for s in series.values())
+                for k in range(len(xs))]
+        bounds = [[0.0] * len(xs)] + [[c[j] for c in cols] for j in range(n)] + [[top] * len(xs)]
+        cmap = matplotlib.colormaps["Blues"]
+        for k in range(n + 1):
+            ax.fill_between(xs, bounds[k], bounds[k + 1], color=cmap(0.12 + 0.6 * k / max(n, 1)),
+                            alpha=0.8, linewidth=0, label=f"{k} learned")
+        for j, (lab, s) in enumerate(series.items()):
+            ys = [a if math.isfinite(a) else math.nan for a in s]
+            ax.plot(xs, ys, marker="o", color=f"C{j + 1}", lw=2, label=f"threshold, {lab}")
+        ax.set_ylim(0, top)
+        ax.set_xlim(min(xs), max(xs)) if len(xs) > 1 else None
+    ax.set_xlabel(LABELS.get(param, param or "parameter"))
+    ax.set_ylabel(r"sample ratio $\alpha = N/D$")
+    desc = ", ".join(f"{k}={v}" for k, v in model.items() if k != param and v is not None)
+    done = sum(p["status"] == "done" for p in res["points"])
+    ax.set_title(f"Phase diagram ({done}/{len(res['points'])} points): {desc}", fontsize=9)
+    ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
+
+
+def overlap_curves(body: dict, fig: Figure) -> None:
+    res = body["result"]
+    param = res.get("parameter")
+    ax = fig.add_subplot(111)
+    se = [p for p in res["points"] if p["kind"] == "state_evolution" and p["status"] == "done"
+          and p.get("result")]
+    values = sorted({p["value"] for p in se}, key=lambda v: (v is None, v))
+    styles = ["-", "--", "-.", ":"]
+    for vi, v in enumerate(values):
+        pts = sorted((p for p in se if p["value"] == v), key=lambda p: p["alpha"])
+        nl = max(len(p["result"]["uninformed"]["layer_overlaps"]) for p in pts)
+        for layer in range(nl):
+            a = [p["alpha"] for p in pts]
+            q = [p["result"]["uninformed"]["layer_overlaps"][layer]
+                 if layer < len(p["result"]["uninformed"]["layer_overlaps"]) else math.nan for p in pts]
+            name = f"layer {layer + 1}" + ("" if v is None else f", {param}={v:g}")
+            ax.plot(a, q, styles[vi % len(styles)], marker=".", color=f"C{layer}", label=name)
+    marked = False
+    for p in res["points"]:
+        if p["kind"] != "thresholds" or p["status"] != "done" or not p.get("result"):
+            continue
+        for j, t in enumerate(p["result"]["thresholds"]):
+            if t["alpha"] is None:
+                continue
+            layer = (t.get("layer") or j + 1) - 1
+            ax.axvline(t["alpha"], color=f"C{layer}", ls=":", lw=1.2,
+                       label=None if marked and len(values) > 1 else
+                       f"threshold, {_label(t, j)}" + ("" if p["value"] is None else f", {param}={p['value']:g}"))
+        marked = True
+    ax.set_xlabel(r"sample ratio $\alpha = N/D$")
+    ax.set_ylabel("overlap with the teacher (uninformed start)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("State evolution: " + ", ".join(f"{k}={v}" for k, v in body["request"]["model"].items()
+                                                  if k != param and v is not None), fontsize=9)
+    ax.legend(loc="best", fontsize=8)
+
+
+def render(body: dict, fmt: str) -> bytes:
+    """PNG or SVG bytes of a sweep's job body (service.sweeps.view)."""
+    fig = Figure(figsize=(7.5, 5.0), dpi=110)
+    if body["result"]["compute"] == "thresholds":
+        phase_diagram(body, fig)
+    else:
+        overlap_curves(body, fig)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt)
+    return buf.getvalue()
