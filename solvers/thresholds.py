@@ -38,6 +38,7 @@ from .state_evolution import Q_MAX, iterate_fixed_point, outer_normals, output_s
 SCRAMBLES = 16
 START_POINTS = {"fast": 128, "standard": 256, "precise": 1024}
 MAX_POINTS = 16384
+MAX_STAIRCASE_POINTS = 1024  # per scramble; beyond, the CI is reported as reached
 
 
 def _check_precision(precision: str):
@@ -146,8 +147,7 @@ def _single_learned_step(channel: Channel, learned: int, remaining: list[int], b
         best = None
         for j, l in enumerate(remaining):
             grid = [0.05, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 0.9999]
-            vals = [pooled(q, l) for q in grid]
-            k = next((i for i, v in enumerate(vals) if v > 0), None)
+            k = next((i for i, q in enumerate(grid) if pooled(q, l) > 0), None)  # first sign change
             if k is None:
                 continue
             lo = grid[k - 1] if k > 0 else 1e-6
@@ -178,7 +178,7 @@ def _single_learned_step(channel: Channel, learned: int, remaining: list[int], b
                 best = step
         if best is None:
             return StaircaseStep(remaining[0], math.inf, math.inf, float("nan"))
-        if best.ci95 <= target * best.alpha or n >= MAX_POINTS // 4:
+        if best.ci95 <= target * best.alpha or n >= MAX_STAIRCASE_POINTS:
             return best
         n *= 4
 
