@@ -239,7 +239,7 @@ def _render_point(p: dict, state: Optional[dict], raw: Optional[dict], running: 
     if state is None:
         return out
     out.update(status=state["status"], cache=state.get("cache"), seconds=state.get("seconds"),
-               tries=state.get("tries"))
+               tries=state.get("tries"), worker=state.get("worker"))
     if state["status"] == "failed":
         out["error"] = state.get("error")
     elif raw is not None:
