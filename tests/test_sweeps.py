@@ -212,10 +212,11 @@ def _drop(prefix: str) -> None:
 class ArqWorkers:
     """``arq service.sweep_worker.WorkerSettings`` processes on the test Redis."""
 
-    def __init__(self, n: int, prefix: str, lease: float = 2.0):
+    def __init__(self, n: int, prefix: str, lease: float = 2.0, warm: bool = True):
         env = {k: v for k, v in os.environ.items() if not k.startswith("STAIRCASE_")}
         env.update(STAIRCASE_REDIS_URL=REDIS_URL, STAIRCASE_REDIS_PREFIX=prefix, STAIRCASE_QUEUE="redis",
-                   STAIRCASE_SWEEP_LEASE=str(lease), OMP_NUM_THREADS="1")
+                   STAIRCASE_SWEEP_LEASE=str(lease), STAIRCASE_WARM_UP=str(warm).lower(),
+                   OMP_NUM_THREADS="1")
         self.prefix = prefix
         self.procs = [subprocess.Popen([sys.executable, "-m", "arq", "service.sweep_worker.WorkerSettings"],
                                        cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
@@ -248,12 +249,13 @@ def test_arq_workers_survive_a_killed_worker_and_repeat_is_all_hits(tmp_path, po
     with every point (the lost point is retried by the other worker), and posting the same sweep
     again answers every point from the cache."""
     prefix = f"staircase-test:{uuid.uuid4().hex[:12]}:"
-    workers = ArqWorkers(2, prefix, lease=2.0)
+    workers = ArqWorkers(2, prefix, lease=2.0, warm=False)  # the one-layer kernels compile fast
     r = redis.Redis.from_url(REDIS_URL)
     app = create_app(settings(tmp_path, redis_url=REDIS_URL, redis_prefix=prefix, queue="redis"), pool=pool)
-    values = [0.25, 0.5, 0.75, 1.0, 1.5, 2.0]
+    values = [0.5, 1.0, 1.5, 2.0]
     body = {"model": ONE_LAYER, "compute": "state_evolution", "precision": "fast", "seed": fresh_seed(),
-            "grid": {"alpha": [0.3, 1.0], "parameter": "skip", "values": values}}
+            "grid": {"alpha": [1.0], "parameter": "skip", "values": values}}
+    n = 2 * len(values)  # an SE point per value, and the thresholds of each value
 
     async def scenario(c):
         workers.wait_ready()
@@ -290,15 +292,15 @@ def test_arq_workers_survive_a_killed_worker_and_repeat_is_all_hits(tmp_path, po
         _drop(prefix)
     pid, i = killed
     assert -signal.SIGKILL in exit_codes  # the worker really died
-    assert partial["status"] in ("running", "queued") and partial["progress"]["done"] < 14
+    assert partial["status"] in ("running", "queued") and partial["progress"]["done"] < n
     assert done["status"] == "done", done["progress"]
     pts = done["result"]["points"]
-    assert len(pts) == 14 and done["progress"] == {"done": 14, "total": 14, "failed": 0}
+    assert len(pts) == n and done["progress"] == {"done": n, "total": n, "failed": 0}
     assert all(p["status"] == "done" and p["result"] is not None for p in pts)
     lost = pts[i]
     assert lost["tries"] >= 2 and lost["worker"] != pid  # retried by the surviving worker
-    assert len({p["worker"] for p in pts}) == 2  # both workers computed points
-    assert [p["cache"] for p in again["result"]["points"]] == ["hit"] * 14
+    assert lost["worker"] in {p.pid for p in workers.procs}
+    assert [p["cache"] for p in again["result"]["points"]] == ["hit"] * n
     assert repeat_s < 10.0
     check_png(png.content)
 
