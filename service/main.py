@@ -75,6 +75,10 @@ def custom_openapi(app: FastAPI) -> dict:
     for path in doc["paths"].values():
         for op in path.values():
             resp = op.get("responses", {})
+            if "requestBody" in op and "400" not in resp:  # undecodable bodies, on any route
+                resp["400"] = {"description": "Malformed body (not JSON, or not UTF-8)",
+                               "content": {"application/problem+json": {
+                                   "schema": {"$ref": "#/components/schemas/Problem"}}}}
             if "422" in resp:
                 content = resp["422"].get("content", {})
                 content.pop("application/json", None)
