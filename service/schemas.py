@@ -217,11 +217,12 @@ class SampleSizeResponse(BaseModel):
 class JobProgress(BaseModel):
     done: int
     total: int
+    failed: Optional[int] = Field(None, description="sweeps: points that failed")
 
 
 class JobOut(BaseModel):
     id: str
-    kind: Literal["thresholds", "state_evolution", "sample_size"]
+    kind: Literal["thresholds", "state_evolution", "sample_size", "sweep"]
     status: Literal["queued", "running", "done", "failed", "cancelled"]
     progress: JobProgress
     created_at: float
