@@ -36,6 +36,7 @@ MAX_POINTS = 400
 PARAMETERS = {"deep_attention": ("skip", "beta", "noise", "tokens", "layers"),
               "multi_index": ("noise",)}
 INTEGER_PARAMETERS = ("tokens", "layers")
+ALLOWED_VALUES = "values the model accepts for the parameter (see GET /v1/models)"
 
 
 class SweepSettings(BaseSettings):
@@ -153,6 +154,8 @@ def plan(body: SweepRequest) -> list[dict]:
         except solvers.SpecError as exc:
             field = f"grid.values[{j}]" if exc.parameter == grid.parameter else f"model.{exc.parameter}"
             raise SweepError(field, str(exc), str(exc.allowed)) from exc
+        except (TypeError, ValueError) as exc:
+            raise SweepError(f"grid.values[{j}]", str(exc), ALLOWED_VALUES) from exc
     points: list[dict] = []
     base_numerics = {"precision": body.precision, "seed": body.seed}
 
@@ -324,6 +327,10 @@ class Sweeps:
 
     async def create(self, body: SweepRequest) -> dict:
         points = plan(body)  # raises SweepError
+        if self.backend == "local" and len(self.runners) >= self.settings.max_pending_jobs:
+            from .jobs import Busy
+
+            raise Busy()
         sid = uuid.uuid4().hex
         rec = {"id": sid, "request": body.model_dump(mode="json"), "points": points,
                "status": "active", "backend": self.backend, "created_at": time.time()}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Path, Request
 from starlette.responses import Response
 
-from ..jobs import Engine
+from ..jobs import Busy, Engine
 from ..problems import problem
 from ..sweeps import SweepError, SweepRequest, Sweeps
 from . import jobs as job_routes
@@ -50,14 +50,19 @@ def sweeps(request: Request) -> Sweeps:
           "content": {"application/json": {"example": {
               "id": SWEEP_JOB["id"], "status": "queued", "location": f"/v1/jobs/{SWEEP_JOB['id']}",
               "points": 9, "backend": "arq"}}}},
+    400: problem_response("Malformed body (not JSON, or not UTF-8)"),
     401: problem_response("Missing or wrong X-API-Key (only when a key is configured)"),
-    422: problem_response("Invalid input: names the field and its allowed range")})
+    422: problem_response("Invalid input: names the field and its allowed range"),
+    429: problem_response("Too many sweeps running in this server's pool")})
 async def create_sweep(body: SweepRequest, sw: Sweeps = Depends(sweeps)):
     """A grid over alpha and/or one model parameter (at most 400 points) of thresholds or
     state-evolution overlaps.  Each point is computed by a worker (arq, or this server's pool
     without Redis) and cached exactly like `/v1/thresholds` / `/v1/state-evolution`."""
     try:
         rec = await sw.create(body)
+    except Busy:
+        return problem(429, "too many sweeps running; retry later", type_="/problems/busy",
+                       headers={"Retry-After": "5"})
     except SweepError as exc:
         return problem(422, exc.detail, type_="/problems/invalid-parameter", field=exc.field,
                        allowed=exc.allowed)
