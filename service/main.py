@@ -113,6 +113,8 @@ def create_app(settings: Optional[Settings] = None, pool: Optional[Pool] = None)
         finally:
             if warm is not None and not warm.done():
                 warm.cancel()
+            if getattr(app.state, "sweeps", None) is not None:  # service.api.sweeps made one
+                await app.state.sweeps.close()
             await app.state.engine.close()
             await store.close()
             if own_pool:
