@@ -39,7 +39,8 @@ SWEEP_JOB = {"id": "0f3c5d0e9b8a4c7e8f1a2b3c4d5e6f70", "kind": "sweep", "status"
 
 def sweeps(request: Request) -> Sweeps:
     state = request.app.state
-    if getattr(state, "sweeps", None) is None:
+    current = getattr(state, "sweeps", None)
+    if current is None or current.store is not state.store:  # first use, or a new lifespan
         state.sweeps = Sweeps(state.settings, state.store, state.engine)
     return state.sweeps
 
