@@ -213,7 +213,7 @@ def test_reference_overlaps_full_range():
     ref = read_reference("se_overlaps_L2_M2_c1.csv")
     perr = {round(r["alpha"], 3): r["gen_error"] for r in read_reference("se_plugin_error_L2_M2_c1.csv")}
     rows = [r for r in ref if 0.3 <= r["alpha"] <= 0.8]
-    res = state_evolution(PAPER, [r["alpha"] for r in rows], precision="standard")
+    res = state_evolution(PAPER, [r["alpha"] for r in rows], precision="fast")
     for r, p in zip(rows, res.points):
         ours = p.informed if p.bayes_optimal == "informed" else p.uninformed
         assert abs(ours.layer_overlaps[1] - r["Q22"]) <= 0.03, (r, ours.layer_overlaps)
