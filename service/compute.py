@@ -75,9 +75,39 @@ def _api(name: str):
     fn = getattr(solvers, name, None)
     if fn is None:
         module = {"layer_thresholds": "solvers.thresholds",
-                  "state_evolution": "solvers.state_evolution"}[name]
+                  "state_evolution": "solvers.state_evolution",
+                  "fixed_point": "solvers.state_evolution"}[name]
         fn = getattr(importlib.import_module(module), name)
     return fn
+
+
+def amp_simulation(spec, params: dict, progress=None) -> dict:
+    """GAMP on ``seeds`` fresh instances and, next to it, the SE fixed point from the
+    uninformed start at the same alpha.  Progress: one step per GAMP iteration and seed,
+    plus a last one for the SE prediction (total = seeds * iterations + 1)."""
+    from solvers.amp import amp_simulation as simulate
+
+    seeds, iterations = int(params["seeds"]), int(params["iterations"])
+    total = seeds * iterations + 1
+    cb = None if progress is None else (lambda done, _total: progress(min(done, total - 1), total))
+    res = simulate(spec, int(params["dimension"]), float(params["alpha"]), seeds=seeds,
+                   iterations=iterations, damping=float(params["damping"]), progress=cb)
+    out = res.to_dict()
+    out["run_seconds"] = out.pop("seconds")
+    out["run_iterations"] = out.pop("iterations")
+    out["samples"] = int(res.runs[0].n_samples)
+    out["prediction_errors"] = [float(r.prediction_error) for r in res.runs]
+    out["method"] = "GAMP (Bayes-optimal, tied tokens) vs state evolution (uninformed start)"
+    fp = _api("fixed_point")(spec, float(params["alpha"]), start="uninformed",
+                             precision=params["se_precision"], seed=0)
+    out["state_evolution"] = {"alpha": float(params["alpha"]), "start": "uninformed",
+                              "precision": params["se_precision"],
+                              "layer_overlaps": [float(v) for v in fp.layer_overlaps],
+                              "overlap_ci95": [float(v) for v in fp.overlap_ci95],
+                              "converged": bool(fp.converged), "iterations": int(fp.iterations)}
+    if progress is not None:
+        progress(total, total)
+    return out
 
 
 def run(kind: str, spec_dict: dict, params: dict, progress=None):
@@ -100,9 +130,13 @@ def run(kind: str, spec_dict: dict, params: dict, progress=None):
 
             res = sample_size(spec, params["dimension"], params["target"],
                               precision=params["precision"], seed=params["seed"], progress=progress)
+        elif kind == "amp_simulation":
+            res = None
+            out = amp_simulation(spec, params, progress)
         else:
             return ("error", {"detail": f"unknown computation {kind!r}"})
-        out = res.to_dict()
+        if res is not None:
+            out = res.to_dict()
         out.setdefault("seconds", time.perf_counter() - t0)
         return ("ok", out)
     except JobCancelled:

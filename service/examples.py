@@ -45,6 +45,40 @@ PROBLEM = {"type": "/problems/validation-error", "title": "Invalid request", "st
            "errors": [{"field": "model.layers", "message": "Input should be less than or equal to 4",
                        "allowed": "an integer in [1, 4]", "value": 7}]}
 
+AMP_PROBLEM = {"type": "/problems/validation-error", "title": "Invalid request", "status": 422,
+               "detail": "seeds: Input should be less than or equal to 10; allowed: an integer in "
+                         "[1, 10] (runs on seeds 0 .. seeds - 1)",
+               "field": "seeds", "allowed": "an integer in [1, 10] (runs on seeds 0 .. seeds - 1)",
+               "errors": [{"field": "seeds", "message": "Input should be less than or equal to 10",
+                           "allowed": "an integer in [1, 10] (runs on seeds 0 .. seeds - 1)", "value": 11}]}
+
+_AMP_REQUEST = {"model": {"family": "multi_index", "link": "square", "indices": 1, "noise": 0.0},
+                "dimension": 200, "alpha": 2.0, "seeds": 2, "iterations": 3, "damping": 0.0}
+AMP_JOB = {"id": "9b1d3c5e7f9a4b2c8d6e0f1a3b5c7d9e", "kind": "amp_simulation", "status": "done",
+           "progress": {"done": 7, "total": 7}, "created_at": 1764385200.0, "updated_at": 1764385201.2,
+           "request": _AMP_REQUEST,
+           "result": {**{k: v for k, v in _AMP_REQUEST.items()}, "samples": 400, "index_names": ["w1"],
+                      "runs": [{"seed": 0, "layer_overlaps": [[0.0], [0.12], [0.71], [0.99]],
+                                "iterations": 3, "converged": False, "prediction_error": 0.05,
+                                "seconds": 0.02},
+                               {"seed": 1, "layer_overlaps": [[0.0], [0.09], [0.64], [0.98]],
+                                "iterations": 3, "converged": False, "prediction_error": 0.07,
+                                "seconds": 0.02}],
+                      "layer_overlaps_mean": [[0.0], [0.105], [0.675], [0.985]],
+                      "layer_overlaps_std": [[0.0], [0.021], [0.049], [0.007]],
+                      "layer_overlaps_min": [[0.0], [0.09], [0.64], [0.98]],
+                      "layer_overlaps_max": [[0.0], [0.12], [0.71], [0.99]],
+                      "final_layer_overlaps_mean": [0.985], "final_layer_overlaps_std": [0.007],
+                      "learned_level": 0.5, "first_learned": [[2], [2]],
+                      "prediction_error_mean": 0.06, "prediction_error_std": 0.014,
+                      "state_evolution": {"alpha": 2.0, "start": "uninformed", "precision": "fast",
+                                          "layer_overlaps": [1.0], "overlap_ci95": [0.0],
+                                          "converged": True, "iterations": 12},
+                      "solver": {"version": "amp-0.1.0",
+                                 "method": "GAMP (Bayes-optimal, tied tokens) vs state evolution "
+                                           "(uninformed start)", "seconds": 0.1}},
+           "error": None}
+
 HEALTH = {"status": "ok"}
 READY = {"status": "ready", "cache": {"backend": "redis", "available": True},
          "solvers": {"ready": True, "version": "0.1.0", "workers": 2, "warm_up_seconds": 12.5}}

@@ -35,13 +35,15 @@ from .cache import ResultCache, Store, StoreUnavailable, cache_key
 log = logging.getLogger("staircase.jobs")
 
 TERMINAL = ("done", "failed", "cancelled")
-KINDS = ("thresholds", "state_evolution", "sample_size")
+KINDS = ("thresholds", "state_evolution", "sample_size", "amp_simulation")
 QUEUE = "queue"
 
 
-def _field_of(parameter: str) -> str:
+def _field_of(parameter: str, kind: str = "") -> str:
     """The request field a solver parameter came from."""
     top = parameter.split("[")[0].split(".")[0]
+    if kind == "amp_simulation" and top in ("alpha", "dimension", "seeds", "iterations", "damping"):
+        return top
     if top in ("alpha", "alphas", "target", "dimension", "precision", "seed"):
         return "alphas" if top == "alpha" else parameter
     return "model." + parameter
@@ -407,6 +409,9 @@ class Engine:
                 if time.monotonic() - last_beat > self.settings.lock_ttl / 3:
                     last_beat = time.monotonic()
                     await self._heartbeat(job)
+            prog = self.pool.progress(job.id)  # the last report (a short job may end unpolled)
+            if prog:
+                job.done, job.total = prog
             try:
                 outcome, info = afut.result()
                 break
@@ -434,7 +439,7 @@ class Engine:
             job.status = "failed"
             job.error = {"type": "/problems/invalid-parameter", "title": "Invalid model parameter",
                          "status": 422, "detail": info["detail"],
-                         "field": _field_of(info["parameter"]), "allowed": info["allowed"]}
+                         "field": _field_of(info["parameter"], job.kind), "allowed": info["allowed"]}
         else:
             job.status = "failed"
             job.error = {"type": "/problems/computation-failed", "title": "Computation failed",

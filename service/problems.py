@@ -10,7 +10,10 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from .schemas import ALLOWED
+from .schemas import ALLOWED, AMP_ALLOWED
+
+# routes whose fields have their own ranges (looked up before ALLOWED)
+ALLOWED_BY_PATH = {"/v1/amp-simulations": AMP_ALLOWED}
 
 log = logging.getLogger("staircase.problems")
 
@@ -46,8 +49,11 @@ def _field(loc) -> str:
     return out or "body"
 
 
-def _allowed(field: str, err: dict) -> str:
+def _allowed(field: str, err: dict, path: Optional[str] = None) -> str:
     names = [p for p in field.replace("[", ".").replace("]", "").split(".") if p and not p.isdigit()]
+    own = ALLOWED_BY_PATH.get(path or "", {})
+    if names and names[0] in own:  # a top-level field of a route with its own ranges
+        return own[names[0]]
     for name in reversed(names):
         if name in ALLOWED:
             return ALLOWED[name]
@@ -65,14 +71,14 @@ def _safe(v):
         return repr(v)
 
 
-def validation_errors(errors) -> Response:
+def validation_errors(errors, path: Optional[str] = None) -> Response:
     out, seen = [], set()
     for err in errors:
         field = _field(err.get("loc", ()))
         if err.get("type") == "extra_forbidden":
             allowed = "no such field"
         else:
-            allowed = _allowed(field, err)
+            allowed = _allowed(field, err, path)
         if (field, err.get("msg")) in seen:
             continue
         seen.add((field, err.get("msg")))
@@ -87,7 +93,7 @@ def validation_errors(errors) -> Response:
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
-        return validation_errors(exc.errors())
+        return validation_errors(exc.errors(), request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):

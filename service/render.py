@@ -87,4 +87,45 @@ def sample_size(raw: dict, request: dict, cache: str) -> dict[str, Any]:
             "solver": solver, "cache": cache}
 
 
-RENDER = {"thresholds": thresholds, "state_evolution": state_evolution, "sample_size": sample_size}
+def _rows(a) -> list:
+    """Nested lists of numbers with non-finite values as null."""
+    if isinstance(a, (list, tuple)):
+        return [_rows(v) for v in a]
+    return _finite(a)
+
+
+def amp_simulation(raw: dict, request: dict, cache: str) -> dict[str, Any]:
+    seeds = list(raw.get("seeds", []))
+    per_seed = raw.get("layer_overlaps", [])
+    n_iter = raw.get("run_iterations", [])
+    conv = raw.get("converged", [])
+    secs = raw.get("run_seconds", [])
+    errs = raw.get("prediction_errors", [])
+    runs = [{"seed": int(s), "layer_overlaps": _rows(per_seed[k]), "iterations": int(n_iter[k]),
+             "converged": bool(conv[k]), "prediction_error": _finite(errs[k]),
+             "seconds": float(_finite(secs[k]) or 0.0)} for k, s in enumerate(seeds)]
+    se = raw.get("state_evolution") or {}
+    return {"model": raw.get("model", request.get("model")), "dimension": request["dimension"],
+            "alpha": request["alpha"], "samples": int(raw.get("samples", 0)),
+            "seeds": request["seeds"], "iterations": request["iterations"],
+            "damping": request["damping"], "index_names": [str(n) for n in raw.get("index_names", [])],
+            "runs": runs,
+            **{k: _rows(raw.get(k, [])) for k in ("layer_overlaps_mean", "layer_overlaps_std",
+                                                  "layer_overlaps_min", "layer_overlaps_max",
+                                                  "final_layer_overlaps_mean",
+                                                  "final_layer_overlaps_std")},
+            "learned_level": float(raw.get("learned_level", 0.5)),
+            "first_learned": [[int(v) for v in row] for row in raw.get("first_learned", [])],
+            "prediction_error_mean": _finite(raw.get("prediction_error_mean")),
+            "prediction_error_std": _finite(raw.get("prediction_error_std")),
+            "state_evolution": {"alpha": float(se.get("alpha", request["alpha"])), "start": "uninformed",
+                                "precision": se.get("precision", "fast"),
+                                "layer_overlaps": [_finite(v) or 0.0 for v in se.get("layer_overlaps", [])],
+                                "overlap_ci95": [_finite(v) for v in se.get("overlap_ci95", [])],
+                                "converged": bool(se.get("converged")),
+                                "iterations": int(se.get("iterations") or 0)},
+            "solver": _solver(raw)}
+
+
+RENDER = {"thresholds": thresholds, "state_evolution": state_evolution, "sample_size": sample_size,
+          "amp_simulation": amp_simulation}

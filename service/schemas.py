@@ -21,6 +21,11 @@ MAX_SEED = 2**31 - 1
 MAX_PREDICTION_ERROR = 1000.0
 LINKS = ("square", "abs", "sign", "relu", "product", "sign_product", "committee_sign")
 PRECISIONS = ("fast", "standard", "precise")
+AMP_MIN_DIMENSION, AMP_MAX_DIMENSION = 50, 5000
+AMP_MAX_ALPHA = 10.0
+AMP_MAX_SEEDS = 10
+AMP_MAX_ITERATIONS = 200
+AMP_MAX_DAMPING = 0.9
 
 # field name -> the allowed values, in words (used by the problem+json errors)
 ALLOWED: dict[str, str] = {
@@ -42,6 +47,16 @@ ALLOWED: dict[str, str] = {
     "kind": "one of: weak_recovery, prediction_error",
     "max": f"a number in (0, {MAX_PREDICTION_ERROR:g}]",
     "model": "an object with family deep_attention or multi_index",
+}
+
+# the same for POST /v1/amp-simulations, whose fields have their own ranges
+AMP_ALLOWED: dict[str, str] = {
+    "dimension": f"an integer in [{AMP_MIN_DIMENSION}, {AMP_MAX_DIMENSION}] "
+                 "(and alpha * dimension^2 * tokens <= 6e7)",
+    "alpha": f"a number in (0, {AMP_MAX_ALPHA:g}]",
+    "seeds": f"an integer in [1, {AMP_MAX_SEEDS}] (runs on seeds 0 .. seeds - 1)",
+    "iterations": f"an integer in [1, {AMP_MAX_ITERATIONS}]",
+    "damping": f"a number in [0, {AMP_MAX_DAMPING:g}], or null (0)",
 }
 
 Strict = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -107,6 +122,23 @@ class StateEvolutionRequest(BaseModel):
                                 description="sample ratios alpha = N / D")
     precision: Precision = "standard"
     seed: int = Field(0, ge=0, le=MAX_SEED)
+
+
+class AmpSimulationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra={
+        "examples": [{"model": {"family": "multi_index", "link": "square"}, "dimension": 1000,
+                      "alpha": 1.5, "seeds": 5, "iterations": 50}]})
+
+    model: Model
+    dimension: int = Field(ge=AMP_MIN_DIMENSION, le=AMP_MAX_DIMENSION,
+                           description="input dimension D of the synthetic instances")
+    alpha: float = Field(gt=0.0, le=AMP_MAX_ALPHA, description="sample ratio alpha = N / D")
+    seeds: int = Field(ge=1, le=AMP_MAX_SEEDS, description="number of independent instances "
+                                                           "(teacher, data and start: seeds 0 .. seeds - 1)")
+    iterations: int = Field(ge=1, le=AMP_MAX_ITERATIONS, description="maximum GAMP iterations per seed")
+    damping: Optional[float] = Field(None, ge=0.0, le=AMP_MAX_DAMPING,
+                                     description="message damping d (new = d old + (1 - d) update); "
+                                                 "default 0")
 
 
 class WeakRecoveryTarget(BaseModel):
@@ -214,6 +246,56 @@ class SampleSizeResponse(BaseModel):
     cache: Literal["hit", "miss"]
 
 
+class AmpRun(BaseModel):
+    seed: int
+    layer_overlaps: list[list[Optional[float]]] = Field(
+        description="(iterations + 1) x P: overlap per layer / index after each iteration (row 0: start)")
+    iterations: int = Field(description="iterations run (fewer when converged; later rows repeat the last)")
+    converged: bool
+    prediction_error: Optional[float] = Field(description="test error E||y - g(W_hat x)||^2 on fresh inputs")
+    seconds: float
+
+
+class AmpStateEvolution(BaseModel):
+    """The state-evolution prediction at the same alpha, from the uninformed start (what AMP
+    follows as D -> infinity)."""
+
+    alpha: float
+    start: Literal["uninformed"]
+    precision: Precision
+    layer_overlaps: list[float]
+    overlap_ci95: list[Optional[float]]
+    converged: bool
+    iterations: int
+
+
+class AmpSimulationResponse(BaseModel):
+    """The result of an amp-simulation job (GET /v1/jobs/{id}, field result)."""
+
+    model: dict[str, Any]
+    dimension: int
+    alpha: float
+    samples: int = Field(description="N = round(alpha * D) training samples per instance")
+    seeds: int
+    iterations: int
+    damping: float
+    index_names: list[str] = Field(description="the P layers / indices, in the order of the columns")
+    runs: list[AmpRun]
+    layer_overlaps_mean: list[list[Optional[float]]] = Field(description="(iterations + 1) x P, over seeds")
+    layer_overlaps_std: list[list[Optional[float]]]
+    layer_overlaps_min: list[list[Optional[float]]]
+    layer_overlaps_max: list[list[Optional[float]]]
+    final_layer_overlaps_mean: list[Optional[float]]
+    final_layer_overlaps_std: list[Optional[float]]
+    learned_level: float
+    first_learned: list[list[int]] = Field(
+        description="seeds x P: first iteration with overlap >= learned_level (-1: never)")
+    prediction_error_mean: Optional[float]
+    prediction_error_std: Optional[float]
+    state_evolution: AmpStateEvolution
+    solver: SolverInfo
+
+
 class JobProgress(BaseModel):
     done: int
     total: int
@@ -222,13 +304,15 @@ class JobProgress(BaseModel):
 
 class JobOut(BaseModel):
     id: str
-    kind: Literal["thresholds", "state_evolution", "sample_size", "sweep"]
+    kind: Literal["thresholds", "state_evolution", "sample_size", "sweep", "amp_simulation"]
     status: Literal["queued", "running", "done", "failed", "cancelled"]
     progress: JobProgress
     created_at: float
     updated_at: float
     request: dict[str, Any]
-    result: Optional[dict[str, Any]] = None
+    result: Optional[Union[AmpSimulationResponse, dict[str, Any]]] = Field(
+        None, description="when done: the body the endpoint answers (for amp_simulation: "
+                          "AmpSimulationResponse)")
     error: Optional[dict[str, Any]] = None
 
 

@@ -476,6 +476,16 @@ def first_crossing(traj: np.ndarray, level: float) -> np.ndarray:
     return np.where(above.any(axis=0), idx, -1)
 
 
+def check_simulation(spec, dimension: int, alpha: float, seeds: Sequence[int] | int = 5,
+                     iterations: int = 50, damping: float = 0.0) -> None:
+    """Raise :class:`SpecError` exactly where :func:`amp_simulation` would refuse these
+    arguments (cheap: no instance is generated).  For callers that validate up front."""
+    if isinstance(seeds, (int, np.integer)):
+        seeds = tuple(range(int(seeds)))
+    channel, _ = _resolve(spec)
+    _validate(dimension, alpha, int(channel.n_tokens), iterations, damping, tuple(seeds))
+
+
 def amp_simulation(spec, dimension: int, alpha: float, seeds: Sequence[int] | int = 5,
                    iterations: int = 50, damping: float = 0.0, tol: float = 1e-5,
                    learned_level: float = 0.5,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import secrets
+import uuid
 from typing import Optional
 
 import orjson
@@ -92,3 +93,30 @@ async def compute_or_accept(http: Request, kind: str, spec: dict, params: dict, 
         http.app.state.memo.put(http.url.path, body,
                                 (kind, view or kind, eng.key(kind, spec, numerics), request))
     return json(render.RENDER[view or kind](ans.raw, request, ans.cache))
+
+
+async def accept_job(http: Request, kind: str, spec: dict, params: dict, numerics: dict,
+                     request: dict) -> Response:
+    """Always 202 with a job, even for a cached answer (then a job that is already done), so
+    that long-running endpoints answer alike every time."""
+    eng: Engine = http.app.state.engine
+    try:
+        ans = await eng.answer(kind, spec, params, numerics, request, respond_async=True)
+    except Busy:
+        return problem(429, "too many computations pending; retry later",
+                       type_="/problems/busy", headers={"Retry-After": "5"})
+    except ComputationFailed as exc:
+        p = exc.problem
+        return problem(422, p.get("detail", "computation failed"),
+                       type_=p.get("type", "/problems/computation-failed"),
+                       field=p.get("field"), allowed=p.get("allowed"))
+    job = ans.job
+    if job is None:  # answered from the cache (or finished at once): a finished job
+        job = Job(id=uuid.uuid4().hex, kind=kind, cache_key=eng.key(kind, spec, numerics), spec=spec,
+                  params=params, request=request, owner="", status="done", done=1, total=1,
+                  raw=ans.raw, view=kind)
+        job.owner = job.id
+        await eng.save(job)
+    loc = job_location(job)
+    return json({"id": job.id, "status": job.status, "location": loc}, 202,
+                headers={"Location": loc, "Retry-After": "1"})

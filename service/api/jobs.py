@@ -10,7 +10,9 @@ from .deps import engine, job_body, json, require_api_key
 router = APIRouter(tags=["jobs"], dependencies=[Depends(require_api_key)])
 
 JobId = Path(pattern="^[0-9a-f]{32}$", description="job id (32 hex digits)")
-RESPONSES = {200: {"description": "The job", "content": {"application/json": {"example": examples.JOB}}},
+RESPONSES = {200: {"description": "The job", "content": {"application/json": {"examples": {
+    "thresholds": {"summary": "a running thresholds job", "value": examples.JOB},
+    "amp_simulation": {"summary": "a finished amp simulation", "value": examples.AMP_JOB}}}}},
              401: problem_response("Missing or wrong X-API-Key (only when a key is configured)"),
              404: problem_response("No such job"),
              422: problem_response("Malformed job id", examples.PROBLEM)}
