@@ -56,6 +56,7 @@ import numba
 from numba import njit
 
 from ..quadrature import sobol_normals
+from .attention_kernels import inner_product_matrix, softmax_rows
 from .base import Channel, PosteriorMoments
 
 DEFAULT_BANK_SIZE = 1024
@@ -334,43 +335,22 @@ def _with_params(link):
 def deep_attention_link(Z, params):
     """Deep tied rank-1 attention, one sample: Z (L, M), params = (skips (L), betas (L)).
 
-    a_1 = z_1, A_l = c_l I + S_l(a_l), a_l = A_{l-1} ... A_1 z_l, y = S_L(a_L) with
-    S(a) = row-softmax(beta a a^T); returns y flattened (M * M,).
+    y = S_L(a_L) flattened (M * M,), with a_L = B_{L-1} z_L and B_{L-1} = A_{L-1} ... A_1 from
+    the same kernels as the noiseless channel (attention_kernels), so the two paths cannot drift.
     """
     L, M = Z.shape
-    B = np.eye(M)
-    a = np.empty(M)
+    skips, betas = params[:L], params[L:]
+    B = np.empty((M, M))
+    A = np.empty((M, M))
+    work = np.empty((M, M))
+    avec = np.empty(M)
+    inner_product_matrix(Z, skips, betas, L - 1, B, A, work, avec)
+    a = np.zeros(M)
+    for i in range(M):
+        for j in range(M):
+            a[i] += B[i, j] * Z[L - 1, j]
     S = np.empty((M, M))
-    for l in range(L):
-        for i in range(M):
-            acc = 0.0
-            for j in range(M):
-                acc += B[i, j] * Z[l, j]
-            a[i] = acc
-        beta = params[L + l]
-        for i in range(M):
-            mx = -1e300
-            for j in range(M):
-                t = beta * a[i] * a[j]
-                if t > mx:
-                    mx = t
-            tot = 0.0
-            for j in range(M):
-                e = math.exp(beta * a[i] * a[j] - mx)
-                S[i, j] = e
-                tot += e
-            for j in range(M):
-                S[i, j] /= tot
-        if l < L - 1:
-            # B <- (c_l I + S) B
-            Bn = np.empty((M, M))
-            for i in range(M):
-                for j in range(M):
-                    acc = params[l] * B[i, j]
-                    for k in range(M):
-                        acc += S[i, k] * B[k, j]
-                    Bn[i, j] = acc
-            B = Bn
+    softmax_rows(a, betas[L - 1], S)
     return S.ravel().copy()
 
 
