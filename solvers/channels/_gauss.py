@@ -234,8 +234,8 @@ def _close(lz0, m0, c0, lz1, m1, c1):
     return True
 
 
-@njit(cache=True)
-def _panels2(omega, V, signs, sd, left, right, npan, x, w):
+@njit(inline='always')
+def _panels(evaluate, omega, V, signs, sd, left, right, npan, x, w):
     """Composite Gauss-Legendre (npan panels) of the outer level on [left, right]."""
     d = omega.shape[0]
     n = x.shape[0]
@@ -249,241 +249,132 @@ def _panels2(omega, V, signs, sd, left, right, npan, x, w):
         mid = left + (q + 0.5) * ph
         for j in range(n):
             t = mid + 0.5 * ph * x[j]
-            h, h1, h2, z1, mu, cv = _eval2(omega, V, signs, t, sd, x, w)
+            h, h1, h2, z1, mu, cv = evaluate(omega, V, signs, t, sd, x, w)
             k = q * n + j
             hs[k] = h + math.log(0.5 * ph * w[j])
             z1s[k] = z1
             mus[k] = mu
             cvs[k] = cv
     return _combine(hs, z1s, mus, cvs)
+
+
+@njit(inline='always')
+def _outer(evaluate, omega, V, signs, x, w):
+    """Orthant moments in dimension d: adaptive composite Gauss-Legendre over z_1.
+
+    ``evaluate`` is the outer level for that dimension (:func:`_eval2` or :func:`_eval3`).
+    The one implementation for every d; :func:`_outer2` and :func:`_outer3` are its cached
+    specialisations.  It (and :func:`_panels`) is inlined into them (``inline='always'``,
+    at the numba IR level): a compiled call that passes a function on to another compiled
+    function keeps the function object's address in the caller's code, which numba then
+    refuses to cache ("uses dynamic globals").
+    """
+    sd = math.sqrt(V[0, 0])
+    s0 = signs[0]
+    c = -s0 * omega[0] / sd  # domain tau >= c
+    # ---- mode of the concave h on [c, inf)
+    h, h1, h2, _, _, _ = evaluate(omega, V, signs, c, sd, x, w)
+    if h1 <= 0.0:
+        tstar = c
+        hstar = h
+        curv = h2
+        slope = h1
+    else:
+        lo = c
+        step = 1.0
+        hi = c + step
+        for _ in range(200):
+            h, h1, h2, _, _, _ = evaluate(omega, V, signs, hi, sd, x, w)
+            if h1 <= 0.0:
+                break
+            lo = hi
+            step *= 2.0
+            hi = lo + step
+        t = 0.5 * (lo + hi)
+        for _ in range(100):
+            h, h1, h2, _, _, _ = evaluate(omega, V, signs, t, sd, x, w)
+            if h1 > 0.0:
+                lo = t
+            else:
+                hi = t
+            tn = t - h1 / h2 if h2 < 0.0 else 0.5 * (lo + hi)
+            if not (lo < tn < hi):
+                tn = 0.5 * (lo + hi)
+            if abs(tn - t) < 1e-12 * (1.0 + abs(t)) or hi - lo < 1e-12 * (1.0 + abs(t)):
+                t = tn
+                break
+            t = tn
+        h, h1, h2, _, _, _ = evaluate(omega, V, signs, t, sd, x, w)
+        tstar = t
+        hstar = h
+        curv = h2
+        slope = 0.0
+    # ---- level set {h > hstar - LOG_CUTOFF}: bracket by doubling, then bisection
+    width = 1.0 / math.sqrt(-curv) if curv < 0.0 else 1.0
+    if slope < 0.0:
+        width = min(width, 1.0 / -slope)
+    level = hstar - LOG_CUTOFF
+    inner = tstar
+    right = tstar + width
+    for _ in range(200):
+        h, h1, h2, _, _, _ = evaluate(omega, V, signs, right, sd, x, w)
+        if h < level:
+            break
+        inner = right
+        right = tstar + 2.0 * (right - tstar)
+    for _ in range(BISECT):
+        mid = 0.5 * (inner + right)
+        h, h1, h2, _, _, _ = evaluate(omega, V, signs, mid, sd, x, w)
+        if h < level:
+            right = mid
+        else:
+            inner = mid
+    if tstar <= c:
+        left = c
+    else:
+        inner = tstar
+        left = tstar - width
+        for _ in range(200):
+            if left <= c:
+                left = c
+                break
+            h, h1, h2, _, _, _ = evaluate(omega, V, signs, left, sd, x, w)
+            if h < level:
+                break
+            inner = left
+            left = tstar - 2.0 * (tstar - left)
+        if left > c:
+            for _ in range(BISECT):
+                mid = 0.5 * (inner + left)
+                h, h1, h2, _, _, _ = evaluate(omega, V, signs, mid, sd, x, w)
+                if h < level:
+                    left = mid
+                else:
+                    inner = mid
+    # ---- composite Gauss-Legendre with a refinement check
+    npan = int(math.ceil((right - left) / (PANEL_WIDTH * width)))
+    if npan < 1:
+        npan = 1
+    lz0, m0, c0 = _panels(evaluate, omega, V, signs, sd, left, right, npan, x, w)
+    for _ in range(MAX_REFINE):
+        npan *= 2
+        lz1, m1, c1 = _panels(evaluate, omega, V, signs, sd, left, right, npan, x, w)
+        if _close(lz0, m0, c0, lz1, m1, c1):
+            return lz1, m1, c1
+        lz0, m0, c0 = lz1, m1, c1
+    return lz0, m0, c0
 
 
 @njit(cache=True)
 def _outer2(omega, V, signs, x, w):
-    """Orthant moments in dimension 2: adaptive composite Gauss-Legendre over z_1.
-
-    (Generated copy per dimension: numba cannot cache functions taking functions.)
-    """
-    sd = math.sqrt(V[0, 0])
-    s0 = signs[0]
-    c = -s0 * omega[0] / sd  # domain tau >= c
-    # ---- mode of the concave h on [c, inf)
-    h, h1, h2, _, _, _ = _eval2(omega, V, signs, c, sd, x, w)
-    if h1 <= 0.0:
-        tstar = c
-        hstar = h
-        curv = h2
-        slope = h1
-    else:
-        lo = c
-        step = 1.0
-        hi = c + step
-        for _ in range(200):
-            h, h1, h2, _, _, _ = _eval2(omega, V, signs, hi, sd, x, w)
-            if h1 <= 0.0:
-                break
-            lo = hi
-            step *= 2.0
-            hi = lo + step
-        t = 0.5 * (lo + hi)
-        for _ in range(100):
-            h, h1, h2, _, _, _ = _eval2(omega, V, signs, t, sd, x, w)
-            if h1 > 0.0:
-                lo = t
-            else:
-                hi = t
-            tn = t - h1 / h2 if h2 < 0.0 else 0.5 * (lo + hi)
-            if not (lo < tn < hi):
-                tn = 0.5 * (lo + hi)
-            if abs(tn - t) < 1e-12 * (1.0 + abs(t)) or hi - lo < 1e-12 * (1.0 + abs(t)):
-                t = tn
-                break
-            t = tn
-        h, h1, h2, _, _, _ = _eval2(omega, V, signs, t, sd, x, w)
-        tstar = t
-        hstar = h
-        curv = h2
-        slope = 0.0
-    # ---- level set {h > hstar - LOG_CUTOFF}: bracket by doubling, then bisection
-    width = 1.0 / math.sqrt(-curv) if curv < 0.0 else 1.0
-    if slope < 0.0:
-        width = min(width, 1.0 / -slope)
-    level = hstar - LOG_CUTOFF
-    inner = tstar
-    right = tstar + width
-    for _ in range(200):
-        h, h1, h2, _, _, _ = _eval2(omega, V, signs, right, sd, x, w)
-        if h < level:
-            break
-        inner = right
-        right = tstar + 2.0 * (right - tstar)
-    for _ in range(BISECT):
-        mid = 0.5 * (inner + right)
-        h, h1, h2, _, _, _ = _eval2(omega, V, signs, mid, sd, x, w)
-        if h < level:
-            right = mid
-        else:
-            inner = mid
-    if tstar <= c:
-        left = c
-    else:
-        inner = tstar
-        left = tstar - width
-        for _ in range(200):
-            if left <= c:
-                left = c
-                break
-            h, h1, h2, _, _, _ = _eval2(omega, V, signs, left, sd, x, w)
-            if h < level:
-                break
-            inner = left
-            left = tstar - 2.0 * (tstar - left)
-        if left > c:
-            for _ in range(BISECT):
-                mid = 0.5 * (inner + left)
-                h, h1, h2, _, _, _ = _eval2(omega, V, signs, mid, sd, x, w)
-                if h < level:
-                    left = mid
-                else:
-                    inner = mid
-    # ---- composite Gauss-Legendre with a refinement check
-    npan = int(math.ceil((right - left) / (PANEL_WIDTH * width)))
-    if npan < 1:
-        npan = 1
-    lz0, m0, c0 = _panels2(omega, V, signs, sd, left, right, npan, x, w)
-    for _ in range(MAX_REFINE):
-        npan *= 2
-        lz1, m1, c1 = _panels2(omega, V, signs, sd, left, right, npan, x, w)
-        if _close(lz0, m0, c0, lz1, m1, c1):
-            return lz1, m1, c1
-        lz0, m0, c0 = lz1, m1, c1
-    return lz0, m0, c0
-
-
-@njit(cache=True)
-def _panels3(omega, V, signs, sd, left, right, npan, x, w):
-    """Composite Gauss-Legendre (npan panels) of the outer level on [left, right]."""
-    d = omega.shape[0]
-    n = x.shape[0]
-    N = n * npan
-    hs = np.empty(N)
-    z1s = np.empty(N)
-    mus = np.empty((N, d - 1))
-    cvs = np.empty((N, d - 1, d - 1))
-    ph = (right - left) / npan
-    for q in range(npan):
-        mid = left + (q + 0.5) * ph
-        for j in range(n):
-            t = mid + 0.5 * ph * x[j]
-            h, h1, h2, z1, mu, cv = _eval3(omega, V, signs, t, sd, x, w)
-            k = q * n + j
-            hs[k] = h + math.log(0.5 * ph * w[j])
-            z1s[k] = z1
-            mus[k] = mu
-            cvs[k] = cv
-    return _combine(hs, z1s, mus, cvs)
+    """Orthant moments in dimension 2 (:func:`_outer` with the d = 2 outer level)."""
+    return _outer(_eval2, omega, V, signs, x, w)
 
 
 @njit(cache=True)
 def _outer3(omega, V, signs, x, w):
-    """Orthant moments in dimension 3: adaptive composite Gauss-Legendre over z_1.
-
-    (Generated copy per dimension: numba cannot cache functions taking functions.)
-    """
-    sd = math.sqrt(V[0, 0])
-    s0 = signs[0]
-    c = -s0 * omega[0] / sd  # domain tau >= c
-    # ---- mode of the concave h on [c, inf)
-    h, h1, h2, _, _, _ = _eval3(omega, V, signs, c, sd, x, w)
-    if h1 <= 0.0:
-        tstar = c
-        hstar = h
-        curv = h2
-        slope = h1
-    else:
-        lo = c
-        step = 1.0
-        hi = c + step
-        for _ in range(200):
-            h, h1, h2, _, _, _ = _eval3(omega, V, signs, hi, sd, x, w)
-            if h1 <= 0.0:
-                break
-            lo = hi
-            step *= 2.0
-            hi = lo + step
-        t = 0.5 * (lo + hi)
-        for _ in range(100):
-            h, h1, h2, _, _, _ = _eval3(omega, V, signs, t, sd, x, w)
-            if h1 > 0.0:
-                lo = t
-            else:
-                hi = t
-            tn = t - h1 / h2 if h2 < 0.0 else 0.5 * (lo + hi)
-            if not (lo < tn < hi):
-                tn = 0.5 * (lo + hi)
-            if abs(tn - t) < 1e-12 * (1.0 + abs(t)) or hi - lo < 1e-12 * (1.0 + abs(t)):
-                t = tn
-                break
-            t = tn
-        h, h1, h2, _, _, _ = _eval3(omega, V, signs, t, sd, x, w)
-        tstar = t
-        hstar = h
-        curv = h2
-        slope = 0.0
-    # ---- level set {h > hstar - LOG_CUTOFF}: bracket by doubling, then bisection
-    width = 1.0 / math.sqrt(-curv) if curv < 0.0 else 1.0
-    if slope < 0.0:
-        width = min(width, 1.0 / -slope)
-    level = hstar - LOG_CUTOFF
-    inner = tstar
-    right = tstar + width
-    for _ in range(200):
-        h, h1, h2, _, _, _ = _eval3(omega, V, signs, right, sd, x, w)
-        if h < level:
-            break
-        inner = right
-        right = tstar + 2.0 * (right - tstar)
-    for _ in range(BISECT):
-        mid = 0.5 * (inner + right)
-        h, h1, h2, _, _, _ = _eval3(omega, V, signs, mid, sd, x, w)
-        if h < level:
-            right = mid
-        else:
-            inner = mid
-    if tstar <= c:
-        left = c
-    else:
-        inner = tstar
-        left = tstar - width
-        for _ in range(200):
-            if left <= c:
-                left = c
-                break
-            h, h1, h2, _, _, _ = _eval3(omega, V, signs, left, sd, x, w)
-            if h < level:
-                break
-            inner = left
-            left = tstar - 2.0 * (tstar - left)
-        if left > c:
-            for _ in range(BISECT):
-                mid = 0.5 * (inner + left)
-                h, h1, h2, _, _, _ = _eval3(omega, V, signs, mid, sd, x, w)
-                if h < level:
-                    left = mid
-                else:
-                    inner = mid
-    # ---- composite Gauss-Legendre with a refinement check
-    npan = int(math.ceil((right - left) / (PANEL_WIDTH * width)))
-    if npan < 1:
-        npan = 1
-    lz0, m0, c0 = _panels3(omega, V, signs, sd, left, right, npan, x, w)
-    for _ in range(MAX_REFINE):
-        npan *= 2
-        lz1, m1, c1 = _panels3(omega, V, signs, sd, left, right, npan, x, w)
-        if _close(lz0, m0, c0, lz1, m1, c1):
-            return lz1, m1, c1
-        lz0, m0, c0 = lz1, m1, c1
-    return lz0, m0, c0
+    """Orthant moments in dimension 3 (:func:`_outer` with the d = 3 outer level)."""
+    return _outer(_eval3, omega, V, signs, x, w)
 
 
 @njit(cache=True)
