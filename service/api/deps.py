@@ -66,6 +66,17 @@ def job_body(job: Job) -> dict:
             "request": job.request, "result": result, "error": job.error}
 
 
+def engine_problem(exc: Busy | ComputationFailed) -> Response:
+    """The problem response to the engine's refusal: 429 when busy, 422 when it failed."""
+    if isinstance(exc, Busy):
+        return problem(429, "too many computations pending; retry later",
+                       type_="/problems/busy", headers={"Retry-After": "5"})
+    p = exc.problem
+    return problem(422, p.get("detail", "computation failed"),
+                   type_=p.get("type", "/problems/computation-failed"),
+                   field=p.get("field"), allowed=p.get("allowed"))
+
+
 async def compute_or_accept(http: Request, kind: str, spec: dict, params: dict, numerics: dict,
                             request: dict, prefer: Optional[str], view: Optional[str] = None) -> Response:
     """Answer from the cache, or compute (waiting up to the sync timeout), or 202 a job.
@@ -76,14 +87,8 @@ async def compute_or_accept(http: Request, kind: str, spec: dict, params: dict, 
     try:
         ans = await eng.answer(kind, spec, params, numerics, request, respond_async=respond_async,
                                view=view)
-    except Busy:
-        return problem(429, "too many computations pending; retry later",
-                       type_="/problems/busy", headers={"Retry-After": "5"})
-    except ComputationFailed as exc:
-        p = exc.problem
-        return problem(422, p.get("detail", "computation failed"),
-                       type_=p.get("type", "/problems/computation-failed"),
-                       field=p.get("field"), allowed=p.get("allowed"))
+    except (Busy, ComputationFailed) as exc:
+        return engine_problem(exc)
     if ans.job is not None:
         loc = job_location(ans.job)
         return json({"id": ans.job.id, "status": ans.job.status, "location": loc}, 202,
@@ -102,14 +107,8 @@ async def accept_job(http: Request, kind: str, spec: dict, params: dict, numeric
     eng: Engine = http.app.state.engine
     try:
         ans = await eng.answer(kind, spec, params, numerics, request, respond_async=True)
-    except Busy:
-        return problem(429, "too many computations pending; retry later",
-                       type_="/problems/busy", headers={"Retry-After": "5"})
-    except ComputationFailed as exc:
-        p = exc.problem
-        return problem(422, p.get("detail", "computation failed"),
-                       type_=p.get("type", "/problems/computation-failed"),
-                       field=p.get("field"), allowed=p.get("allowed"))
+    except (Busy, ComputationFailed) as exc:
+        return engine_problem(exc)
     job = ans.job
     if job is None:  # answered from the cache (or finished at once): a finished job
         job = Job(id=uuid.uuid4().hex, kind=kind, cache_key=eng.key(kind, spec, numerics), spec=spec,
