@@ -114,75 +114,138 @@ class StaircaseStep:
     learned_overlap: float  # overlap of the learned layer(s) at the threshold
 
 
+class _LearnedLayerCurve:
+    """The staircase function of one inactive layer l while one layer k is learned.
+
+    With q = q_k the learned overlap, alpha(q) = q / ((1 - q) H_k(q)) is the sample
+    complexity at which q is the fixed point, and h_l(q) = alpha(q) F_l(q) - 1 with
+    F_l(q) = E ||Cov[z_l | y, omega_k] - I||^2; the threshold of layer l is the root of h_l.
+    Statistics are memoised per (q, resolution) on one fixed set of outer points (common
+    random numbers: the per-scramble curves are smooth in q)."""
+
+    def __init__(self, channel, learned, base_q, normals):
+        self.channel, self.learned, self.base_q, self.normals = channel, learned, base_q, normals
+        self._memo = {}
+
+    def statistics(self, q, resolution=1):
+        key = (q, resolution)
+        if key not in self._memo:
+            Q = np.diag(self.base_q)
+            Q[self.learned, self.learned] = q
+            self._memo[key] = output_statistics(self.channel, Q, self.normals, resolution)
+        return self._memo[key]
+
+    def per_scramble(self, q, l, resolution=1):
+        """(alpha(q), h_l(q)), one value per scramble."""
+        st = self.statistics(q, resolution)
+        alpha = q / ((1.0 - q) * st.H[:, self.learned, self.learned])
+        return alpha, alpha * st.cov_deviation[:, l] - 1.0
+
+    def pooled(self, q, l, resolution=1):
+        """h_l(q) from the scramble-pooled averages (the estimate whose root we report)."""
+        st = self.statistics(q, resolution)
+        alpha = q / ((1.0 - q) * st.H[:, self.learned, self.learned].mean())
+        return alpha * st.cov_deviation[:, l].mean() - 1.0
+
+    def bracketed_root(self, l):
+        """The first sign change of h_l on a grid that is dense towards q = 1, then brentq."""
+        grid = [0.05, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999, 0.9995, 0.9999]
+        k = next((i for i, q in enumerate(grid) if self.pooled(q, l) > 0), None)
+        if k is None:
+            return None
+        lo = grid[k - 1] if k > 0 else 1e-6
+        # a rough root is enough: root_near refines it on the final points
+        return optimize.brentq(lambda q: self.pooled(q, l), lo, grid[k], xtol=1e-3 * (1.0 - grid[k]))
+
+    def pair(self, q):
+        """Two points around q for finite differences, on a scale where the per-sample
+        adaptive quadrature (changes ~1e-5) cannot disturb the slope."""
+        dq = max(1e-6, 2e-3 * (1.0 - q))
+        return q - dq, min(q + dq, Q_MAX)
+
+    def root_near(self, l, q, resolution=1, steps=8):
+        """Root of the pooled h_l by Newton steps from a nearby guess, the slope taken on the
+        pair around the current point; stops when the root falls within two pair widths, so
+        the pair of the returned point also serves the per-scramble roots."""
+        for _ in range(steps):
+            q1, q2 = self.pair(q)
+            h1, h2 = self.pooled(q1, l, resolution), self.pooled(q2, l, resolution)
+            if h2 == h1:
+                break
+            qr = q1 - h1 * (q2 - q1) / (h2 - h1)
+            if abs(qr - q) <= 2.0 * (q2 - q1):
+                return q
+            # bounded in log(1 - q): at most a factor e in 1 - q per step
+            u, ur = math.log1p(-q), math.log1p(-min(max(qr, 0.0), Q_MAX))
+            q = -math.expm1(min(max(ur, u - 1.0), u + 1.0))
+        return q
+
+    def per_scramble_roots(self, l, q, resolution=1):
+        """alpha at the root of each scramble's h_l, linearised on the pair around q."""
+        q1, q2 = self.pair(q)
+        a1, h1 = self.per_scramble(q1, l, resolution)
+        a2, h2 = self.per_scramble(q2, l, resolution)
+        slope = (h2 - h1) / (q2 - q1)
+        qr = q1 - h1 / slope
+        return a1 + (a2 - a1) / (q2 - q1) * (qr - q1)
+
+
+PILOT_POINTS = 64  # per scramble: enough to bracket the root and size the final run
+
+
+def _points_for(n: int, relative_ci: float, target: float) -> int:
+    """Points per scramble for a relative half-width ``target`` (with a 20% margin), from
+    ``relative_ci`` measured at n points, assuming the n^-1/2 rate (QMC does better): a power
+    of two, never below n, at most MAX_STAIRCASE_POINTS."""
+    wanted = n * (relative_ci / (0.8 * target)) ** 2
+    return int(min(MAX_STAIRCASE_POINTS, max(n, 2 ** math.ceil(math.log2(max(wanted, 1.0))))))
+
+
 def _single_learned_step(channel: Channel, learned: int, remaining: list[int], base_q: np.ndarray,
                          precision: str, seed: int) -> StaircaseStep:
-    """Next threshold when exactly one layer (``learned``) is active: a root in q."""
+    """Next threshold when exactly one layer (``learned``) is active: a root in q.
+
+    A pilot run on few outer points brackets the root of every remaining layer and
+    measures its spread over scrambles; the final run takes the number of points that
+    spread calls for (QMC errors fall at least like n^-1/2), refines the pilot root by
+    secant steps and reports the mean of the per-scramble roots.  The half-width is the
+    Student-t interval over scrambles plus the root's change at double inner resolution,
+    measured on a subset of the points (a paired difference, so few points suffice)."""
     target = PRECISION_TARGETS[precision][1]
-    n = START_POINTS[precision]
-    P = channel.n_indices
-    while True:
-        normals = outer_normals(channel, n, SCRAMBLES, seed)
-        cache = {}
-
-        def stats(q, resolution=1):
-            key = (q, resolution)
-            if key not in cache:
-                Q = np.diag(base_q)
-                Q[learned, learned] = q
-                cache[key] = output_statistics(channel, Q, normals, resolution)
-            return cache[key]
-
-        def per_scramble(q, resolution=1):
-            st = stats(q, resolution)
-            H = st.H[:, learned, learned]
-            alpha = q / ((1.0 - q) * H)
-            h = alpha[:, None] * st.cov_deviation[:, remaining] - 1.0
-            return alpha, h
-
-        def pooled(q, l, resolution=1):
-            st = stats(q, resolution)
-            H = st.H[:, learned, learned].mean()
-            return q / ((1.0 - q) * H) * st.cov_deviation[:, l].mean() - 1.0
-
-        best = None
-        for j, l in enumerate(remaining):
-            grid = [0.05, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 0.9999]
-            k = next((i for i, q in enumerate(grid) if pooled(q, l) > 0), None)  # first sign change
-            if k is None:
-                continue
-            lo = grid[k - 1] if k > 0 else 1e-6
-            qroot = optimize.brentq(lambda q: pooled(q, l), lo, grid[k], xtol=1e-10, rtol=1e-12)
-            # finite differences on a scale where the per-sample adaptive quadrature (changes
-            # ~1e-5) cannot disturb the slope: h moves by ~1e-2 across the pair
-            dq = max(1e-5, 2e-3 * (1 - qroot))
-            q1, q2 = qroot - dq, min(qroot + dq, Q_MAX)
-            a1, h1 = per_scramble(q1)
-            a2, h2 = per_scramble(q2)
-            slope = (h2[:, j] - h1[:, j]) / (q2 - q1)
-            qr = q1 - h1[:, j] / slope
-            alpha_r = a1 + (a2 - a1) / (q2 - q1) * (qr - q1)
-            ci = float(t_halfwidth(alpha_r))
-            alpha_c = float(np.mean(alpha_r))
-            # quadrature error: the pooled root at double inner resolution, by secant steps
-            qa, qb = q1, q2
-            fa, fb = pooled(qa, l, 2), pooled(qb, l, 2)
-            for _ in range(3):
-                if fb == fa:
-                    break
-                qa, qb, fa = qb, qb - fb * (qb - qa) / (fb - fa), fb
-                qb = float(np.clip(qb, 1e-9, Q_MAX))
-                fb = pooled(qb, l, 2)
-            st2 = stats(qb, 2)
-            alpha2 = qb / ((1 - qb) * st2.H[:, learned, learned].mean())
-            ci += abs(alpha2 - alpha_c)
-            step = StaircaseStep(l, alpha_c, ci, float(qroot))
-            if best is None or step.alpha < best.alpha:
-                best = step
-        if best is None:
-            return StaircaseStep(remaining[0], math.inf, math.inf, float("nan"))
-        if best.ci95 <= target * best.alpha or n >= MAX_STAIRCASE_POINTS:
-            return best
-        n *= 2
+    pilot = _LearnedLayerCurve(channel, learned, base_q, outer_normals(channel, PILOT_POINTS, SCRAMBLES, seed))
+    found = []
+    for l in remaining:
+        q0 = pilot.bracketed_root(l)
+        if q0 is not None:
+            roots = pilot.per_scramble_roots(l, q0)
+            found.append((float(np.mean(roots)), float(t_halfwidth(roots)), l, q0))
+    if not found:
+        return StaircaseStep(remaining[0], math.inf, math.inf, float("nan"))
+    first = min(a for a, _, _, _ in found)
+    best = None
+    for alpha0, ci0, l, q0 in found:
+        if alpha0 - ci0 > first + ci0 and len(found) > 1:
+            continue  # clearly not the next layer
+        n, qroot = PILOT_POINTS, q0
+        while True:
+            n = _points_for(n, ci0 / alpha0, target)
+            normals = outer_normals(channel, n, SCRAMBLES, seed)
+            curve = _LearnedLayerCurve(channel, learned, base_q, normals)
+            qroot = curve.root_near(l, qroot)
+            alpha_r = curve.per_scramble_roots(l, qroot)
+            alpha_c, ci = float(np.mean(alpha_r)), float(t_halfwidth(alpha_r))
+            # quadrature error: the same root at double inner resolution on a subset of the
+            # points (a paired difference: the outer noise cancels)
+            sub = _LearnedLayerCurve(channel, learned, base_q, normals[:4, : max(PILOT_POINTS, n // 4)])
+            ci += abs(float(np.mean(sub.per_scramble_roots(l, qroot, 2))
+                            - np.mean(sub.per_scramble_roots(l, qroot, 1))))
+            if ci <= target * alpha_c or n >= MAX_STAIRCASE_POINTS:
+                break
+            alpha0, ci0 = alpha_c, ci
+        step = StaircaseStep(l, alpha_c, ci, float(qroot))
+        if best is None or step.alpha < best.alpha:
+            best = step
+    return best
 
 
 def _multi_learned_step(channel: Channel, learned: list[int], remaining: list[int], alpha_prev: float,
