@@ -11,11 +11,13 @@ E sum_m V^{-1} (V - Cov_mm) V^{-1} as a control variate (see control_variate_com
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from scipy import optimize
 
 from .channels.base import Channel
 from .quadrature import scrambled_normals, t_halfwidth
@@ -23,6 +25,9 @@ from .results import FixedPoint
 
 Q_MAX = 1.0 - 1e-10  # overlaps are capped here: beyond, recovery is perfect to machine precision
 UNINFORMED_START = 1e-3
+LEAVING_ZERO = 1e-2  # a slowly growing layer below this jumps to the least root of its own map
+NEAR_ONE = 1e-6  # 1 - q below this: perfect recovery decided by the contraction of 1 - q
+SMALL_OVERLAP = 1e-3  # below, a layer's fate (0 or growth) is decided by its linear rate at q = 0
 INFORMED_START = 1.0 - 1e-4
 
 
@@ -174,9 +179,19 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
     ratio s in (0, 0.98): x* = x + s f / (1 - s), bounded so that no jump lands on 0 or 1.  Components moving away from an unstable
     fixed point (growing steps) are never extrapolated, so the iteration cannot be pulled
     onto an unstable fixed point (as Anderson or Newton would be, e.g. Q = 0 above threshold).
+    Instead, a component that keeps growing slowly (sign-symmetric channels: a layer just
+    above its threshold leaving Q ~ 0) jumps to the least root of its own map with the other
+    components held; by monotonicity of the map this cannot pass the fixed point (up to the
+    small excess of components still decaying towards it).  ``iterations`` counts every
+    evaluation of the map, those of the jumps included.
     ``frozen``: mask of order parameters held at their start value (the staircase keeps
     not-yet-learned layers at exactly 0).  Converged means the scaled residual
-    max |map(Q) - Q| / max(1 - q, 1e-12) < tol."""
+    max |map(Q) - Q| / max(1 - q, 1e-12) < tol over the components above SMALL_OVERLAP; for
+    sign-symmetric channels each component below it is then set to exactly 0 if its linear
+    rate there, alpha E||Cov[z_l | y, omega] - I||^2, is below 1, and grown to its least
+    positive root otherwise (iterating on from there).  So a layer just above its staircase
+    threshold, which first decays while the others are learned and grows only afterwards,
+    is never reported as converged at a tiny value."""
     x = _to_vector(channel, Q_start)
     mask = np.ones_like(x, dtype=bool) if frozen is None else ~frozen
 
@@ -187,19 +202,122 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
         out = np.where(mask, out, xv)
         return np.clip(out, 0.0, Q_MAX) if channel.sign_symmetric else out
 
+    evaluations = [0]
+
+    def G_counted(xv):
+        evaluations[0] += 1
+        return G(xv)
+
+    def coordinate_root(l, xv, direction=1):
+        """The root of G_l(q, x_-l) = q next to x_l, upward (direction 1) or downward (-1),
+        the other components held: a scan in logit(q), then brentq.  For a monotone map
+        started below its least fixed point x*, G_l(x*_l, x_-l) <= x*_l, so the upward root
+        cannot pass x*_l (and symmetrically from above): the jump is safe."""
+        memo = {}
+
+        def phi(q):
+            if q not in memo:
+                y = xv.copy()
+                y[l] = q
+                memo[q] = direction * (G_counted(y)[l] - q)
+            return memo[q]
+
+        near = min(max(xv[l], SMALL_OVERLAP * 1e-3), 1.0 - SMALL_OVERLAP * 1e-3)
+        t = math.log(near / (1.0 - near))
+        while True:
+            t += 1.5 * direction
+            far = min(1.0 / (1.0 + math.exp(-t)), Q_MAX)
+            if phi(far) <= 0.0:
+                break
+            if far >= Q_MAX or far <= 1e-12:
+                return far
+            near = far
+        if phi(near) <= 0.0:  # the seed itself is (numerically) at the root
+            return near
+        lo, hi = min(near, far), max(near, far)
+        return optimize.brentq(phi, lo, hi, xtol=1e-4 * min(lo, 1.0 - hi))
+
     f_prev = None
-    it = 0
+    f_last = np.zeros_like(x)
+    growing = np.zeros(x.shape, dtype=int)
+    leaving_one = np.zeros(x.shape, dtype=int)
+    slow = np.zeros(x.shape, dtype=int)
     res = np.inf
     contraction = np.nan
-    while it < max_iterations:
-        gx = G(x)
-        it += 1
+    while evaluations[0] < max_iterations:
+        gx = G_counted(x)
         f = gx - x
-        res = _scaled_residual(x, f, channel)
-        if res <= tol:
-            break
+        # sign-symmetric channels: q_l = 0 is an exact fixed point of each layer, whose
+        # stability is decided at the end by its linear rate, not by a residual near 0
+        none = np.zeros(x.shape, dtype=bool)
+        small = mask & (x < SMALL_OVERLAP) if channel.sign_symmetric else none
+        # likewise Q_0 (perfect recovery, noiseless channels) near q = 1
+        near_one = mask & (1.0 - x < NEAR_ONE) & (x < Q_MAX) if channel.sign_symmetric else none
+        settled = ~small & ~near_one
+        res = _scaled_residual(x[settled], f[settled], channel) if np.any(settled) else 0.0
+        if res <= tol and np.any(near_one):
+            if np.max((1.0 - gx[near_one]) / (1.0 - x[near_one])) < 1.0:
+                # Collatz-Wielandt: the map of v = 1 - q near Q_0 (monotone, 1-homogeneous)
+                # has spectral radius <= max_l v'_l / v_l < 1, so Q_0 attracts: go there
+                x = np.where(near_one, Q_MAX, x)
+                near_one = none
+        if res <= tol and not np.any(near_one):
+            if not np.any(small):
+                break
+            x0 = np.where(small, 0.0, x)
+            evaluations[0] += 1
+            rate = alpha * output_statistics(channel, _to_matrix(channel, x0), normals,
+                                             resolution).cov_deviation.mean(0)
+            unstable = small & (rate > 1.0)
+            if not np.any(unstable):
+                x = x0
+                break
+            l = int(np.argmax(np.where(unstable, rate, -np.inf)))
+            x = np.where(small & ~unstable, 0.0, x)
+            x[l] = coordinate_root(l, x)
+            growing[:] = 0
+            f_last = np.zeros_like(x)
+            f_prev = None
+            continue
+        # slow growth (ratio of successive steps >= 0.9) of a small component: near a
+        # threshold plain iteration needs tens of steps to leave Q ~ 0
+        growing = np.where((f > 0) & (f >= 0.9 * f_last) & mask & (x < LEAVING_ZERO), growing + 1, 0)
+        leaving_one = np.where((f < 0) & (f <= 0.9 * f_last) & mask & (1.0 - x < LEAVING_ZERO), leaving_one + 1, 0)
+        slow = np.where((np.abs(f) >= 0.9 * np.abs(f_last)) & (f * f_last > 0) & mask & ~small, slow + 1, 0)
+        f_last = f
+        if np.any(slow >= 3) and not np.any(growing >= 3) and not np.any(leaving_one >= 3):
+            # critical slowing down near a transition: a Newton step, but only where the map
+            # is locally contracting (spectral radius of its Jacobian below 1), so that it
+            # converges to the stable fixed point the iteration was heading for
+            active = np.flatnonzero(mask & ~small)
+            J = np.empty((active.size, active.size))
+            for k, j in enumerate(active):
+                step = -1e-2 * (1.0 - x[j]) if x[j] > 0.5 else 1e-4
+                y = x.copy()
+                y[j] += step
+                J[:, k] = (G_counted(y)[active] - gx[active]) / step
+            slow[:] = 0
+            if np.max(np.abs(np.linalg.eigvals(J))) < 0.999:
+                newton = x[active] + np.linalg.solve(np.eye(active.size) - J, f[active])
+                lo, hi = 0.5 * x[active], 1.0 - 0.5 * (1.0 - x[active])
+                x = x.copy()
+                x[active] = np.clip(newton, lo, np.minimum(hi, Q_MAX))
+                f_prev = None
+                f_last = np.zeros_like(x)
+                continue
+        if channel.sign_symmetric and (np.any(growing >= 3) or np.any(leaving_one >= 3)):
+            # the same near Q_0 for a layer slowly leaving perfect recovery (just below alpha_PR)
+            up = np.any(growing >= 3)
+            l = int(np.argmax(np.where(growing >= 3, f, -np.inf) if up else np.where(leaving_one >= 3, -f, -np.inf)))
+            x = gx.copy()
+            x[l] = coordinate_root(l, gx, 1 if up else -1)
+            growing[:] = 0
+            leaving_one[:] = 0
+            f_last = np.zeros_like(x)
+            f_prev = None
+            continue
         x_new = gx
-        if f_prev is not None and it % 3 == 0:
+        if f_prev is not None and evaluations[0] % 3 == 0:
             with np.errstate(divide="ignore", invalid="ignore"):
                 s = np.where(np.abs(f_prev) > 0, f / f_prev, 0.0)
             ok = (s > 0) & (s < 0.98) & mask
@@ -215,6 +333,7 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
         else:
             f_prev = f
         x = x_new
+    it = evaluations[0]
     return FixedPointIteration(_to_matrix(channel, x), bool(res <= tol), it, res, contraction)
 
 
@@ -254,16 +373,33 @@ SCRAMBLES = 16
 def _fixed_point_result(channel, alpha, start, fp: FixedPointIteration, normals, resolution) -> FixedPoint:
     st, phi, q_r = fixed_point_statistics(channel, alpha, fp.Q, normals, resolution)
     q = np.diag(fp.Q)
-    # delta method: spread of the per-scramble maps at Q*, amplified by 1 / (1 - slope);
-    # the slope and the quadrature error (double inner resolution) on a subset of the points
+    # delta method: the per-scramble spread of the map at Q* (and its change at double
+    # inner resolution) propagated to the fixed point through (I - J)^{-1}, J the map's
+    # Jacobian in the diagonal overlaps, by finite differences on a subset of the points.
+    # The full J matters near a transition, where the layers' slow mode is a coupled one.
     sub = normals[:4, : max(16, normals.shape[1] // 4)]
-    base = np.diag(overlap_update(alpha, output_statistics(channel, fp.Q, sub, resolution).H.mean(0)))
-    delta = 1e-4
-    Qd = _to_matrix(channel, _to_vector(channel, fp.Q) + delta * (q < Q_MAX - delta))
-    slope = (np.diag(overlap_update(alpha, output_statistics(channel, Qd, sub, resolution).H.mean(0))) - base) / delta
-    amplification = 1.0 / np.clip(1.0 - slope, 0.05, None)
-    fine = np.diag(overlap_update(alpha, output_statistics(channel, fp.Q, sub, 2 * resolution).H.mean(0)))
-    ci = (t_halfwidth(q_r) + np.abs(fine - base)) * amplification
+
+    def mapped(Q, res=resolution):
+        return np.diag(overlap_update(alpha, output_statistics(channel, Q, sub, res).H.mean(0)))
+
+    base = mapped(fp.Q)
+    P = len(q)
+    J = np.zeros((P, P))
+    for j in range(P):
+        # relative to 1 - q near q = 1 (perfect recovery), where a fixed step would leave [0, Q_MAX]
+        step = -1e-2 * (1.0 - q[j]) if q[j] > 0.5 else 1e-4
+        Qd = fp.Q.copy()
+        Qd[j, j] += step
+        Qd = _to_matrix(channel, _to_vector(channel, Qd))
+        moved = Qd[j, j] - q[j]
+        if moved != 0:
+            J[:, j] = (mapped(Qd) - base) / moved
+    radius = np.max(np.abs(np.linalg.eigvals(J)))
+    if radius > 0.95:  # at most a 20x amplification, as at a transition the linearisation fails
+        J *= 0.95 / radius
+    amplify = np.linalg.inv(np.eye(P) - J)
+    quadrature = np.abs(amplify @ (mapped(fp.Q, 2 * resolution) - base))
+    ci = t_halfwidth(q_r @ amplify.T) + quadrature
     bayes = bayes_prediction_error(channel, fp.Q, normals[:, : max(8, normals.shape[1] // 4)])
     return FixedPoint(alpha=float(alpha), start=start, overlap=tuple(map(tuple, fp.Q.tolist())),
                       layer_overlaps=tuple(q.tolist()), overlap_ci95=tuple(np.minimum(ci, 1.0).tolist()),

@@ -317,3 +317,20 @@ def test_singular_V_does_not_crash():
         y = ch.output(rng.standard_normal((8, P, 1)))
         pm = ch.posterior_moments(y, rng.standard_normal((8, P, 1)), V)
         assert not np.any(np.isnan(pm.mean)) and not np.any(np.isnan(pm.cov))
+
+
+def test_phase_retrieval_state_evolution_has_the_known_computational_gap():
+    """Noiseless real phase retrieval, Gaussian prior (Barbier et al., PNAS 2019): weak
+    recovery at alpha = 1/2, perfect recovery information-theoretically at alpha = 1, but AMP
+    (the uninformed branch) reaches it only at alpha_alg ~ 1.13."""
+    from solvers import state_evolution
+
+    res = state_evolution(MultiIndexSpec(link="square"), [0.45, 0.55, 0.98, 1.05, 1.11, 1.16], precision="standard")
+    below, above, no_gap, gap, still_gap, recovered = res.points
+    assert below.uninformed.layer_overlaps == (0.0,) and below.uninformed.converged
+    assert 0.0 < above.uninformed.layer_overlaps[0] < 0.2
+    assert not no_gap.gap and no_gap.informed.layer_overlaps[0] < 0.6
+    for p in (gap, still_gap):
+        assert p.gap and p.bayes_optimal == "informed"
+        assert p.informed.layer_overlaps[0] > 1 - 1e-6 > 0.9 > p.uninformed.layer_overlaps[0]
+    assert not recovered.gap and recovered.uninformed.layer_overlaps[0] > 1 - 1e-6
