@@ -295,3 +295,271 @@ def _canonical(u: np.ndarray) -> np.ndarray:
     u = u / np.linalg.norm(u)
     k = int(np.argmax(np.abs(u)))
     return u if u[k] >= 0 else -u
+
+
+# ---------------------------------------------------------------------------------------
+# Staircase after a one-dimensional trivial subspace
+# ---------------------------------------------------------------------------------------
+# Points per scramble of the pilot (bracketing) run and cap of the final run: the posterior of
+# a channel whose learned direction is not a coordinate needs the general-V quadrature (for
+# committee_sign about 20-40 ms per sample on one core), so the budgets are small.
+STAIRCASE_PILOT_POINTS = 16
+STAIRCASE_MAX_POINTS = {"fast": 16, "standard": 32, "precise": 128}
+STAIRCASE_GRID = (0.2, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999, 0.9999)
+LEAK_TOL = 1e-6  # |complement blocks of H| at Q* above this: Q* = q s s^T is not a fixed point
+
+
+class _TrivialDirectionCurve:
+    """SE around Q*(q) = q s s^T (s the learned trivial direction, q its overlap).
+
+    With Qhat = alpha H, Q = Qhat (I + Qhat)^-1 and H(Q*) = h(q) s s^T (checked: ``leak``),
+    q is the fixed point at alpha(q) = q / ((1 - q) h(q)).  Perturbing Q* by eps X on the
+    complement (basis Uc, r columns), omega_c = (eps X)^{1/2} xi_c and the posterior is the
+    Q* posterior tilted by exp(w^T omega_c - eps/2 w^T X w), so
+        g_c = (Cov_c[z | y, omega, V*] - I) omega_c + O(eps),  H_c = eps F(X) + o(eps),
+        F(X) = E[ sum_{m,m'} G_mm' X G_mm'^T ],  G_mm' = Uc^T Cov[z_m, z_m' | y, omega, V*] Uc - delta I,
+    (V* = I - q s s^T is the identity on the complement), the Q = 0 formula of THEORY 4 with the
+    side information omega = sqrt(q) s (s . xi).  The complement leaves 0 when alpha rho(F) > 1:
+    the threshold is the root in q of alpha(q) rho(F(q)) = 1.  Statistics are memoised per
+    (q, resolution) on one set of outer points (common random numbers)."""
+
+    def __init__(self, channel, s, Uc, normals):
+        self.channel, self.s, self.Uc, self.normals = channel, np.asarray(s, float), Uc, normals
+        self._memo = {}
+        self.W = np.kron(Uc, Uc) @ _sym_basis(Uc.shape[1])  # symmetric complement matrices in P x P
+
+    def statistics(self, q, resolution=1):
+        """Per-scramble h (R,), F on the symmetric complement (R, k, k) and leak (R,)."""
+        key = (q, resolution)
+        if key in self._memo:
+            return self._memo[key]
+        from .state_evolution import control_variate_combination, sample_outer
+
+        ch, s, Uc = self.channel, self.s, self.Uc
+        P, M = ch.n_indices, ch.n_tokens
+        R, n, _ = self.normals.shape
+        Q = q * np.outer(s, s)
+        omega, Z, obs, V = sample_outer(ch, Q, self.normals.reshape(R * n, -1))
+        # noiseless channels with finitely many outputs (sign-type links): the sum over y is
+        # done exactly, weighted by P(y | omega) = exp(log Z_out) (Rao-Blackwellised: the
+        # integrand is then a smooth function of omega, where QMC converges fast)
+        values = getattr(ch, "outputs", None) if getattr(ch, "noiseless", False) else None
+        cases = ([(np.full(obs.shape, v), None) for v in np.unique(values)] if values is not None
+                 else [(obs, None)])
+        Vinv = np.linalg.inv(V)
+        r = Uc.shape[1]
+        Bsym = _sym_basis(r)
+        h = np.zeros(R * n)
+        Fs = np.zeros((R * n, Bsym.shape[1], Bsym.shape[1]))
+        Hc = np.zeros((R * n, r + r * r))
+        for y, _ in cases:
+            pm = ch.posterior_moments(y, omega, V, resolution)
+            wgt = np.exp(np.asarray(pm.log_partition, float)) if values is not None else np.ones(R * n)
+            mean = np.asarray(pm.mean, float).reshape(R * n, P, M)
+            cov = np.asarray(pm.cov, float).reshape(R * n, P, M, P, M)
+            g = np.einsum("pq,nqm->npm", Vinv, mean - omega)
+            H_direct = np.einsum("npm,nqm->npq", g, g)
+            cov_tok = np.einsum("npmqm->npq", cov)
+            H_nish = M * Vinv[None] - np.einsum("pa,nab,bq->npq", Vinv, cov_tok, Vinv)
+            H = H_direct if values is not None else control_variate_combination(H_direct, H_nish)
+            G = np.einsum("pi,npmqk,qj->nmkij", Uc, cov, Uc)
+            idx = np.arange(M)
+            G[:, idx, idx] -= np.eye(r)
+            # F as a map on r x r matrices (row-major vec: F[a, c, b, d]) -> symmetric basis
+            F = np.einsum("nklab,nklcd->nacbd", G, G, optimize=True).reshape(R * n, r * r, r * r)
+            Fs += wgt[:, None, None] * np.einsum("ia,nij,jb->nab", Bsym, F, Bsym)
+            h += wgt * np.einsum("p,npq,q->n", s, H, s)
+            # complement part of H (direct form: the Nishimori form vanishes only on average):
+            # must vanish for Q* = q s s^T to be a fixed point
+            Hc += wgt[:, None] * np.concatenate(
+                [np.einsum("p,npq,qj->nj", s, H_direct, Uc),
+                 np.einsum("pi,npq,qj->nij", Uc, H_direct, Uc).reshape(R * n, -1)], axis=1)
+
+        def per(x):
+            return x.reshape((R, n) + x.shape[1:]).mean(axis=1)
+
+        out = (per(h), per(0.5 * (Fs + np.transpose(Fs, (0, 2, 1)))),
+               np.abs(per(Hc)).max(axis=1))
+        self._memo[key] = out
+        return out
+
+    def perron(self, q, resolution=1):
+        """Pooled eigenvalues of F (ascending) and the Perron eigenmatrix as a unit vector on
+        the symmetric basis.  When the top eigenvalue is degenerate (the per-scramble
+        difference of the Rayleigh quotients on two eigenmatrices is within its 95%
+        half-width; for the committee F is a multiple of the identity, since by the
+        permutation symmetry every posterior covariance is isotropic on the complement) the
+        eigenmatrix is the projection of the identity on the top eigenspace: the
+        complement's directions of that eigenspace are learned together."""
+        _, Fs, _ = self.statistics(q, resolution)
+        ev, evec = np.linalg.eigh(Fs.mean(0))
+        top = [evec.shape[1] - 1]
+        v1 = evec[:, -1]
+        for i in range(evec.shape[1] - 1):
+            vi = evec[:, i]
+            d = np.einsum("a,rab,b->r", v1, Fs, v1) - np.einsum("a,rab,b->r", vi, Fs, vi)
+            if d.mean() <= float(t_halfwidth(d)) + 1e-12 * abs(ev[-1]):
+                top.append(i)
+        r = self.Uc.shape[1]
+        eye = _sym_basis(r).T @ np.eye(r).ravel()
+        E = evec[:, top]
+        v = E @ (E.T @ eye) if len(top) > 1 else v1
+        if np.linalg.norm(v) < 1e-12:
+            v = v1
+        v = v / np.linalg.norm(v)
+        return ev, v, len(top)
+
+    def per_scramble(self, q, resolution=1):
+        """(alpha(q), alpha(q) rho_r(q)) per scramble, rho_r the Rayleigh quotient of each
+        scramble's F on the pooled Perron eigenmatrix (no max-of-noise bias)."""
+        h, Fs, _ = self.statistics(q, resolution)
+        _, v, _ = self.perron(q, resolution)
+        rho = np.einsum("a,rab,b->r", v, Fs, v)
+        alpha = q / ((1.0 - q) * h)
+        return alpha, alpha * rho
+
+    def pooled(self, q, resolution=1):
+        h, Fs, _ = self.statistics(q, resolution)
+        _, v, _ = self.perron(q, resolution)
+        return q / ((1.0 - q) * h.mean()) * float(v @ Fs.mean(0) @ v) - 1.0
+
+    def bracket(self):
+        prev = 1e-6
+        for q in STAIRCASE_GRID:
+            if self.pooled(q) > 0:
+                return prev, q
+            prev = q
+        return None
+
+    def pair(self, q):
+        dq = max(1e-6, 2e-3 * (1.0 - q))
+        return q - dq, min(q + dq, 1.0 - 1e-10)
+
+    def root_near(self, q, resolution=1, steps=6):
+        for _ in range(steps):
+            q1, q2 = self.pair(q)
+            h1, h2 = self.pooled(q1, resolution), self.pooled(q2, resolution)
+            if h2 == h1:
+                break
+            qr = q1 - h1 * (q2 - q1) / (h2 - h1)
+            if abs(qr - q) <= 2.0 * (q2 - q1):
+                return q
+            u, ur = math.log1p(-q), math.log1p(-min(max(qr, 0.0), 1.0 - 1e-10))
+            q = -math.expm1(min(max(ur, u - 1.0), u + 1.0))
+        return q
+
+    def per_scramble_roots(self, q, resolution=1):
+        """alpha at the root of each scramble's alpha(q) rho(q) = 1, interpolated on the pair
+        around q in u = -log(1 - q), where log alpha and log(alpha rho) are nearly linear
+        (alpha ~ 1 / (1 - q)), so scrambles whose root is far from q are not distorted."""
+        q1, q2 = self.pair(q)
+        u1, u2 = -math.log1p(-q1), -math.log1p(-q2)
+        a1, l1 = self.per_scramble(q1, resolution)
+        a2, l2 = self.per_scramble(q2, resolution)
+        l1, l2 = np.log(l1), np.log(l2)
+        ur = u1 - l1 * (u2 - u1) / (l2 - l1)
+        return np.exp(np.log(a1) + (np.log(a2) - np.log(a1)) * (ur - u1) / (u2 - u1))
+
+
+@dataclass(frozen=True)
+class StaircaseAfterTrivial:
+    """The next threshold once a one-dimensional trivial direction ``learned`` is learned.
+
+    thresholds: one Threshold (kind "staircase") per Perron direction of the complement: for
+    a degenerate (isotropic) Perron eigenmatrix one per eigenvector of its top eigenvalue,
+    i.e. an orthonormal basis of the subspace learned together; ``learned_overlap``: q* of
+    the learned direction at the threshold; ``eigenmatrix``: the Perron eigenmatrix (P x P,
+    trace 1); ``leak``: max over scrambles of |complement blocks of H| at Q* (0 up to the
+    quadrature accuracy when Q* = q s s^T is an exact fixed point)."""
+
+    learned: tuple[float, ...]
+    alpha: float
+    ci95: float
+    learned_overlap: float
+    eigenmatrix: tuple[tuple[float, ...], ...]
+    second_eigenvalue_ratio: float
+    leak: float
+    thresholds: tuple[Threshold, ...]
+    outer_points: int
+    seconds: float
+
+
+def staircase_after_trivial(channel, precision: str = "standard", seed: int = 0, ls=None,
+                            pilot_points: int = STAIRCASE_PILOT_POINTS,
+                            max_points: int | None = None) -> Optional[StaircaseAfterTrivial]:
+    """Staircase step after the trivial subspace (THEORY 4), for a one-dimensional one.
+
+    ``ls``: the :func:`linear_stability` result at Q = 0 (computed when None).  Returns None
+    when there is not exactly one trivial direction or no complement.  The threshold is the
+    root in q of alpha(q) rho(F_{q s s^T}) = 1 (see :class:`_TrivialDirectionCurve`), found
+    on a pilot run (``pilot_points`` per scramble), refined by secant steps on the final
+    run (points sized from the pilot spread for the precision target, at most
+    ``max_points``); reported as the mean of the per-scramble roots with the Student-t 95%
+    half-width over the 16 scrambles plus the root's change at double inner resolution on
+    a subset (a paired difference).  alpha = inf when no root exists for q < 0.9999."""
+    from .state_evolution import outer_normals
+    from .thresholds import SCRAMBLES
+
+    t0 = time.perf_counter()
+    if ls is None:
+        ls = linear_stability(channel, scrambles=SCRAMBLES, seed=seed, precision=precision)
+    if len(ls.trivial_directions) != 1 or not ls.complement_basis:
+        return None
+    s = np.asarray(ls.trivial_directions[0], float)
+    Uc = np.atleast_2d(np.asarray(ls.complement_basis, float))
+    if Uc.shape[0] != channel.n_indices:
+        Uc = Uc.reshape(channel.n_indices, -1)
+    target = PRECISION_TARGETS[precision][1]
+    cap = int(max_points) if max_points is not None else STAIRCASE_MAX_POINTS[precision]
+    pilot = _TrivialDirectionCurve(channel, s, Uc, outer_normals(channel, pilot_points, SCRAMBLES, seed))
+    br = pilot.bracket()
+    r = Uc.shape[1]
+    if br is None:
+        return StaircaseAfterTrivial(tuple(s), math.inf, math.inf, float("nan"), (), float("nan"),
+                                     float(pilot.statistics(STAIRCASE_GRID[-1])[2].max()),
+                                     tuple(Threshold(alpha=math.inf, ci95=math.inf, kind="staircase",
+                                                     direction=tuple(float(x) for x in _canonical(Uc[:, i])))
+                                           for i in range(r)), pilot_points, time.perf_counter() - t0)
+    q = optimize_root(pilot.pooled, *br)
+    roots = pilot.per_scramble_roots(q)
+    alpha0, ci0 = float(np.mean(roots)), float(t_halfwidth(roots))
+    n, curve = pilot_points, pilot
+    while True:
+        wanted = n * (ci0 / alpha0 / (0.8 * target)) ** 2
+        n_new = int(min(cap, max(n, 2 ** math.ceil(math.log2(max(wanted, 1.0))))))
+        if n_new != n:
+            n = n_new
+            curve = _TrivialDirectionCurve(channel, s, Uc, outer_normals(channel, n, SCRAMBLES, seed))
+            q = curve.root_near(q)
+        roots = curve.per_scramble_roots(q)
+        alpha_c, ci = float(np.mean(roots)), float(t_halfwidth(roots))
+        sub = _TrivialDirectionCurve(channel, s, Uc, curve.normals[:4, : max(8, n // 4)])
+        ci += abs(float(np.mean(sub.per_scramble_roots(q, 2)) - np.mean(sub.per_scramble_roots(q, 1))))
+        if ci <= target * alpha_c or n >= cap:
+            break
+        alpha0, ci0 = alpha_c, ci
+    ev, v, n_top = curve.perron(q)
+    X = (_sym_basis(r) @ v).reshape(r, r)
+    X = X if np.trace(X) >= 0 else -X
+    X = 0.5 * (X + X.T) / np.trace(X)
+    E = Uc @ X @ Uc.T
+    # directions: the top eigenvector of the eigenmatrix, or, when the eigenmatrix is (close
+    # to) isotropic on a subspace (degenerate top eigenvalue of F), an orthonormal basis of
+    # that subspace: its directions are learned at the same alpha
+    w, Vx = np.linalg.eigh(X)
+    top = w >= (0.5 * w[-1] if n_top > 1 else w[-1])
+    dirs = [_canonical(Uc @ Vx[:, i]) for i in np.flatnonzero(top)[::-1]]
+    ths = tuple(Threshold(alpha=alpha_c, ci95=ci, kind="staircase", direction=tuple(float(x) for x in d))
+                for d in dirs)
+    leak = float(max(curve.statistics(x)[2].max() for x in curve.pair(q)))
+    ratio = float(ev[-2] / ev[-1]) if len(ev) > 1 else float("nan")  # 1: degenerate
+    return StaircaseAfterTrivial(tuple(float(x) for x in s), alpha_c, ci, float(q),
+                                 tuple(tuple(float(x) for x in row) for row in E), ratio, leak, ths, n,
+                                 time.perf_counter() - t0)
+
+
+def optimize_root(f, lo, hi):
+    """A rough root of f in [lo, hi] (brentq, relative to 1 - hi): refined by secant steps later."""
+    from scipy import optimize
+
+    return optimize.brentq(f, lo, hi, xtol=1e-3 * (1.0 - hi))

@@ -393,6 +393,13 @@ def layer_thresholds(spec: ModelSpec, precision: str = "standard", seed: int = 0
         ls = linear_stability(channel, scrambles=SCRAMBLES, seed=seed, precision=precision)
         thresholds = list(ls.thresholds)
         method = "randomised QMC linear stability (Perron eigenvalue of F)"
+        if ls.trivial_directions and ls.complement_basis:
+            from .linear_stability import staircase_after_trivial
+
+            st = staircase_after_trivial(channel, precision, seed, ls=ls)
+            if st is not None and math.isfinite(st.alpha) and not (ls.alpha_c < st.alpha):
+                thresholds = [t for t in thresholds if t.kind == "trivial"] + list(st.thresholds)
+                method += "; staircase after the trivial direction (root in its overlap)"
         points = ls.settings.outer_points if hasattr(ls, "settings") else 0
     pr_alpha = pr_ci = None
     if channel.noiseless and isinstance(spec, DeepAttentionSpec):

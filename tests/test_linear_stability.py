@@ -162,3 +162,147 @@ def test_noisy_sign_links_at_small_noise_stay_close_to_noiseless():
     r0 = linear_stability(make_channel("sign_product", noise=0.0), n_points=512)
     r1 = linear_stability(make_channel("sign_product", noise=0.01), n_points=512)
     assert r1.alpha_c == pytest.approx(r0.alpha_c, rel=1e-3)
+
+
+# ---------------------------------------------------------------------------------------
+# Staircase after the trivial direction: committee machine y = sign(sum_k sign z_k), K = 3
+# ---------------------------------------------------------------------------------------
+# Independent deterministic value (below): alpha_c = 19.2326 at q* = 0.94915, converged to
+# ~3e-5 relative under refinement of all three quadratures.
+COMMITTEE_STAIRCASE_ALPHA = 19.2326
+COMMITTEE_STAIRCASE_Q = 0.94915
+
+
+def _committee_reduced(q, n_out=120, n_in=120, order=100):
+    """(h(q), rho(q)) at Q* = q u u^T, u = (1,1,1)/sqrt 3, by a symmetry reduction independent
+    of the solvers' code.  z = s u + w with s ~ N(omega_u, 1 - q), w ~ N(0, Pi) on the
+    complement; given (y, omega_u) the posterior of w is isotropic with mean 0, so
+    Cov_c = C Pi with C = int N(s) c_y(s) / int N(s) pi_y(s), pi_+(s) = P(y = + | s),
+    c_+(s) = E[|w|^2 / 2 ; y = + | s] (1-D integrals with closed-form inner integrals over
+    one coordinate of w), and rho = E (C - 1)^2, h = E g_u^2 (Gauss-Hermite in omega_u, s)."""
+    from scipy.special import ndtr
+
+    s6 = math.sqrt(6.0)
+    phi = lambda x: np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)  # noqa: E731
+    K = lambda x: ndtr(x) - x * phi(x)  # noqa: E731  (antiderivative of x^2 phi)
+
+    def pi_c(m):
+        m = m[..., None]
+        x, w = np.polynomial.legendre.leggauss(order)
+        b1, b2 = s6 * m / 2, -s6 * m  # kinks: z_3 = 0 and a = 0
+        lo, hi = np.minimum(b1, b2), np.maximum(b1, b2)
+        P = C = 0.0
+        for a_, b_ in ((-12.0 + 0 * m, lo), (lo, hi), (hi, 12.0 + 0 * m)):
+            a_, b_ = np.clip(a_, -12, 12), np.clip(b_, -12, 12)
+            e2 = 0.5 * (b_ - a_) * x + 0.5 * (b_ + a_)
+            wt = 0.5 * (b_ - a_) * w * phi(e2)
+            a = math.sqrt(2) * (m + e2 / s6)  # z_1 > 0 iff e1 > -a, z_2 > 0 iff e1 < a
+            aa = np.abs(a)
+            z3pos = e2 < s6 * m / 2
+            P1 = np.where(z3pos, np.where(a >= 0, 1.0, 1.0 - (ndtr(aa) - ndtr(-aa))),
+                          np.where(a > 0, ndtr(aa) - ndtr(-aa), 0.0))
+            E1 = np.where(z3pos, np.where(a >= 0, 1.0, 1.0 - (K(aa) - K(-aa))),
+                          np.where(a > 0, K(aa) - K(-aa), 0.0))
+            P = P + (wt * P1).sum(-1)
+            C = C + (wt * (E1 + e2 * e2 * P1) / 2).sum(-1)
+        return P, C
+
+    xo, wo = np.polynomial.hermite_e.hermegauss(n_out)
+    xi, wi = np.polynomial.hermite_e.hermegauss(n_in)
+    wo, wi = wo / wo.sum(), wi / wi.sum()
+    s = math.sqrt(q) * xo[:, None] + math.sqrt(1 - q) * xi[None, :]
+    Pp, Cp = pi_c(s / math.sqrt(3))
+    h = rho = 0.0
+    for Py, Cy in ((Pp, Cp), (1 - Pp, 1 - Cp)):  # E|w|^2/2 = 1 splits over y = +-1
+        Z, num, gn = Py @ wi, Cy @ wi, (Py * (xi / math.sqrt(1 - q))) @ wi
+        ok = Z > 1e-280
+        Zs = np.where(ok, Z, 1.0)
+        h += wo @ np.where(ok, gn ** 2 / Zs, 0.0)
+        rho += wo @ np.where(ok, (num - Zs) ** 2 / Zs, 0.0)
+    return h, rho
+
+
+def _committee_basis():
+    u = np.ones(3) / math.sqrt(3)
+    Uc = np.linalg.qr(np.array([[1, 1, 1], [1, -1, 0], [1, 1, -2]], float).T)[0][:, 1:]
+    return u, Uc
+
+
+def test_committee_reduced_reference_value():
+    from scipy import optimize
+
+    def f(q):
+        h, r = _committee_reduced(q)
+        return q / ((1 - q) * h) * r - 1
+
+    q = optimize.brentq(f, 0.9, 0.99, xtol=1e-10)
+    h, _ = _committee_reduced(q)
+    assert q == pytest.approx(COMMITTEE_STAIRCASE_Q, abs=2e-5)
+    assert q / ((1 - q) * h) == pytest.approx(COMMITTEE_STAIRCASE_ALPHA, rel=1e-4)
+    # at q -> 0 the complement is not informed (the Q = 0 result: Cov_c = I)
+    assert _committee_reduced(1e-6)[1] < 1e-7
+    assert _committee_reduced(1e-6)[0] == pytest.approx(3 / (2 * math.pi), rel=1e-4)
+
+
+def test_committee_staircase_curve_against_reduction():
+    """The solver's linearisation (general-V posterior, QMC, y summed) at q* and at q = 0.5:
+    Q* = q u u^T is a fixed point (complement blocks of H vanish), F is isotropic, and
+    alpha(q) rho(q) agrees with the independent reduction within the scrambles' CI."""
+    from solvers.linear_stability import _TrivialDirectionCurve
+    from solvers.quadrature import t_halfwidth
+    from solvers.state_evolution import outer_normals
+
+    ch = make_channel("committee_sign", noise=0.0)
+    u, Uc = _committee_basis()
+    curve = _TrivialDirectionCurve(ch, u, Uc, outer_normals(ch, 4, 16, 0))
+    for q in (0.5, COMMITTEE_STAIRCASE_Q):
+        hr, Fs, leak = curve.statistics(q)
+        assert leak.max() < 1e-6
+        ev = np.linalg.eigvalsh(Fs.mean(0))
+        assert ev[0] == pytest.approx(ev[-1], rel=1e-6)  # F = rho Id on the complement
+        a, ar = curve.per_scramble(q)
+        h, rho = _committee_reduced(q)
+        assert abs(ar.mean() - q / ((1 - q) * h) * rho) <= 2 * t_halfwidth(ar) + 1e-3
+        assert abs(hr.mean() - h) <= 2 * t_halfwidth(hr) + 1e-4
+
+
+@pytest.mark.slow
+def test_committee_staircase_threshold():
+    """Full solver (pilot + final run, 16 points per scramble): about 4 minutes on one core."""
+    from solvers.linear_stability import staircase_after_trivial
+
+    ch = make_channel("committee_sign", noise=0.0)
+    r = staircase_after_trivial(ch, "fast", 0, max_points=16)
+    assert abs(r.alpha - COMMITTEE_STAIRCASE_ALPHA) <= r.ci95
+    assert r.ci95 <= 0.1 * r.alpha
+    assert r.leak < 1e-6
+    u, Uc = _committee_basis()
+    np.testing.assert_allclose(np.array(r.eigenmatrix), (np.eye(3) - np.outer(u, u)) / 2, atol=1e-6)
+    assert len(r.thresholds) == 2 and all(t.kind == "staircase" for t in r.thresholds)
+    D = np.array([t.direction for t in r.thresholds])
+    np.testing.assert_allclose(D @ D.T, np.eye(2), atol=1e-9)
+    np.testing.assert_allclose(D @ u, 0.0, atol=1e-9)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("factor", [0.9, 1.1])
+def test_committee_se_map_complement_shrinks_below_grows_above(factor):
+    """Independent of the linearisation: one step of the SE map itself (output_statistics
+    with y sampled and the general-V posterior, then the overlap update) at
+    Q = q*(alpha) u u^T + c Pi, c = 0.01: the complement overlap shrinks at 0.9 alpha_c and
+    grows at 1.1 alpha_c.  The direct form E g g^T is used: the Nishimori control-variate
+    blend of output_statistics.H has a noise of ~3e-3 on the complement block at 1024
+    points, which alpha ~ 20 turns into ~0.05 of overlap (larger than c itself)."""
+    from scipy import optimize
+
+    from solvers.state_evolution import outer_normals, output_statistics, overlap_update
+
+    ch = make_channel("committee_sign", noise=0.0)
+    u, Uc = _committee_basis()
+    Pi = np.eye(3) - np.outer(u, u)
+    alpha = factor * COMMITTEE_STAIRCASE_ALPHA
+    q = optimize.brentq(lambda q: q / ((1 - q) * _committee_reduced(q, 60, 60, 60)[0]) - alpha, 0.5, 0.999)
+    c = 1e-2
+    st = output_statistics(ch, q * np.outer(u, u) + c * Pi, outer_normals(ch, 64, 16, 1))
+    ratio = np.trace(Pi @ overlap_update(alpha, st.H_direct.mean(0))) / 2 / c
+    assert (ratio < 1) if factor < 1 else (ratio > 1)
