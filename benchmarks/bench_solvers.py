@@ -94,11 +94,11 @@ def main():
         samples += [(obs[i], omega[i], np.diag(V).copy()) for i in range(2)]
     t_ours, t_ref, err_ours, err_ref = [], [], [], []
     for a, om, v in samples:
-        exact_m, exact_c, _ = K.posterior_grid_L2(a[None], om[None], v, 1.0, 1.0, 256, 5)
+        exact_m, exact_c, _ = K.posterior_grid_L2(a[None], om[None], v, 1.0, 1.0, K.GRID_MAX, 5, 1e-10)
         t0 = time.perf_counter()
         reps = 200
         for _ in range(reps):
-            m, c, _ = K.posterior_grid_L2(a[None], om[None], v, 1.0, 1.0, 32, 5)
+            m, c, _ = K.posterior_grid_L2(a[None], om[None], v, 1.0, 1.0, 32, 5, 1e-7)
         t_ours.append((time.perf_counter() - t0) / reps)
         t0 = time.perf_counter()
         mr, cr = dblquad_moments(a, om, v, 1e-8)

@@ -376,6 +376,7 @@ def _posterior_grid_L2_one(a, omega, v, skip1, beta1, n, max_passes, tol, mean_o
 def posterior_grid_L2(a, omega, v, skip1, beta1, n, max_passes, tol=GRID_TOL):
     """Batch version: a (N, 2), omega (N, 2, 2), v (2,).  Returns mean (N, 4), cov (N, 4, 4), logz (N,)."""
     N = a.shape[0]
+    n = min(n, GRID_MAX)  # the work arrays hold at most GRID_MAX^2 points
     mean = np.empty((N, 4))
     cov = np.empty((N, 4, 4))
     logz = np.empty(N)
