@@ -237,6 +237,14 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
         lo, hi = min(near, far), max(near, far)
         return optimize.brentq(phi, lo, hi, xtol=1e-4 * min(lo, 1.0 - hi))
 
+    def newton_step(xv, f, J, active):
+        """x + (I - J)^{-1} f on the active components, never more than halving q or 1 - q."""
+        target = xv[active] + np.linalg.solve(np.eye(active.size) - J, f[active])
+        out = xv.copy()
+        out[active] = np.clip(target, 0.5 * xv[active], np.minimum(1.0 - 0.5 * (1.0 - xv[active]), Q_MAX))
+        return out
+
+    newton = None  # (Jacobian, its active components, residual norm, x and G(x) when it was used)
     f_prev = None
     f_last = np.zeros_like(x)
     growing = np.zeros(x.shape, dtype=int)
@@ -283,13 +291,27 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
         # threshold plain iteration needs tens of steps to leave Q ~ 0
         growing = np.where((f > 0) & (f >= 0.9 * f_last) & mask & (x < LEAVING_ZERO), growing + 1, 0)
         leaving_one = np.where((f < 0) & (f <= 0.9 * f_last) & mask & (1.0 - x < LEAVING_ZERO), leaving_one + 1, 0)
-        slow = np.where((np.abs(f) >= 0.9 * np.abs(f_last)) & (f * f_last > 0) & mask & ~small, slow + 1, 0)
+        # (not near q = 1, where 1 - q shrinks geometrically and Aitken's bounded jumps do better)
+        slow = np.where((np.abs(f) >= 0.5 * np.abs(f_last)) & (f * f_last > 0) & mask & ~small
+                        & (1.0 - x > LEAVING_ZERO), slow + 1, 0)
         f_last = f
-        if np.any(slow >= 3) and not np.any(growing >= 3) and not np.any(leaving_one >= 3):
-            # critical slowing down near a transition: a Newton step, but only where the map
-            # is locally contracting (spectral radius of its Jacobian below 1), so that it
-            # converges to the stable fixed point the iteration was heading for
-            active = np.flatnonzero(mask & ~small)
+        active = np.flatnonzero(mask & ~small)
+        if newton is not None:
+            J, was_active, last, x_last, g_last = newton
+            if np.array_equal(active, was_active) and np.linalg.norm(f[active]) < 0.5 * last:
+                # quasi-Newton: Broyden's update of the Jacobian from the last step
+                dx, dg = x[active] - x_last, gx[active] - g_last
+                if dx @ dx > 0:
+                    J = J + np.outer(dg - J @ dx, dx) / (dx @ dx)
+                if np.max(np.abs(np.linalg.eigvals(J))) < 0.999:
+                    newton = (J, active, np.linalg.norm(f[active]), x[active], gx[active])
+                    x = newton_step(x, f, J, active)
+                    continue
+            newton = None
+        if np.any(slow >= 2) and not np.any(growing >= 3) and not np.any(leaving_one >= 3):
+            # slow contraction (near a transition: critical slowing down): a Newton step, but
+            # only where the map is locally contracting (spectral radius of its Jacobian below
+            # 1), so that it converges to the stable fixed point the iteration was heading for
             J = np.empty((active.size, active.size))
             for k, j in enumerate(active):
                 step = -1e-2 * (1.0 - x[j]) if x[j] > 0.5 else 1e-4
@@ -298,10 +320,8 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
                 J[:, k] = (G_counted(y)[active] - gx[active]) / step
             slow[:] = 0
             if np.max(np.abs(np.linalg.eigvals(J))) < 0.999:
-                newton = x[active] + np.linalg.solve(np.eye(active.size) - J, f[active])
-                lo, hi = 0.5 * x[active], 1.0 - 0.5 * (1.0 - x[active])
-                x = x.copy()
-                x[active] = np.clip(newton, lo, np.minimum(hi, Q_MAX))
+                newton = (J, active, np.linalg.norm(f[active]), x[active], gx[active])
+                x = newton_step(x, f, J, active)
                 f_prev = None
                 f_last = np.zeros_like(x)
                 continue
