@@ -498,7 +498,7 @@ def staircase_after_trivial(channel, precision: str = "standard", seed: int = 0,
     half-width over the 16 scrambles plus the root's change at double inner resolution on
     a subset (a paired difference).  alpha = inf when no root exists for q < 0.9999."""
     from .state_evolution import outer_normals
-    from .thresholds import SCRAMBLES
+    from .thresholds import SCRAMBLES, points_for
 
     t0 = time.perf_counter()
     if ls is None:
@@ -525,8 +525,7 @@ def staircase_after_trivial(channel, precision: str = "standard", seed: int = 0,
     alpha0, ci0 = float(np.mean(roots)), float(t_halfwidth(roots))
     n, curve = pilot_points, pilot
     while True:
-        wanted = n * (ci0 / alpha0 / (0.8 * target)) ** 2
-        n_new = int(min(cap, max(n, 2 ** math.ceil(math.log2(max(wanted, 1.0))))))
+        n_new = points_for(n, ci0 / alpha0, target, cap)
         if n_new != n:
             n = n_new
             curve = _TrivialDirectionCurve(channel, s, Uc, outer_normals(channel, n, SCRAMBLES, seed))

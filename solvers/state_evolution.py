@@ -170,6 +170,17 @@ def _scaled_residual(x, f, channel):
     return float(np.max(np.abs(f)))
 
 
+def _difference_step(q: float) -> float:
+    """Finite-difference step for the SE map in an overlap q: relative to 1 - q (and inwards)
+    near q = 1, where a fixed step would leave [0, Q_MAX] and 1 - q contracts by a finite ratio."""
+    return -1e-2 * (1.0 - q) if q > 0.5 else 1e-4
+
+
+def _contracting(J: np.ndarray) -> bool:
+    """Spectral radius of the map's Jacobian below 1: the nearby fixed point attracts."""
+    return bool(np.max(np.abs(np.linalg.eigvals(J))) < 0.999)
+
+
 def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, normals: np.ndarray,
                         resolution: int = 1, tol: float = 1e-6, max_iterations: int = 400,
                         frozen: np.ndarray | None = None) -> FixedPointIteration:
@@ -178,8 +189,10 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
     Every third step extrapolates each component whose last two steps shrink with a stable
     ratio s in (0, 0.98): x* = x + s f / (1 - s), bounded so that no jump lands on 0 or 1.  Components moving away from an unstable
     fixed point (growing steps) are never extrapolated, so the iteration cannot be pulled
-    onto an unstable fixed point (as Anderson or Newton would be, e.g. Q = 0 above threshold).
-    Instead, a component that keeps growing slowly (sign-symmetric channels: a layer just
+    onto an unstable fixed point (as plain Anderson or Newton would be, e.g. Q = 0 above
+    threshold).  When the contraction is slow, Newton steps (then Broyden-updated ones) are
+    taken, but only while the map's Jacobian has spectral radius below 1, i.e. towards the
+    attracting fixed point the iteration was heading for.  A component that keeps growing slowly (sign-symmetric channels: a layer just
     above its threshold leaving Q ~ 0) jumps to the least root of its own map with the other
     components held; by monotonicity of the map this cannot pass the fixed point (up to the
     small excess of components still decaying towards it).  ``iterations`` counts every
@@ -303,7 +316,7 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
                 dx, dg = x[active] - x_last, gx[active] - g_last
                 if dx @ dx > 0:
                     J = J + np.outer(dg - J @ dx, dx) / (dx @ dx)
-                if np.max(np.abs(np.linalg.eigvals(J))) < 0.999:
+                if _contracting(J):
                     newton = (J, active, np.linalg.norm(f[active]), x[active], gx[active])
                     x = newton_step(x, f, J, active)
                     continue
@@ -314,12 +327,12 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
             # 1), so that it converges to the stable fixed point the iteration was heading for
             J = np.empty((active.size, active.size))
             for k, j in enumerate(active):
-                step = -1e-2 * (1.0 - x[j]) if x[j] > 0.5 else 1e-4
+                step = _difference_step(x[j])
                 y = x.copy()
                 y[j] += step
                 J[:, k] = (G_counted(y)[active] - gx[active]) / step
             slow[:] = 0
-            if np.max(np.abs(np.linalg.eigvals(J))) < 0.999:
+            if _contracting(J):
                 newton = (J, active, np.linalg.norm(f[active]), x[active], gx[active])
                 x = newton_step(x, f, J, active)
                 f_prev = None
@@ -406,8 +419,7 @@ def _fixed_point_result(channel, alpha, start, fp: FixedPointIteration, normals,
     P = len(q)
     J = np.zeros((P, P))
     for j in range(P):
-        # relative to 1 - q near q = 1 (perfect recovery), where a fixed step would leave [0, Q_MAX]
-        step = -1e-2 * (1.0 - q[j]) if q[j] > 0.5 else 1e-4
+        step = _difference_step(q[j])
         Qd = fp.Q.copy()
         Qd[j, j] += step
         Qd = _to_matrix(channel, _to_vector(channel, Qd))

@@ -193,12 +193,12 @@ class _LearnedLayerCurve:
 PILOT_POINTS = 64  # per scramble: enough to bracket the root and size the final run
 
 
-def _points_for(n: int, relative_ci: float, target: float) -> int:
+def points_for(n: int, relative_ci: float, target: float, cap: int = MAX_STAIRCASE_POINTS) -> int:
     """Points per scramble for a relative half-width ``target`` (with a 20% margin), from
     ``relative_ci`` measured at n points, assuming the n^-1/2 rate (QMC does better): a power
-    of two, never below n, at most MAX_STAIRCASE_POINTS."""
+    of two, never below n, at most ``cap``."""
     wanted = n * (relative_ci / (0.8 * target)) ** 2
-    return int(min(MAX_STAIRCASE_POINTS, max(n, 2 ** math.ceil(math.log2(max(wanted, 1.0))))))
+    return int(min(cap, max(n, 2 ** math.ceil(math.log2(max(wanted, 1.0))))))
 
 
 def _single_learned_step(channel: Channel, learned: int, remaining: list[int], base_q: np.ndarray,
@@ -208,7 +208,7 @@ def _single_learned_step(channel: Channel, learned: int, remaining: list[int], b
     A pilot run on few outer points brackets the root of every remaining layer and
     measures its spread over scrambles; the final run takes the number of points that
     spread calls for (QMC errors fall at least like n^-1/2), refines the pilot root by
-    secant steps and reports the mean of the per-scramble roots.  The half-width is the
+    Newton steps and reports the mean of the per-scramble roots.  The half-width is the
     Student-t interval over scrambles plus the root's change at double inner resolution,
     measured on a subset of the points (a paired difference, so few points suffice)."""
     target = PRECISION_TARGETS[precision][1]
@@ -228,7 +228,7 @@ def _single_learned_step(channel: Channel, learned: int, remaining: list[int], b
             continue  # clearly not the next layer
         n, qroot = PILOT_POINTS, q0
         while True:
-            n = _points_for(n, ci0 / alpha0, target)
+            n = points_for(n, ci0 / alpha0, target)
             normals = outer_normals(channel, n, SCRAMBLES, seed)
             curve = _LearnedLayerCurve(channel, learned, base_q, normals)
             qroot = curve.root_near(l, qroot)
