@@ -151,6 +151,58 @@ def test_perfect_recovery_matches_counting():
         assert abs(pr.alpha - exact) <= pr.ci95 + 0.005 * exact
 
 
+def test_state_evolution_around_perfect_recovery(paper_channel):
+    """Around alpha_PR = L / M = 1 (the counting of test_perfect_recovery_matches_counting),
+    the informed start converges: above it to Q_0; at it (where 1 - q shrinks only
+    algebraically) to Q_0 within its half-width; just below it, it leaves Q_0 (the overlaps
+    moving together along the map's Perron direction) and meets the fixed point reached
+    from below (a start under it, so the monotone map climbs to it) within their half-widths."""
+    from solvers.state_evolution import Q_MAX, fixed_point
+
+    above = fixed_point(PAPER, 1.05, "informed", "fast")
+    assert above.converged and min(above.layer_overlaps) >= Q_MAX
+    at = fixed_point(PAPER, 1.0, "informed", "fast")
+    assert at.converged and all(q + ci >= Q_MAX for q, ci in zip(at.layer_overlaps, at.overlap_ci95))
+    from_above = fixed_point(PAPER, 0.95, "informed", "fast")
+    from_below = fixed_point(PAPER, 0.95, "uninformed", "fast", Q_start=np.diag([0.5, 0.99]))
+    assert from_above.converged and from_below.converged
+    assert from_above.layer_overlaps[0] < 0.9  # left perfect recovery
+    for l in range(2):
+        assert abs(from_above.layer_overlaps[l] - from_below.layer_overlaps[l]) <= (
+            from_above.overlap_ci95[l] + from_below.overlap_ci95[l])
+
+
+def test_statistical_stopping_moves_overlaps_far_less_than_their_half_width(paper_channel):
+    """SE stops once the map's step is below a tenth of its Monte-Carlo standard error (and
+    adds the propagated step to the half-width).  Iterating on to a residual of 1e-8 moves
+    the overlaps by less than a tenth of the reported half-width (theory: about 5%)."""
+    from solvers.state_evolution import _fixed_point_result, iterate_fixed_point
+
+    normals = outer_normals(paper_channel, 64, 16, 0)
+    for alpha, start in ((0.5, (1e-3, 0.6)), (0.85, (0.3, 0.98))):
+        stopped = iterate_fixed_point(paper_channel, alpha, np.diag(start), normals, statistical_tolerance=0.1)
+        strict = iterate_fixed_point(paper_channel, alpha, np.diag(start), normals, tol=1e-8, max_iterations=600)
+        assert stopped.converged and strict.converged
+        assert stopped.iterations < strict.iterations
+        ci = _fixed_point_result(paper_channel, alpha, "uninformed", stopped, normals, 1).overlap_ci95
+        moved = np.abs(np.diag(stopped.Q) - np.diag(strict.Q))
+        assert np.all(moved <= 0.1 * np.asarray(ci)), (alpha, moved, ci)
+
+
+def test_state_evolution_curve_keeps_perfect_recovery_without_iterating():
+    """Above the first alpha where the uninformed branch reaches Q_0, the curve reuses it (the
+    SE map is monotone in alpha) for both starts; iterating from scratch there agrees."""
+    from solvers.state_evolution import Q_MAX, fixed_point
+
+    one_layer = DeepAttentionSpec(layers=1, tokens=2)  # alpha_PR = 1 / 2
+    curve = state_evolution(one_layer, [0.6, 0.9], precision="fast")
+    reused = curve.points[1]
+    assert reused.uninformed.iterations == 0 and reused.informed.iterations == 0
+    assert reused.uninformed.layer_overlaps == reused.informed.layer_overlaps == (Q_MAX,)
+    direct = fixed_point(one_layer, 0.9, "uninformed", "fast")
+    assert direct.converged and direct.iterations > 0 and direct.layer_overlaps == (Q_MAX,)
+
+
 def test_reference_overlaps_and_plugin_error_fast():
     """Layer-2 overlap within 0.03 of the published SE in [0.3, 0.8]; plug-in error within 10%."""
     ref = {round(r["alpha"], 3): r for r in read_reference("se_overlaps_L2_M2_c1.csv")}
