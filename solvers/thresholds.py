@@ -20,6 +20,7 @@ resolution (quadrature error).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -387,6 +388,12 @@ def layer_thresholds(spec: ModelSpec, precision: str = "standard", seed: int = 0
         thresholds, zero = staircase(channel, precision, seed, progress)
         method = zero.method + "; staircase roots in the learned overlap"
         points = zero.points
+        if not isinstance(spec, DeepAttentionSpec):
+            # multi-index models name directions; for a sign-symmetric link the overlap matrix
+            # stays diagonal, so index l is learned along the unit vector e_l
+            P = channel.n_indices
+            thresholds = [dataclasses.replace(t, layer=None, direction=tuple(float(k == t.layer - 1) for k in range(P)))
+                          for t in thresholds]
     else:
         from .linear_stability import linear_stability
 

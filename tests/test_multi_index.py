@@ -319,6 +319,16 @@ def test_singular_V_does_not_crash():
         assert not np.any(np.isnan(pm.mean)) and not np.any(np.isnan(pm.cov))
 
 
+def test_sign_symmetric_multi_index_thresholds_name_their_direction():
+    """Multi-index thresholds name a direction in R^P, not a layer, also for links whose
+    threshold comes from the staircase path (square, abs: overlaps stay diagonal)."""
+    from solvers import layer_thresholds
+
+    (t,) = layer_thresholds(MultiIndexSpec(link="square"), precision="fast").thresholds
+    assert t.layer is None and t.direction == (1.0,)
+    assert abs(t.alpha - 0.5) <= t.ci95
+
+
 def test_phase_retrieval_state_evolution_has_the_known_computational_gap():
     """Noiseless real phase retrieval, Gaussian prior (Barbier et al., PNAS 2019): weak
     recovery at alpha = 1/2, perfect recovery information-theoretically at alpha = 1, but AMP
