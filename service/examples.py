@@ -2,7 +2,7 @@
 
 PAPER_MODEL = {"family": "deep_attention", "layers": 2, "tokens": 2, "skip": [1.0, 1.0],
                "beta": [1.0, 1.0], "noise": 0.0}
-SOLVER = {"version": "0.2.0", "method": "staircase", "seconds": 61.6}
+SOLVER = {"version": "0.3.0", "method": "staircase", "seconds": 61.6}
 
 THRESHOLDS = {
     "model": PAPER_MODEL, "precision": "fast", "seed": 0, "dimension": 768,
@@ -37,7 +37,7 @@ JOB = {"id": "5f0c6f1c2b7e4b1e9a8f3a6d2c1b0e9f", "kind": "thresholds", "status":
 MODELS = {"families": {"deep_attention": {"description": "Deep tied low-rank attention",
                                           "parameters": {"layers": {"type": "integer", "min": 1,
                                                                     "max": 4, "default": 2}}}},
-          "precisions": {"fast": {"ci95_relative": [0.02, 0.02]}}, "solver_version": "0.2.0"}
+          "precisions": {"fast": {"ci95_relative": [0.02, 0.02]}}, "solver_version": "0.3.0"}
 
 PROBLEM = {"type": "/problems/validation-error", "title": "Invalid request", "status": 422,
            "detail": "model.layers: Input should be less than or equal to 4; allowed: an integer in [1, 4]",
@@ -81,7 +81,7 @@ AMP_JOB = {"id": "9b1d3c5e7f9a4b2c8d6e0f1a3b5c7d9e", "kind": "amp_simulation", "
 
 HEALTH = {"status": "ok"}
 READY = {"status": "ready", "cache": {"backend": "redis", "available": True},
-         "solvers": {"ready": True, "version": "0.2.0", "workers": 2, "warm_up_seconds": 12.5}}
+         "solvers": {"ready": True, "version": "0.3.0", "workers": 2, "warm_up_seconds": 12.5}}
 METRICS = ("# HELP staircase_cache_hits_total Answers served from the cache\n"
            "# TYPE staircase_cache_hits_total counter\n"
            "staircase_cache_hits_total{kind=\"thresholds\"} 42.0\n")

@@ -2,7 +2,7 @@
 
 Pure numerical code (no web, no cache, no I/O).  See THEORY.md for the mathematics.
 """
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 from .errors import SpecError
 from .models import DeepAttentionSpec, ModelSpec, MultiIndexSpec, catalogue, spec_from_dict
