@@ -273,6 +273,11 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
         latest.update(x=xv.copy(), statistics=st, se=per_scramble.std(0, ddof=1) / math.sqrt(len(st.H)))
         return np.clip(out, 0.0, Q_MAX) if channel.sign_symmetric else out
 
+    def within_statistical_error(step, components):
+        """Every step on these components below statistical_tolerance x the map's standard error."""
+        return statistical_tolerance is not None and bool(
+            np.all(np.abs(step[components]) <= statistical_tolerance * latest["se"][components]))
+
     evaluations = [0]
 
     def G_counted(xv):
@@ -326,7 +331,6 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
     leaving_one = np.zeros(x.shape, dtype=int)
     approaching_one = np.zeros(x.shape, dtype=int)
     ray_jumps = [2, 2]  # jumps along v = 1 - q left: leaving Q_0, approaching it
-    slow = np.zeros(x.shape, dtype=int)
     res = np.inf
     converged = False
     contraction = np.nan
@@ -343,16 +347,14 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
         near_one = mask & (1.0 - x < NEAR_ONE) & (x < Q_MAX) if channel.sign_symmetric else none
         settled = ~small & ~near_one
         res = _scaled_residual(x[settled], f[settled], channel) if np.any(settled) else 0.0
-        done = res <= tol or (statistical_tolerance is not None
-                              and bool(np.all(np.abs(f[settled]) <= statistical_tolerance * latest["se"][settled])))
+        done = res <= tol or within_statistical_error(f, settled)
         if done and np.any(near_one):
             if np.max((1.0 - gx[near_one]) / (1.0 - x[near_one])) < 1.0:
                 # Collatz-Wielandt: the map of v = 1 - q near Q_0 (monotone, 1-homogeneous)
                 # has spectral radius <= max_l v'_l / v_l < 1, so Q_0 attracts: go there
                 x = np.where(near_one, Q_MAX, x)
                 near_one = none
-            elif statistical_tolerance is not None and np.all(
-                    np.abs(f[near_one]) <= statistical_tolerance * latest["se"][near_one]):
+            elif within_statistical_error(f, near_one):
                 # marginal (alpha_PR itself): still within the statistical error; the fixed
                 # point lies between here and Q_0, so the step reported is the distance left
                 f = np.where(near_one, 1.0 - x, f)
@@ -393,8 +395,8 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
             approaching_one = _count_steady(approaching_one, 1.0 / down_ratio, near_ray & (1.0 - x > NEAR_ONE), 1e-3)
         # slow contraction, measured in Newton's coordinates (not near q = 1, where the map
         # of 1 - q is linear: Aitken's bounded jumps, or the jump below, do better there)
-        slow = np.where((np.abs(fu) >= 0.5 * np.abs(fu_last)) & (fu * fu_last > 0) & mask & ~small
-                        & (1.0 - x > LEAVING_ZERO), slow + 1, 0)
+        slow = ((np.abs(fu) >= 0.5 * np.abs(fu_last)) & (fu * fu_last > 0) & mask & ~small
+                & (1.0 - x > LEAVING_ZERO))
         fu_last = fu
         active = np.flatnonzero(mask & ~small)
         if newton is not None:
@@ -409,7 +411,7 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
                     x = newton_step(x, fu, J, active)
                     continue
             newton = None
-        if np.any(slow >= 1) and not np.any(growing >= 3) and not np.any(leaving_one >= 3):
+        if np.any(slow) and not np.any(growing >= 3) and not np.any(leaving_one >= 3):
             # slow contraction (near a transition: critical slowing down): a Newton step, but
             # only where the map is locally contracting (spectral radius of its Jacobian below
             # 1), so that it converges to the stable fixed point the iteration was heading for
@@ -419,7 +421,6 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
                 y[j] += _difference_step(x[j])
                 yu = _to_newton_coordinates(y, logit)
                 J[:, k] = (_to_newton_coordinates(G_counted(y), logit)[active] - gu[active]) / (yu[j] - xu[j])
-            slow[:] = 0
             if _contracting(J):
                 newton = (J, active, np.linalg.norm(fu[active]), xu[active], gu[active])
                 x = newton_step(x, fu, J, active)
@@ -622,7 +623,7 @@ def state_evolution(spec, alphas, precision: str = "standard", seed: int = 0, pr
     order = np.argsort(alphas)
     total = 2 * len(alphas)
     done = 0
-    uninformed, informed = {}, {}
+    uninformed, informed, at_q0 = {}, {}, {}
     Q = np.eye(P) * UNINFORMED_START
     fp = None
     for i in order:
@@ -633,16 +634,16 @@ def state_evolution(spec, alphas, precision: str = "standard", seed: int = 0, pr
             fp = iterate_fixed_point(channel, alphas[i], _warm_start(Q, UNINFORMED_START, 1.0), normals,
                                      statistical_tolerance=STATISTICAL_TOLERANCE)
         Q = fp.Q
+        at_q0[i] = _perfect_recovery(channel, fp)
         uninformed[i] = _fixed_point_result(channel, alphas[i], "uninformed", fp, normals, 1)
         done += 1
         if progress:
             progress(done, total)
     Q = np.eye(P) * INFORMED_START
     for i in order[::-1]:
-        u = uninformed[i]
-        if u.converged and channel.sign_symmetric and min(u.layer_overlaps) >= Q_MAX:
+        if at_q0[i]:
             # the informed fixed point lies above the uninformed one, here already Q_0
-            informed[i] = dataclasses.replace(u, start="informed", iterations=0)
+            informed[i] = dataclasses.replace(uninformed[i], start="informed", iterations=0)
         else:
             fp = iterate_fixed_point(channel, alphas[i], _warm_start(Q, 0.0, INFORMED_START), normals,
                                      statistical_tolerance=STATISTICAL_TOLERANCE)
