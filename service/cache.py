@@ -14,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import time
 from typing import Optional
 
+import diskcache
 import orjson
+import redis
+import redis.asyncio as aioredis
 
 from . import metrics
 
@@ -38,8 +40,7 @@ class Store:
     async def add(self, key: str, value: bytes, ttl: float) -> bool: ...
     async def delete(self, key: str) -> None: ...
     async def touch(self, key: str, ttl: float) -> None: ...
-    async def push(self, queue: str, value: bytes) -> None: ...
-    async def pop(self, queue: str, timeout: float) -> Optional[bytes]: ...
+    async def mget(self, keys: list[str]) -> list[Optional[bytes]]: ...
     async def ping(self) -> bool: ...
     async def close(self) -> None: ...
 
@@ -51,11 +52,9 @@ class RedisStore(Store):
     backend = "redis"
 
     def __init__(self, url: str, prefix: str = "staircase:"):
-        import redis.asyncio as aioredis
-
         self.url = url
         self.prefix = prefix
-        self._errors = (__import__("redis").exceptions.RedisError, OSError, ConnectionError)
+        self._errors = (redis.exceptions.RedisError, OSError, ConnectionError)
         self.client = aioredis.Redis.from_url(
             url, socket_connect_timeout=0.5, socket_timeout=2.0, retry_on_timeout=False,
             health_check_interval=5)
@@ -95,12 +94,11 @@ class RedisStore(Store):
     async def touch(self, key, ttl):
         await self._call(self.client.pexpire(self._k(key), int(ttl * 1000)))
 
-    async def push(self, queue, value):
-        await self._call(self.client.lpush(self._k(queue), value))
-
-    async def pop(self, queue, timeout):
-        out = await self._call(self.client.brpop([self._k(queue)], timeout=max(1, int(timeout))))
-        return None if out is None else out[1]
+    async def mget(self, keys):
+        """Many keys in one round trip."""
+        if not keys:
+            return []
+        return await self._call(self.client.mget([self._k(k) for k in keys]))
 
     async def ping(self):
         try:
@@ -125,8 +123,6 @@ class DiskStore(Store):
     backend = "disk"
 
     def __init__(self, directory):
-        import diskcache
-
         self.directory = str(directory)
         self.cache = diskcache.Cache(self.directory, size_limit=2**30)
         self.available = True
@@ -155,18 +151,8 @@ class DiskStore(Store):
     async def touch(self, key, ttl):
         self._call(self.cache.touch, key, expire=ttl)
 
-    async def push(self, queue, value):
-        self._call(self.cache.push, value, prefix=queue, side="back")
-
-    async def pop(self, queue, timeout):
-        deadline = time.monotonic() + timeout
-        while True:
-            _, v = self._call(self.cache.pull, prefix=queue)
-            if v is not None or time.monotonic() >= deadline:
-                return v
-            import asyncio
-
-            await asyncio.sleep(0.2)
+    async def mget(self, keys):
+        return [await self.get(k) for k in keys]
 
     async def ping(self):
         return True

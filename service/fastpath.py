@@ -1,7 +1,7 @@
 """A fast path for repeated questions, in front of FastAPI (pure ASGI).
 
-A POST body already validated once maps to its cache key (a bounded LRU of body bytes ->
-(kind, view, cache key, canonical request), filled by the routes after a successful answer).
+A POST body already validated once maps to its question (a bounded LRU of body bytes ->
+``service.computations.Question``, filled by the routes after a successful answer).
 When the same bytes come again, the fixed point is read from the store (so outages and
 corrupt entries behave exactly as on the normal path) and rendered without routing, body
 validation or dependency resolution.  Anything else (not seen, not in the cache, API key
@@ -14,16 +14,18 @@ from collections import OrderedDict
 
 import orjson
 
-from . import metrics, render
+from . import metrics
+from .computations import COMPUTATIONS
 
-PATHS = ("/v1/thresholds", "/v1/state-evolution", "/v1/sample-size")
+# the answers that can come straight from the cache (not the always-a-job ones)
+PATHS = tuple("/v1" + c.path for c in COMPUTATIONS.values() if not c.always_job)
 MEMO_SIZE = 4096
 
 
 class Memo:
     def __init__(self, size: int = MEMO_SIZE):
         self.size = size
-        self.entries: OrderedDict[tuple[str, bytes], tuple] = OrderedDict()
+        self.entries: OrderedDict[tuple[str, bytes], object] = OrderedDict()
 
     def get(self, path: str, body: bytes):
         entry = self.entries.get((path, body))
@@ -31,7 +33,7 @@ class Memo:
             self.entries.move_to_end((path, body))
         return entry
 
-    def put(self, path: str, body: bytes, entry: tuple) -> None:
+    def put(self, path: str, body: bytes, entry) -> None:
         self.entries[(path, body)] = entry
         if len(self.entries) > self.size:
             self.entries.popitem(last=False)
@@ -57,11 +59,11 @@ class FastPath:
         memo: Memo = getattr(state, "memo", None)
         entry = memo.get(scope["path"], body) if memo is not None else None
         if entry is not None and self._authorised(scope, state):
-            kind, view, key, request = entry
-            raw = await state.engine.cache.get(key, kind)
+            q = entry
+            raw = await state.services.engine.cache.get(q.key, q.kind)
             if raw is not None:
-                metrics.CACHE_HITS.labels(kind).inc()
-                out = orjson.dumps(render.RENDER[view](raw, request, "hit"))
+                metrics.CACHE_HITS.labels(q.kind).inc()
+                out = orjson.dumps(COMPUTATIONS[q.view].render(raw, q.request, "hit"))
                 scope["route"] = _Route(scope["path"])
                 await send({"type": "http.response.start", "status": 200,
                             "headers": [(b"content-type", b"application/json"),

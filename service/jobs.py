@@ -1,64 +1,50 @@
-"""Computations as jobs: a process pool, Redis/disk locks, persisted job records.
+"""Computations as jobs: the one cache-or-compute path, for requests, jobs and sweep points.
 
-The flow of a cold request (``Engine.answer``):
+The asking side (:meth:`Engine.answer`, :meth:`Engine.submit`):
 
 1. look the fixed point up in the cache (hit: done);
-2. claim the computation: a lock ``lock:<cache key>`` holding the id of the owning job,
-   taken with SET NX (Redis) or ``add`` (diskcache), so identical cold requests, from this
-   process or any other replica, compute once and the others wait for that job;
-3. the owner runs it in the pool (``STAIRCASE_QUEUE=local``) or queues it for
-   ``python -m service.worker`` (``STAIRCASE_QUEUE=redis``), heart-beating the lock and
-   writing progress into the job record;
-4. the request waits up to ``STAIRCASE_SYNC_TIMEOUT`` seconds, then answers 202 with the job.
+2. claim the computation: the lease ``lock:<cache key>`` (service.leases) names the owning
+   job, so identical cold questions, from this process or any replica, compute once and the
+   others follow that job;
+3. the owner job goes to the queue: the arq queue when ``STAIRCASE_QUEUE=redis``
+   (``python -m service.worker`` runs it), else a task of this process (its pool);
+4. a request waits up to ``STAIRCASE_SYNC_TIMEOUT`` seconds, then answers 202 with its job.
 
-Job records live in the same store as the cache (``job:<id>``), so they survive restarts;
-an interrupted job (no live lock) is resumed when it is next looked at.  When the store is
-down the records stay in memory and computations run anyway.
+The running side (:meth:`Engine.execute`, here or in a worker): the cache again, else the
+pool, heart-beating the lease and writing progress into the job record; the result goes to the
+cache and the record.
+
+Job records live in the store (``job:<id>``), so they survive restarts; a job whose lease
+lapsed without an answer is resumed when it is next looked at.  When the store is down the
+records stay in memory and computations run anyway.
 """
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
 import logging
-import multiprocessing
+import os
 import time
 import uuid
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass, field
-from typing import Optional
+from dataclasses import dataclass, field, fields
+from typing import Any, Awaitable, Callable, Optional
 
 import orjson
+import redis
 
-from . import compute, metrics
-from .cache import ResultCache, Store, StoreUnavailable, cache_key
+from . import metrics
+from .cache import ResultCache, Store, StoreUnavailable
+from .computations import COMPUTATIONS, Question
+from .leases import Leases
+from .pool import Pool
+from .problems import Busy, ComputationFailed, solver_failure
+from .queue import ArqQueue
 
 log = logging.getLogger("staircase.jobs")
 
 TERMINAL = ("done", "failed", "cancelled")
-KINDS = ("thresholds", "state_evolution", "sample_size", "amp_simulation")
-QUEUE = "queue"
-
-
-def _field_of(parameter: str, kind: str = "") -> str:
-    """The request field a solver parameter came from."""
-    top = parameter.split("[")[0].split(".")[0]
-    if kind == "amp_simulation" and top in ("alpha", "dimension", "seeds", "iterations", "damping"):
-        return top
-    if top in ("alpha", "alphas", "target", "dimension", "precision", "seed"):
-        return "alphas" if top == "alpha" else parameter
-    return "model." + parameter
-
-
-class ComputationFailed(Exception):
-    """The solvers refused or failed on this input: a 422 problem."""
-
-    def __init__(self, problem: dict):
-        super().__init__(problem.get("detail", "computation failed"))
-        self.problem = problem
-
-
-class Busy(Exception):
-    """Too many jobs pending: a 429 problem."""
+FOREVER = 1e7  # seconds: a deadline for waiters that never give up (sweep points)
 
 
 @dataclass
@@ -77,129 +63,44 @@ class Job:
     updated_at: float = field(default_factory=time.time)
     raw: Optional[dict] = None
     error: Optional[dict] = None
-    view: str = ""  # how the result is rendered (default: kind); sample_size can view thresholds
+    view: str = ""  # the registry entry that renders the result (sample_size can view thresholds)
+    cache: str = "miss"  # "hit": answered from the cache without computing
+    seconds: Optional[float] = None  # wall time of the computation
+    tries: int = 0  # attempts (a worker dying mid-computation costs one)
+    worker: Optional[int] = None  # pid of the process that ran it
+    solver_spec: Any = field(default=None, repr=False, compare=False)  # in memory only
+
+    @classmethod
+    def of(cls, q: Question, job_id: Optional[str] = None, **kw) -> "Job":
+        jid = job_id or uuid.uuid4().hex
+        return cls(id=jid, kind=q.kind, cache_key=q.key, spec=q.model, params=q.params,
+                   request=q.request, owner=kw.pop("owner", jid), view=q.view, solver_spec=q.spec, **kw)
 
     def dump(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        return orjson.dumps({f.name: getattr(self, f.name) for f in fields(self)
+                             if f.name != "solver_spec"})
 
     @classmethod
     def load(cls, raw) -> Optional["Job"]:
         try:
-            d = orjson.loads(raw)
-            return cls(**d)
+            return cls(**orjson.loads(raw))
         except Exception:
             return None
 
+    def finish(self, raw: dict, cache: str) -> None:
+        self.status, self.raw, self.cache = "done", raw, cache
+        self.done = self.total = max(self.total, 1)
 
-# ------------------------------------------------------------------ the process pool
+    def body(self) -> dict:
+        """The job as ``GET /v1/jobs/{id}`` shows it."""
+        result = None
+        if self.status == "done" and self.raw is not None:
+            result = COMPUTATIONS[self.view or self.kind].render(self.raw, self.request, "miss")
+        return {"id": self.id, "kind": self.view or self.kind, "status": self.status,
+                "progress": {"done": self.done, "total": self.total},
+                "created_at": self.created_at, "updated_at": self.updated_at,
+                "request": self.request, "result": result, "error": self.error}
 
-class Pool:
-    """ProcessPoolExecutor (spawn) + a manager dict for progress and cancel flags."""
-
-    def __init__(self, workers: int, warm: bool = True):
-        self.workers = workers
-        self.warm = warm
-        self.ctx = multiprocessing.get_context("spawn")
-        self.executor: Optional[concurrent.futures.ProcessPoolExecutor] = None
-        self.manager = None
-        self.table = None
-        self.ready = False
-        self.version = "unknown"
-        self.warm_seconds: Optional[float] = None
-        self.error: Optional[str] = None
-
-    def start(self) -> None:
-        if self.manager is None:
-            self.manager = self.ctx.Manager()
-            self.table = self.manager.dict()
-        if self.executor is None:
-            self.executor = concurrent.futures.ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=self.ctx,
-                initializer=compute.init_worker, initargs=(self.warm,))
-
-    async def warm_up(self) -> None:
-        """Start every worker process (its initializer compiles the kernels) and wait."""
-        t0 = time.perf_counter()
-        try:
-            loop = asyncio.get_running_loop()
-            outs = await asyncio.gather(*[loop.run_in_executor(self.executor, compute.ping)
-                                          for _ in range(self.workers)])
-            self.version = outs[0]["version"]
-            self.ready = True
-            self.warm_seconds = time.perf_counter() - t0
-        except Exception as exc:  # solvers missing or broken: readyz reports it
-            self.error = f"{type(exc).__name__}: {exc}"
-            log.exception("warm-up failed")
-
-    def submit(self, kind: str, spec: dict, params: dict, job_id: str):
-        """(future, executor): the executor is what to restart if this future breaks."""
-        self.start()
-        progress = compute.Progress(self.table, job_id)
-        ex = self.executor
-        return ex.submit(compute.run, kind, spec, params, progress), ex
-
-    def restart(self, broken=None) -> None:
-        """After a worker died (BrokenProcessPool): a fresh executor (once per breakage)."""
-        if broken is not None and broken is not self.executor:
-            return  # someone already replaced it
-        old, self.executor = self.executor, None
-        if old is not None:
-            old.shutdown(wait=False, cancel_futures=True)
-        self.start()
-
-    def kill(self, job_id: str) -> bool:
-        """Stop the process running a job that ignores its cancel flag (the pool then breaks
-        and is replaced; other jobs in it are resubmitted)."""
-        import os
-        import signal
-
-        try:
-            pid = self.table.get("pid:" + job_id) if self.table is not None else None
-        except Exception:
-            pid = None
-        procs = getattr(self.executor, "_processes", None) or {}
-        if pid is None or pid not in procs:
-            return False
-        log.warning("killing pool process %s to cancel job %s", pid, job_id)
-        os.kill(pid, signal.SIGKILL)
-        return True
-
-    def progress(self, job_id: str) -> Optional[tuple[int, int]]:
-        try:
-            return self.table.get(job_id) if self.table is not None else None
-        except Exception:
-            return None
-
-    def cancel(self, job_id: str) -> None:
-        try:
-            if self.table is not None:
-                self.table["cancel:" + job_id] = True
-        except Exception:
-            pass
-
-    def forget(self, job_id: str) -> None:
-        try:
-            if self.table is not None:
-                self.table.pop(job_id, None)
-                self.table.pop("cancel:" + job_id, None)
-                self.table.pop("pid:" + job_id, None)
-        except Exception:
-            pass
-
-    def close(self, kill: bool = False) -> None:
-        ex, self.executor = self.executor, None
-        if ex is not None:
-            procs = list(getattr(ex, "_processes", {}).values()) if kill else []
-            for p in procs:
-                p.terminate()
-            ex.shutdown(wait=not kill, cancel_futures=True)
-        if self.manager is not None:
-            self.manager.shutdown()
-            self.manager = None
-            self.table = None
-
-
-# ------------------------------------------------------------------ the engine
 
 @dataclass
 class Answer:
@@ -216,12 +117,16 @@ class Engine:
         self.store = store
         self.cache = ResultCache(store)
         self.pool = pool
+        self.leases = Leases(store, settings.lease)
+        self.queue = ArqQueue(settings.redis_url, settings.redis_prefix) if settings.queued else None
+        # a queued job holds its computation's lease until a worker takes it up
+        self.claim_ttl = settings.job_ttl if settings.queued else settings.lease
         self.jobs: dict[str, Job] = {}          # records known to this process (store fallback)
         self.events: dict[str, asyncio.Event] = {}  # jobs this process is running
         self.inflight: dict[str, str] = {}      # cache key -> owning job id (this process)
         self.tasks: set[asyncio.Task] = set()
 
-    # ---- store helpers (degrade on outage)
+    # ---- records (degrade on outage)
     async def save(self, job: Job) -> None:
         job.updated_at = time.time()
         self.jobs[job.id] = job
@@ -248,83 +153,96 @@ class Engine:
             return local
         return job
 
-    async def _lock_holder(self, key: str) -> Optional[str]:
+    async def load_many(self, job_ids: list[str]) -> list[Optional[Job]]:
+        """Records of many jobs in one store round trip (None: unknown)."""
         try:
-            v = await self.store.get("lock:" + key)
+            raws = await self.store.mget(["job:" + j for j in job_ids])
         except StoreUnavailable:
-            return None
-        return v.decode() if isinstance(v, bytes) else v
-
-    def key(self, kind: str, spec: dict, numerics: dict) -> str:
-        import solvers
-
-        return cache_key(kind, spec, solvers.__version__, **numerics)
+            raws = [None] * len(job_ids)
+        return [Job.load(r) if r is not None else self.jobs.get(j) for j, r in zip(job_ids, raws)]
 
     def pending(self) -> int:
         return len(self.events)
 
-    # ---- the request path
-    async def answer(self, kind: str, spec: dict, params: dict, numerics: dict, request: dict,
-                     respond_async: bool = False, view: Optional[str] = None) -> Answer:
-        key = self.key(kind, spec, numerics)
-        raw = await self.cache.get(key, kind)
+    # ---- the asking side
+    async def answer(self, q: Question, respond_async: bool = False,
+                     job_id: Optional[str] = None) -> Answer:
+        """The cached answer, or the computed one within the sync timeout, or a job."""
+        key = q.key
+        raw = await self.cache.get(key, q.kind)
         if raw is not None:
-            metrics.CACHE_HITS.labels(kind).inc()
+            metrics.CACHE_HITS.labels(q.kind).inc()
             return Answer(raw=raw, cache="hit")
-        metrics.CACHE_MISSES.labels(kind).inc()
+        metrics.CACHE_MISSES.labels(q.kind).inc()
         deadline = time.monotonic() + (0.0 if respond_async else self.settings.sync_timeout)
         for _ in range(100):
-            owner = await self._claim(kind, key, spec, params, request, view)
+            owner = await self._claim(q, job_id)
             if isinstance(owner, dict):  # became available while claiming
                 return Answer(raw=owner, cache="hit")
             outcome = await self._wait(key, owner, deadline)
             if outcome == "retry":
                 continue
             if outcome is None:  # still running: 202
-                return Answer(job=await self._job_for(owner, kind, key, spec, params, request, view))
+                return Answer(job=await self._job_for(owner, q, job_id))
             return Answer(raw=outcome, cache="miss")
         raise ComputationFailed({"detail": "the computation was cancelled repeatedly"})
 
-    async def _claim(self, kind, key, spec, params, request, view=None):
-        """The id of the job computing ``key`` (started here if nobody is), or the result."""
+    async def submit(self, q: Question, job_id: Optional[str] = None) -> Job:
+        """A job for the question, always (done at once when cached)."""
+        ans = await self.answer(q, respond_async=True, job_id=job_id)
+        if ans.job is not None:
+            return ans.job
+        job = Job.of(q, job_id, done=1, total=1)
+        job.finish(ans.raw, ans.cache)
+        job.seconds, job.tries = 0.0, 1
+        await self.save(job)
+        return job
+
+    async def settle(self, job: Job) -> Job:
+        """Wait until ``job`` (or the job it follows) has finished; its record then."""
+        try:
+            await self._wait(job.cache_key, job.owner, time.monotonic() + FOREVER)
+        except ComputationFailed:
+            pass
+        return await self.get(job.id) or job
+
+    async def _claim(self, q: Question, job_id: Optional[str]):
+        """The id of the job computing ``q`` (started here if nobody is), or the result."""
+        key = q.key
         if key in self.inflight:
             return self.inflight[key]
-        job = Job(id=uuid.uuid4().hex, kind=kind, cache_key=key, spec=spec, params=params,
-                  request=request, owner="", view=view or kind)
-        job.owner = job.id
-        try:
-            lock_ttl = self.settings.job_ttl if self.settings.queue == "redis" else self.settings.lock_ttl
-            acquired = await self.store.add("lock:" + key, job.id.encode(), ttl=lock_ttl)
-        except StoreUnavailable:
-            acquired = True  # degraded: dedupe within this process only
-        if not acquired:
-            holder = await self._lock_holder(key)
+        job = Job.of(q, job_id)
+        if not await self.leases.take(key, job.id, ttl=self.claim_ttl):
+            holder = await self.leases.holder(key)
             if holder:
                 return holder
-            return await self._claim(kind, key, spec, params, request, view)  # released meanwhile
-        raw = await self.cache.get(key, kind)
+            return await self._claim(q, job_id)  # released meanwhile
+        raw = await self.cache.get(key, q.kind)
         if raw is not None:
-            await self._release(key, job.id)
+            await self.leases.release(key, job.id)
             return raw
         if self.pending() >= self.settings.max_pending_jobs:
-            await self._release(key, job.id)
+            await self.leases.release(key, job.id)
             raise Busy()
         await self._start(job)
         return job.id
 
     async def _start(self, job: Job) -> None:
-        if self.settings.queue == "redis" and self.store.backend == "redis":
+        if self.queue is not None:
             await self.save(job)
             try:
-                await self.store.push(QUEUE, job.id.encode())
+                await self.queue.put(job.id, job.solver_spec)
                 return
-            except StoreUnavailable:
-                pass  # no queue without Redis: run it here
+            except (StoreUnavailable, redis.exceptions.RedisError, OSError):
+                log.warning("the queue is unreachable: job %s runs here", job.id)
         self.inflight[job.cache_key] = job.id
         self.events[job.id] = asyncio.Event()
         metrics.JOBS_ACTIVE.set(len(self.events))
         await self.save(job)
-        task = asyncio.create_task(self.run(job))
+        self._spawn(self.execute(job))
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -345,7 +263,7 @@ class Engine:
                 if raw is not None:
                     return raw
                 job = await self.load(owner_id)
-                if job is None or (job.status not in TERMINAL and not await self._lock_holder(key)):
+                if job is None or (job.status not in TERMINAL and not await self.leases.holder(key)):
                     return "retry"
                 if job.status not in TERMINAL:
                     if remaining <= 0:
@@ -359,21 +277,26 @@ class Engine:
                 raise ComputationFailed(job.error or {"detail": "computation failed"})
             return "retry"  # cancelled by someone else: compute it for this request
 
-    async def _job_for(self, owner_id, kind, key, spec, params, request, view=None) -> Job:
+    async def _job_for(self, owner_id: str, q: Question, job_id: Optional[str]) -> Job:
+        """The job to hand out: the owner itself, or one following it."""
         owner = self.jobs.get(owner_id) or await self.load(owner_id)
-        if owner is not None and owner.request == request and owner.view == (view or kind):
+        if owner is not None and (owner.id == job_id or (
+                job_id is None and owner.request == q.request and owner.view == q.view)):
             return owner
-        job = Job(id=uuid.uuid4().hex, kind=kind, cache_key=key, spec=spec, params=params,
-                  request=request, owner=owner_id, view=view or kind)
+        job = Job.of(q, job_id, owner=owner_id)
         await self.save(job)
         return job
 
-    # ---- running (the owner side; also used by service.worker)
-    async def run(self, job: Job) -> None:
+    # ---- the running side (here, or in `python -m service.worker`)
+    async def execute(self, job: Job, tries: int = 1,
+                      renew: Optional[Callable[[], Awaitable[None]]] = None) -> None:
+        """Run an owner job: the cache, else the pool, heart-beating its lease (and ``renew``,
+        the queue's own lease on the job, in a worker)."""
         key = job.cache_key
         ev = self.events.setdefault(job.id, asyncio.Event())
+        self.inflight[key] = job.id
         try:
-            await self._run(job)
+            await self._execute(job, tries, renew)
         except Exception as exc:  # never leave waiters hanging
             log.exception("job %s crashed", job.id)
             job.status, job.error = "failed", {"detail": f"{type(exc).__name__}: {exc}"}
@@ -381,18 +304,25 @@ class Engine:
         finally:
             if self.inflight.get(key) == job.id:
                 del self.inflight[key]
-            await self._release(key, job.id)
+            await self.leases.release(key, job.id)
             self.pool.forget(job.id)
             ev.set()
             self.events.pop(job.id, None)
             metrics.JOBS_ACTIVE.set(len(self.events))
 
-    async def _run(self, job: Job) -> None:
+    async def _execute(self, job: Job, tries: int, renew) -> None:
         if job.status == "cancelled":
+            return
+        job.tries, job.worker = tries, os.getpid()
+        raw = await self.cache.get(job.cache_key, job.kind)
+        if raw is not None:  # computed meanwhile (a queued or resumed job)
+            job.finish(raw, "hit")
+            job.seconds = 0.0
+            await self.save(job)
             return
         t0 = time.perf_counter()
         for attempt in (1, 2, 3):
-            fut, executor = self.pool.submit(job.kind, job.spec, job.params, job.id)
+            fut, executor = self.pool.submit(job.kind, job.solver_spec or job.spec, job.params, job.id)
             afut = asyncio.wrap_future(fut)
             last_beat = time.monotonic()
             while not afut.done():
@@ -406,9 +336,9 @@ class Engine:
                     if job.status == "queued":
                         job.status = "running"
                     await self.save(job)
-                if time.monotonic() - last_beat > self.settings.lock_ttl / 3:
+                if time.monotonic() - last_beat > self.settings.lease / 3:
                     last_beat = time.monotonic()
-                    await self._heartbeat(job)
+                    await self._heartbeat(job, renew)
             prog = self.pool.progress(job.id)  # the last report (a short job may end unpolled)
             if prog:
                 job.done, job.total = prog
@@ -421,48 +351,35 @@ class Engine:
                 if job.status == "cancelled":
                     outcome = "cancelled"
                     break
+                job.tries += 1
                 log.error("a pool process died; resubmitting job %s (attempt %d)", job.id, attempt)
             except concurrent.futures.CancelledError:
                 outcome, info = "cancelled", {}
                 break
-        seconds = time.perf_counter() - t0
+        job.seconds = time.perf_counter() - t0
         metrics.COMPUTATIONS.labels(job.kind, outcome).inc()
-        metrics.COMPUTE_SECONDS.labels(job.kind).observe(seconds)
+        metrics.COMPUTE_SECONDS.labels(job.kind).observe(job.seconds)
         if outcome == "ok":
             await self.cache.put(job.cache_key, info)
             if job.status != "cancelled":
-                job.status, job.raw = "done", info
-                job.done = job.total = max(job.total, 1)
+                job.finish(info, "miss")
         elif outcome == "cancelled" or job.status == "cancelled":
             job.status = "cancelled"
-        elif outcome == "spec_error":
-            job.status = "failed"
-            job.error = {"type": "/problems/invalid-parameter", "title": "Invalid model parameter",
-                         "status": 422, "detail": info["detail"],
-                         "field": _field_of(info["parameter"], job.kind), "allowed": info["allowed"]}
         else:
             job.status = "failed"
-            job.error = {"type": "/problems/computation-failed", "title": "Computation failed",
-                         "status": 422, "detail": "the solvers could not compute this input: "
-                         + info.get("detail", "")}
+            job.error = solver_failure(outcome, info, COMPUTATIONS[job.kind].field_of)
         await self.save(job)
 
-    async def _heartbeat(self, job: Job) -> None:
+    async def _heartbeat(self, job: Job, renew) -> None:
         try:
-            await self.store.touch("lock:" + job.cache_key, self.settings.lock_ttl)
-            await self.store.touch("run:" + job.id, self.settings.lock_ttl)
+            await self.leases.renew(job.cache_key)
+            if renew is not None:
+                await renew()
             stored = await self.load(job.id)  # cancelled through another replica?
             if stored is not None and stored.status == "cancelled" and job.status != "cancelled":
                 job.status = "cancelled"
                 self._stop(job.id)
-        except StoreUnavailable:
-            pass
-
-    async def _release(self, key: str, job_id: str) -> None:
-        try:
-            if await self._lock_holder(key) == job_id:
-                await self.store.delete("lock:" + key)
-        except StoreUnavailable:
+        except (StoreUnavailable, redis.exceptions.RedisError):
             pass
 
     # ---- the jobs API
@@ -476,6 +393,7 @@ class Engine:
                 job.status, job.error = "failed", {"detail": "the computation was lost"}
             else:
                 job.done, job.total = owner.done, owner.total
+                job.seconds, job.tries, job.worker = owner.seconds, owner.tries, owner.worker
                 if owner.status in TERMINAL:
                     job.status, job.raw, job.error = owner.status, owner.raw, owner.error
                 elif owner.status == "running":
@@ -488,29 +406,10 @@ class Engine:
         return job
 
     async def _resume_if_orphaned(self, job: Job) -> None:
-        """A job whose computing process went away (restart, crash): run it again."""
-        if job.id in self.events:
+        """A job whose lease lapsed unanswered (its process went away): start it again."""
+        if job.id in self.events or await self.leases.holder(job.cache_key) is not None:
             return
-        if self.settings.queue == "redis" and self.store.backend == "redis":
-            try:
-                running = await self.store.get("run:" + job.id)
-            except StoreUnavailable:
-                return
-            if job.status == "running" and running is None:
-                log.warning("re-queueing interrupted job %s", job.id)
-                job.status = "queued"
-                await self.save(job)
-                await self.store.push(QUEUE, job.id.encode())
-            return
-        holder = await self._lock_holder(job.cache_key)
-        if holder is not None:
-            return
-        try:
-            acquired = await self.store.add("lock:" + job.cache_key, job.id.encode(),
-                                            ttl=self.settings.lock_ttl)
-        except StoreUnavailable:
-            acquired = True
-        if acquired and job.id not in self.events:
+        if await self.leases.take(job.cache_key, job.id, ttl=self.claim_ttl) and job.id not in self.events:
             log.warning("resuming interrupted job %s", job.id)
             job.status = "queued"
             await self._start(job)
@@ -540,10 +439,10 @@ class Engine:
             if job_id in self.events:
                 self.pool.kill(job_id)
 
-        task = asyncio.create_task(enforce())
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self._spawn(enforce())
 
     async def close(self) -> None:
         for t in list(self.tasks):
             t.cancel()
+        if self.queue is not None:
+            await self.queue.close()

@@ -13,13 +13,18 @@ from typing import Optional
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+import solvers
+
 from . import metrics, problems
-from .api import health, v1
+from .api.deps import Services
+from .api.routes import operations, v1
 from .cache import make_store
-from .config import Settings, get_settings
 from .fastpath import FastPath, Memo
-from .jobs import Engine, Pool
+from .jobs import Engine
+from .pool import Pool
 from .schemas import Problem
+from .settings import Settings, get_settings
+from .sweeps import Sweeps
 
 log = logging.getLogger("staircase")
 
@@ -92,9 +97,8 @@ def custom_openapi(app: FastAPI) -> dict:
 
 
 def create_app(settings: Optional[Settings] = None, pool: Optional[Pool] = None) -> FastAPI:
-    import solvers
-
     settings = settings or get_settings()
+    memo = Memo()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -102,8 +106,9 @@ def create_app(settings: Optional[Settings] = None, pool: Optional[Pool] = None)
         p = pool or Pool(settings.workers, warm=settings.warm_up)
         p.start()
         store = make_store(settings)
-        app.state.settings, app.state.store, app.state.pool = settings, store, p
-        app.state.engine = Engine(settings, store, p)
+        engine = Engine(settings, store, p)
+        app.state.services = Services(settings=settings, store=store, pool=p, engine=engine,
+                                      sweeps=Sweeps(settings, engine), memo=memo)
         warm = None
         if not p.ready:
             warm = asyncio.create_task(p.warm_up())
@@ -113,9 +118,8 @@ def create_app(settings: Optional[Settings] = None, pool: Optional[Pool] = None)
         finally:
             if warm is not None and not warm.done():
                 warm.cancel()
-            if getattr(app.state, "sweeps", None) is not None:  # service.api.sweeps made one
-                await app.state.sweeps.close()
-            await app.state.engine.close()
+            await app.state.services.sweeps.close()
+            await engine.close()
             await store.close()
             if own_pool:
                 p.close(kill=True)
@@ -127,8 +131,8 @@ def create_app(settings: Optional[Settings] = None, pool: Optional[Pool] = None)
     app.state.settings = settings
     problems.install(app)
     app.include_router(v1)
-    app.include_router(health.router)
-    app.state.memo = Memo()
+    app.include_router(operations)
+    app.state.memo = memo
     app.add_middleware(FastPath, owner=app)
     app.add_middleware(MetricsMiddleware)
     app.openapi = lambda: custom_openapi(app)

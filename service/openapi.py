@@ -5,13 +5,13 @@ import json
 import sys
 from pathlib import Path
 
+from .main import create_app
+from .settings import Settings
+
 DEFAULT = Path(__file__).resolve().parent.parent / "openapi" / "openapi.json"
 
 
 def document() -> dict:
-    from .config import Settings
-    from .main import create_app
-
     # The document does not depend on the environment: build the app with default settings.
     return create_app(Settings(_env_file=None, redis_url=None, api_key=None)).openapi()
 

@@ -1,4 +1,10 @@
-"""Errors as application/problem+json (RFC 9457), naming the field and its allowed range."""
+"""Errors as application/problem+json (RFC 9457), naming the field and its allowed range.
+
+The one place errors become problems: the service's exceptions (:class:`InvalidParameter`,
+:class:`Busy`, :class:`ComputationFailed`, :class:`NotFound`), request validation and HTTP
+errors are mapped by the handlers :func:`install` registers; :func:`solver_failure` turns a
+solver's refusal or failure (in a pool process) into the problem a job records.
+"""
 from __future__ import annotations
 
 import logging
@@ -25,6 +31,75 @@ TITLES = {400: "Bad request", 401: "Unauthorized", 404: "Not found", 405: "Metho
 # The union tags pydantic puts in error locations; they are not field names.
 _TAGS = {"deep_attention", "multi_index", "weak_recovery", "prediction_error", "float", "int",
          "list[float]", "literal['all']", "function-after", "constrained-float"}
+
+
+class ServiceError(Exception):
+    """An error with a problem+json answer (see :func:`install`)."""
+
+    def response(self) -> Response:
+        raise NotImplementedError
+
+
+class InvalidParameter(ServiceError):
+    """A value the solvers (or the sweep planner) refuse: 422, naming the field."""
+
+    def __init__(self, field: str, detail: str, allowed: str, errors: Optional[list] = None):
+        super().__init__(detail)
+        self.field, self.detail, self.allowed, self.errors = field, detail, allowed, errors
+
+    @classmethod
+    def from_spec_error(cls, exc, prefix: str = "") -> "InvalidParameter":
+        field = prefix + str(exc.parameter)
+        return cls(field, str(exc), str(exc.allowed), errors=[
+            {"field": field, "message": str(exc), "allowed": str(exc.allowed), "value": repr(exc.value)}])
+
+    def response(self) -> Response:
+        return problem(422, self.detail, type_="/problems/invalid-parameter", field=self.field,
+                       allowed=self.allowed, errors=self.errors)
+
+
+class Busy(ServiceError):
+    """Too many computations (or sweeps) pending in this process: 429."""
+
+    def __init__(self, detail: str = "too many computations pending; retry later"):
+        super().__init__(detail)
+        self.detail = detail
+
+    def response(self) -> Response:
+        return problem(429, self.detail, type_="/problems/busy", headers={"Retry-After": "5"})
+
+
+class ComputationFailed(ServiceError):
+    """The solvers refused or failed on this input: the job's problem, as a 422."""
+
+    def __init__(self, problem_: dict):
+        super().__init__(problem_.get("detail", "computation failed"))
+        self.problem = problem_
+
+    def response(self) -> Response:
+        p = self.problem
+        return problem(422, p.get("detail", "computation failed"),
+                       type_=p.get("type", "/problems/computation-failed"),
+                       field=p.get("field"), allowed=p.get("allowed"))
+
+
+class NotFound(ServiceError):
+    def __init__(self, detail: str):
+        super().__init__(detail)
+        self.detail = detail
+
+    def response(self) -> Response:
+        return problem(404, self.detail, type_="/problems/not-found", field="job_id")
+
+
+def solver_failure(outcome: str, info: dict, field_of) -> dict:
+    """The problem a job records when the solvers refused (``spec_error``) or failed."""
+    if outcome == "spec_error":
+        return {"type": "/problems/invalid-parameter", "title": "Invalid model parameter",
+                "status": 422, "detail": info["detail"], "field": field_of(info["parameter"]),
+                "allowed": info["allowed"]}
+    return {"type": "/problems/computation-failed", "title": "Computation failed", "status": 422,
+            "detail": "the solvers could not compute this input: " + info.get("detail", "")}
 
 
 def problem(status: int, detail: str, *, type_: str = "about:blank", field: Optional[str] = None,
@@ -94,6 +169,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
         return validation_errors(exc.errors(), request.url.path)
+
+    @app.exception_handler(ServiceError)
+    async def _service(request: Request, exc: ServiceError):
+        return exc.response()
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):

@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 from typing import Any, Optional
 
+from solvers.sample_size import weak_recovery
+
 
 def _finite(x) -> Optional[float]:
     try:
@@ -74,8 +76,6 @@ def state_evolution(raw: dict, request: dict, cache: str) -> dict[str, Any]:
 def sample_size(raw: dict, request: dict, cache: str) -> dict[str, Any]:
     dimension = request["dimension"]
     if "thresholds" in raw:  # weak recovery, read off a thresholds result
-        from solvers.sample_size import weak_recovery
-
         alpha, ci95, method = weak_recovery(raw["thresholds"], request["target"])
         solver = {**_solver(raw), "method": method}
     else:
@@ -126,6 +126,3 @@ def amp_simulation(raw: dict, request: dict, cache: str) -> dict[str, Any]:
                                 "iterations": int(se.get("iterations") or 0)},
             "solver": _solver(raw)}
 
-
-RENDER = {"thresholds": thresholds, "state_evolution": state_evolution, "sample_size": sample_size,
-          "amp_simulation": amp_simulation}

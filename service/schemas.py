@@ -1,7 +1,7 @@
 """Pydantic v2 models of the requests and responses (they are the OpenAPI document).
 
-Request limits live here once: the models enforce them and ``ALLOWED`` describes them
-in the problem+json errors.
+The limits come from ``solvers.limits`` (defined once, for the solvers and the service): the
+models enforce them and ``ALLOWED`` describes them in the problem+json errors.
 """
 from __future__ import annotations
 
@@ -9,23 +9,24 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-MAX_LAYERS = 4
-MAX_TOKENS = 4
-MAX_SKIP = 1000.0
-MAX_BETA = 100.0
-MAX_NOISE = 100.0
-MAX_ALPHAS = 50
-MAX_ALPHA = 1000.0
-MAX_DIMENSION = 1_000_000_000
-MAX_SEED = 2**31 - 1
-MAX_PREDICTION_ERROR = 1000.0
-LINKS = ("square", "abs", "sign", "relu", "product", "sign_product", "committee_sign")
+import solvers
+from solvers.limits import (AMP_MAX_ALPHA, AMP_MAX_DAMPING, AMP_MAX_DIMENSION, AMP_MAX_INPUT_ENTRIES,
+                            AMP_MAX_ITERATIONS, AMP_MAX_SEEDS, AMP_MIN_DIMENSION, MAX_ALPHA,
+                            MAX_ALPHAS, MAX_BETA, MAX_DIMENSION, MAX_LAYERS, MAX_NOISE,
+                            MAX_PREDICTION_ERROR, MAX_SEED, MAX_SKIP, MAX_TOKENS)
+
+_LINKS = solvers.catalogue()["multi_index"]["links"]  # the solvers' channel registry
+LINKS = tuple(_LINKS)
+
+
+def _indices_in_words() -> str:
+    """'1 for square, abs, sign, relu; 2 for product, sign_product; ...', from the registry."""
+    by_count: dict[int, list[str]] = {}
+    for name, facts in _LINKS.items():
+        by_count.setdefault(int(facts["indices"]), []).append(name)
+    return "; ".join(f"{n} for {', '.join(names)}" for n, names in sorted(by_count.items()))
+
 PRECISIONS = ("fast", "standard", "precise")
-AMP_MIN_DIMENSION, AMP_MAX_DIMENSION = 50, 5000
-AMP_MAX_ALPHA = 10.0
-AMP_MAX_SEEDS = 10
-AMP_MAX_ITERATIONS = 200
-AMP_MAX_DAMPING = 0.9
 
 # field name -> the allowed values, in words (used by the problem+json errors)
 ALLOWED: dict[str, str] = {
@@ -36,8 +37,7 @@ ALLOWED: dict[str, str] = {
     "beta": f"a number in (0, {MAX_BETA:g}] or a list of one such number per layer",
     "noise": f"a number in [0, {MAX_NOISE:g}]",
     "link": "one of: " + ", ".join(LINKS),
-    "indices": "the number of indices of the link (1 for square, abs, sign, relu; 2 for product, "
-               "sign_product; 3 for committee_sign), or null",
+    "indices": f"the number of indices of the link ({_indices_in_words()}), or null",
     "precision": "one of: " + ", ".join(PRECISIONS),
     "seed": f"an integer in [0, {MAX_SEED}]",
     "dimension": f"an integer in [1, {MAX_DIMENSION}]",
@@ -52,7 +52,7 @@ ALLOWED: dict[str, str] = {
 # the same for POST /v1/amp-simulations, whose fields have their own ranges
 AMP_ALLOWED: dict[str, str] = {
     "dimension": f"an integer in [{AMP_MIN_DIMENSION}, {AMP_MAX_DIMENSION}] "
-                 "(and alpha * dimension^2 * tokens <= 6e7)",
+                 f"(and alpha * dimension^2 * tokens <= {AMP_MAX_INPUT_ENTRIES / 1e7:g}e7)",
     "alpha": f"a number in (0, {AMP_MAX_ALPHA:g}]",
     "seeds": f"an integer in [1, {AMP_MAX_SEEDS}] (runs on seeds 0 .. seeds - 1)",
     "iterations": f"an integer in [1, {AMP_MAX_ITERATIONS}]",
@@ -96,7 +96,7 @@ class MultiIndexModel(BaseModel):
 
 
 Model = Annotated[Union[DeepAttentionModel, MultiIndexModel], Field(discriminator="family")]
-Precision = Literal["fast", "standard", "precise"]
+Precision = Literal[PRECISIONS]  # type: ignore[valid-type]
 
 PAPER_MODEL = {"family": "deep_attention", "layers": 2, "tokens": 2, "skip": 1.0, "beta": 1.0,
                "noise": 0.0}

@@ -23,7 +23,7 @@ PHASE = {"family": "multi_index", "link": "square", "noise": 0.0}
 
 
 def settings(tmp_path=None, **kw):
-    from service.config import Settings
+    from service.settings import Settings
 
     base = dict(cache_dir=str(tmp_path or Path("/tmp") / f"staircase-test-{uuid.uuid4().hex}"),
                 workers=2, sync_timeout=900.0, redis_url=None, api_key=None)
@@ -34,7 +34,7 @@ def settings(tmp_path=None, **kw):
 @pytest.fixture(scope="session")
 def pool():
     """One warmed-up numerical pool for the whole session (numba compiles once)."""
-    from service.jobs import Pool
+    from service.pool import Pool
 
     p = Pool(workers=int(os.environ.get("STAIRCASE_TEST_WORKERS", "2")))
     p.start()

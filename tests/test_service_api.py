@@ -6,6 +6,8 @@ import math
 import pytest
 from fastapi.testclient import TestClient
 
+import solvers
+from service.cache import ResultCache, cache_key
 from service.main import create_app
 from service_support import PAPER, PHASE, computations, pool, settings, wait_job  # noqa: F401
 
@@ -91,17 +93,17 @@ def test_corrupt_entry_is_ignored_and_recomputed(app_client):
     app, client = app_client
     req = {"model": PHASE, "precision": "fast"}
     first = client.post("/v1/thresholds", json=req).json()
-    engine = app.state.engine
+    services = app.state.services
     spec = first["model"]
-    key = engine.key("thresholds", spec, {"precision": "fast", "seed": 0})
-    engine.store.cache.set(key, b"\x00garbage{not json")
+    key = cache_key("thresholds", spec, solvers.__version__, precision="fast", seed=0)
+    services.store.cache.set(key, b"\x00garbage{not json")
     before = computations(client)
     r = client.post("/v1/thresholds", json=req).json()
     assert r["cache"] == "miss"
     assert computations(client) == before + 1
     assert r["thresholds"] == first["thresholds"]
     # a well-formed entry stored under another key (foreign) is ignored too
-    engine.store.cache.set(key, engine.cache.encode("fp:thresholds:other", {"thresholds": []}))
+    services.store.cache.set(key, ResultCache.encode("fp:thresholds:other", {"thresholds": []}))
     assert client.post("/v1/thresholds", json=req).json()["cache"] == "miss"
     assert client.post("/v1/thresholds", json=req).json()["cache"] == "hit"
 

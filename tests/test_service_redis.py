@@ -12,6 +12,8 @@ import httpx
 import pytest
 import redis
 
+import solvers
+from service.cache import cache_key
 from service.main import create_app
 from service_support import (PAPER, PHASE, REDIS_URL, RedisServer, counter, pool,  # noqa: F401
                              requires_redis, settings)
@@ -85,7 +87,7 @@ def test_corrupt_redis_entry_is_recomputed(pool, tmp_path):  # noqa: F811
 
     async def scenario(c):
         first = (await c.post("/v1/thresholds", json=req)).json()
-        key = app.state.engine.key("thresholds", first["model"], {"precision": "fast", "seed": 0})
+        key = cache_key("thresholds", first["model"], solvers.__version__, precision="fast", seed=0)
         redis.Redis.from_url(REDIS_URL).set(p + key, b'{"format": "staircase-fixed-point/1", "key"')
         second = (await c.post("/v1/thresholds", json=req)).json()
         third = (await c.post("/v1/thresholds", json=req)).json()

@@ -1,37 +1,37 @@
-from fastapi import APIRouter, Request
+"""Operations: liveness, readiness, metrics."""
+from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
-from .. import examples
-from ..schemas import Health, Ready
-from .deps import json
+from ... import examples
+from ...schemas import Health, Ready
+from ..deps import ServicesDep, json
 
 router = APIRouter(tags=["operations"])
 
 
 @router.get("/healthz", response_model=Health,
             responses={200: {"content": {"application/json": {"example": examples.HEALTH}}}})
-async def healthz():
+async def healthz() -> Health:
     """Liveness: the event loop answers."""
-    return json({"status": "ok"})
+    return Health(status="ok")
 
 
-@router.get("/readyz", response_model=Ready,
-            responses={200: {"description": "ready, or degraded (cache store down: answers are "
-                                            "computed but not cached)",
-                             "content": {"application/json": {"example": examples.READY}}},
-                       503: {"model": Ready, "description": "starting: solvers not compiled yet"}})
-async def readyz(request: Request):
+@router.get("/readyz", responses={
+    200: {"model": Ready, "description": "ready, or degraded (cache store down: answers are "
+                                         "computed but not cached)",
+          "content": {"application/json": {"example": examples.READY}}},
+    503: {"model": Ready, "description": "starting: solvers not compiled yet"}})
+async def readyz(svc: ServicesDep) -> Response:
     """Readiness: solvers compiled in the pool, and the cache store reachable."""
-    state = request.app.state
-    pool = state.pool
-    store_ok = await state.store.ping()
+    pool = svc.pool
+    store_ok = await svc.store.ping()
     solvers_info = {"ready": pool.ready, "version": pool.version, "workers": pool.workers,
                     "warm_up_seconds": pool.warm_seconds}
     if pool.error:
         solvers_info["error"] = pool.error
     status = "starting" if not pool.ready else ("ready" if store_ok else "degraded")
-    return json({"status": status, "cache": {**state.store.info(), "available": store_ok},
+    return json({"status": status, "cache": {**svc.store.info(), "available": store_ok},
                  "solvers": solvers_info}, 503 if status == "starting" else 200)
 
 

@@ -1,0 +1,37 @@
+"""OpenAPI response declarations shared by the routes."""
+from __future__ import annotations
+
+from typing import Optional
+
+from .. import examples
+from ..schemas import JobAccepted
+
+UNAUTHORIZED = "Missing or wrong X-API-Key (only when a key is configured)"
+
+
+def problem_response(description: str, example=None) -> dict:
+    content = {"schema": {"$ref": "#/components/schemas/Problem"}}
+    if example is not None:
+        content["example"] = example
+    return {"description": description, "content": {"application/problem+json": content}}
+
+
+def accepted_response(description: str) -> dict:
+    return {"model": JobAccepted, "description": description,
+            "headers": {"Location": {"schema": {"type": "string"}, "description": "/v1/jobs/{id}"}},
+            "content": {"application/json": {"example": examples.ACCEPTED}}}
+
+
+def computation_responses(problem_example: dict, answer: Optional[dict] = None,
+                          accepted: str = "Still computing: poll the job at Location") -> dict:
+    """200 (``answer``: the body's model and example; none for always-a-job endpoints), 202
+    with the job, and the problems."""
+    out = {} if answer is None else {200: answer}
+    out.update({
+        202: accepted_response(accepted),
+        400: problem_response("Malformed body (not JSON, or not UTF-8)"),
+        401: problem_response(UNAUTHORIZED),
+        422: problem_response("Invalid input: names the field and its allowed range", problem_example),
+        429: problem_response("Too many computations pending"),
+    })
+    return out

@@ -1,0 +1,78 @@
+"""``/v1/jobs/{id}``: one route for every job (computations and sweeps), and a sweep's plots."""
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path
+from starlette.responses import Response
+
+from ... import examples, plots
+from ...problems import NotFound
+from ...schemas import JobOut
+from ..deps import ServicesDep, json, require_api_key
+from ..responses import UNAUTHORIZED, problem_response
+
+router = APIRouter(tags=["jobs"], dependencies=[Depends(require_api_key)])
+sweep_plots = APIRouter(tags=["sweeps"], dependencies=[Depends(require_api_key)])
+
+JobId = Annotated[str, Path(pattern="^[0-9a-f]{32}$", description="job id (32 hex digits)")]
+RESPONSES = {200: {"model": JobOut, "description": "The job", "content": {"application/json": {"examples": {
+    "thresholds": {"summary": "a running thresholds job", "value": examples.JOB},
+    "amp_simulation": {"summary": "a finished amp simulation", "value": examples.AMP_JOB}}}}},
+             401: problem_response(UNAUTHORIZED),
+             404: problem_response("No such job"),
+             422: problem_response("Malformed job id", examples.PROBLEM)}
+
+
+@router.get("/jobs/{job_id}", responses=RESPONSES)
+async def get_job(job_id: JobId, svc: ServicesDep) -> Response:
+    """Status (queued, running, done, failed, cancelled), progress and, when done, the result."""
+    body = await svc.sweeps.get(job_id)
+    if body is None:
+        job = await svc.engine.get(job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id}")
+        body = job.body()
+    return json(body)
+
+
+@router.delete("/jobs/{job_id}", responses=RESPONSES)
+async def cancel_job(job_id: JobId, svc: ServicesDep) -> Response:
+    """Cancel a queued or running job (a finished one is returned unchanged)."""
+    body = await svc.sweeps.cancel(job_id)
+    if body is None:
+        job = await svc.engine.cancel(job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id}")
+        body = job.body()
+    return json(body)
+
+
+PLOT_RESPONSES = {404: problem_response("No such sweep"), 401: problem_response(UNAUTHORIZED),
+                  422: problem_response("Malformed job id")}
+
+
+async def _plot(job_id: str, svc, fmt: str, media: str) -> Response:
+    body = await svc.sweeps.get(job_id)
+    if body is None:
+        raise NotFound(f"no sweep {job_id}")
+    data = await asyncio.to_thread(plots.render, body, fmt)
+    return Response(data, media_type=media, headers={"X-Sweep-Status": body["status"]})
+
+
+@sweep_plots.get("/jobs/{job_id}/plot.png", response_class=Response, responses={
+    200: {"description": "Phase diagram (thresholds sweep) or overlap curves (state-evolution "
+                         "sweep) of the points finished so far", "content": {"image/png": {}}},
+    **PLOT_RESPONSES})
+async def plot_png(job_id: JobId, svc: ServicesDep):
+    """The sweep as a PNG (matplotlib)."""
+    return await _plot(job_id, svc, "png", "image/png")
+
+
+@sweep_plots.get("/jobs/{job_id}/plot.svg", response_class=Response, responses={
+    200: {"description": "The same picture as SVG", "content": {"image/svg+xml": {}}},
+    **PLOT_RESPONSES})
+async def plot_svg(job_id: JobId, svc: ServicesDep):
+    """The sweep as an SVG (matplotlib)."""
+    return await _plot(job_id, svc, "svg", "image/svg+xml")

@@ -1,0 +1,68 @@
+"""The service's one Settings, read from the environment with the prefix ``STAIRCASE_``."""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _env(name: str, *old: str):
+    """The field ``name`` read from STAIRCASE_<NAME>, or from the older variables ``old``."""
+    return AliasChoices(name, *(f"STAIRCASE_{n.upper()}" for n in (name, *old)))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STAIRCASE_", extra="ignore", populate_by_name=True)
+
+    # Redis (redis.asyncio) when set, e.g. redis://127.0.0.1:6379/0; else the embedded disk cache.
+    redis_url: Optional[str] = None
+    # Embedded on-disk cache (diskcache) used when no Redis URL is given.
+    cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "staircase")
+    # Optional API key, sent by clients in the X-API-Key header; off when unset.
+    api_key: Optional[SecretStr] = None
+    # Processes of the numerical pool (the API's, and each `python -m service.worker`'s).
+    workers: int = Field(default_factory=_default_workers, ge=1, le=64)
+    # Where cold computations and sweep points run: "local" (this process's pool) or "redis"
+    # (the arq queue, served by `python -m service.worker`; needs STAIRCASE_REDIS_URL).
+    queue: Literal["local", "redis"] = "local"
+    # A POST waits this long for a cold computation before answering 202 + Location.
+    sync_timeout: float = Field(120.0, ge=0.0, le=3600.0)
+    # Jobs waiting or running at once in one API process; beyond this a cold request gets 429.
+    max_pending_jobs: int = Field(64, ge=1, le=100000)
+    # Keys in Redis start with this prefix (cache entries, leases, jobs, sweeps, the queue).
+    redis_prefix: str = "staircase:"
+    # A computation's lease expires this long after its last heartbeat (seconds); then another
+    # process may take the computation over.  (Formerly STAIRCASE_LOCK_TTL and STAIRCASE_SWEEP_LEASE.)
+    lease: float = Field(15.0, ge=1.0, le=3600.0,
+                         validation_alias=_env("lease", "lock_ttl", "sweep_lease"))
+    # Times a queued computation is tried (a worker dying mid-computation costs one try).
+    max_tries: int = Field(5, ge=1, le=100, validation_alias=_env("max_tries", "sweep_max_tries"))
+    # Longest a queued computation may run (seconds).
+    computation_timeout: float = Field(
+        3 * 3600.0, ge=1.0, validation_alias=_env("computation_timeout", "sweep_point_timeout"))
+    # A cancelled job still running after this many seconds has its process killed.
+    cancel_grace: float = Field(2.0, ge=0.0, le=600.0)
+    # Job and sweep records are kept this long (seconds).
+    job_ttl: int = Field(7 * 24 * 3600, ge=60)
+    # `python -m service.worker` serves its Prometheus metrics on this port when set.
+    worker_metrics_port: Optional[int] = Field(None, ge=1, le=65535)
+    # Warm the numba kernels in every pool process at start (turn off only to start faster).
+    warm_up: bool = True
+
+    @property
+    def queued(self) -> bool:
+        """Cold computations go to the arq queue (else this process's pool)."""
+        return self.queue == "redis" and bool(self.redis_url)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
