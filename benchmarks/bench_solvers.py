@@ -19,7 +19,7 @@ from scipy import integrate
 from solvers import DeepAttentionSpec, state_evolution, warm_up
 from solvers.channels import attention_kernels as K
 from solvers.thresholds import rates_at_zero, staircase
-from solvers.state_evolution import outer_normals, sample_outer
+from solvers.statistics import outer_normals, sample_outer
 
 PAPER = DeepAttentionSpec()
 

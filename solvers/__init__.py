@@ -2,20 +2,19 @@
 
 Pure numerical code (no web, no cache, no I/O).  See THEORY.md for the mathematics.
 """
-__version__ = "0.3.0"
+import numpy as np
 
+from .channels.attention_kernels import layer_thresholds_L2_grid
 from .errors import SpecError
 from .models import DeepAttentionSpec, ModelSpec, MultiIndexSpec, catalogue, spec_from_dict
 from .state_evolution import fixed_point, state_evolution
+from .statistics import outer_normals, output_statistics
 from .thresholds import layer_thresholds
+from .version import __version__
 
 
 def warm_up() -> None:
     """Compile (or load from the on-disk numba cache) every kernel on tiny inputs."""
-    import numpy as np
-
-    from .state_evolution import outer_normals, output_statistics
-
     specs = [DeepAttentionSpec(layers=1), DeepAttentionSpec(), DeepAttentionSpec(layers=3)]
     specs += [MultiIndexSpec(link=link) for link in ("square", "sign", "product")]
     for spec in specs:
@@ -25,8 +24,6 @@ def warm_up() -> None:
             continue
         P = channel.n_indices
         output_statistics(channel, np.eye(P) * 0.1, outer_normals(channel, 4, 2, 0), 1, plugin=True)
-    from .channels.attention_kernels import layer_thresholds_L2_grid
-
     layer_thresholds_L2_grid(1.0, 1.0, 1.0, 4.0, 4, 4.0, 4)
 
 

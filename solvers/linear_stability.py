@@ -31,13 +31,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 import numpy as np
+from scipy import optimize
 
+from .precision import (LINEAR_STABILITY_MAX_POINTS, LINEAR_STABILITY_POINTS, PRECISION_TARGETS, SCRAMBLES,
+                        TRIVIAL_STAIRCASE_MAX_POINTS, TRIVIAL_STAIRCASE_PILOT_POINTS, check_precision, points_for)
 from .quadrature import MIN_SCRAMBLES, scrambled_normals, t_halfwidth
-from .results import PRECISION_TARGETS, PRECISIONS, Settings, Threshold
-
-# starting outer points per scramble, by precision, and the cap of the adaptive doubling
-START_POINTS = {"fast": 1 << 10, "standard": 1 << 12, "precise": 1 << 14}
-MAX_POINTS = {"fast": 1 << 13, "standard": 1 << 15, "precise": 1 << 17}
+from .results import Settings, Threshold
+from .statistics import control_variate_combination, outer_normals, sample_outer
 TRIVIAL_ABS_TOL = 1e-10  # eigenvalues of T below this are zero whatever their half-width
 RHO_ABS_TOL = 1e-10
 
@@ -222,17 +222,14 @@ def linear_stability(channel, n_points: int | None = None, scrambles: int = MIN_
     scrambles: independent Sobol scrambles (>= 2; 16 for an honest CI).
     resolution: passed to ``channel.posterior_moments`` (inner quadrature / bank size).
     """
-    if precision not in PRECISIONS:
-        from .errors import SpecError
-
-        raise SpecError("precision", precision, "one of " + ", ".join(PRECISIONS))
+    check_precision(precision)
     if scrambles < 2:
         raise ValueError("need at least 2 scrambles for a confidence interval")
     t0 = time.perf_counter()
     target = PRECISION_TARGETS[precision][0]
     adaptive = n_points is None
-    n = int(n_points) if n_points is not None else START_POINTS[precision]
-    cap = int(max_points) if max_points is not None else MAX_POINTS[precision]
+    n = int(n_points) if n_points is not None else LINEAR_STABILITY_POINTS[precision]
+    cap = int(max_points) if max_points is not None else LINEAR_STABILITY_MAX_POINTS[precision]
     while True:
         Ts, Fs, Bs = _evaluate(channel, n, scrambles, seed, resolution)
         a = _analyse(channel, Ts, Fs, Bs)
@@ -303,8 +300,6 @@ def _canonical(u: np.ndarray) -> np.ndarray:
 # Points per scramble of the pilot (bracketing) run and cap of the final run: the posterior of
 # a channel whose learned direction is not a coordinate needs the general-V quadrature (for
 # committee_sign about 20-40 ms per sample on one core), so the budgets are small.
-STAIRCASE_PILOT_POINTS = 16
-STAIRCASE_MAX_POINTS = {"fast": 16, "standard": 32, "precise": 128}
 STAIRCASE_GRID = (0.2, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999, 0.9999)
 LEAK_TOL = 1e-6  # |complement blocks of H| at Q* above this: Q* = q s s^T is not a fixed point
 
@@ -333,8 +328,6 @@ class _TrivialDirectionCurve:
         key = (q, resolution)
         if key in self._memo:
             return self._memo[key]
-        from .state_evolution import control_variate_combination, sample_outer
-
         ch, s, Uc = self.channel, self.s, self.Uc
         P, M = ch.n_indices, ch.n_tokens
         R, n, _ = self.normals.shape
@@ -485,7 +478,7 @@ class StaircaseAfterTrivial:
 
 
 def staircase_after_trivial(channel, precision: str = "standard", seed: int = 0, ls=None,
-                            pilot_points: int = STAIRCASE_PILOT_POINTS,
+                            pilot_points: int = TRIVIAL_STAIRCASE_PILOT_POINTS,
                             max_points: int | None = None) -> Optional[StaircaseAfterTrivial]:
     """Staircase step after the trivial subspace (THEORY 4), for a one-dimensional one.
 
@@ -497,9 +490,6 @@ def staircase_after_trivial(channel, precision: str = "standard", seed: int = 0,
     ``max_points``); reported as the mean of the per-scramble roots with the Student-t 95%
     half-width over the 16 scrambles plus the root's change at double inner resolution on
     a subset (a paired difference).  alpha = inf when no root exists for q < 0.9999."""
-    from .state_evolution import outer_normals
-    from .thresholds import SCRAMBLES, points_for
-
     t0 = time.perf_counter()
     if ls is None:
         ls = linear_stability(channel, scrambles=SCRAMBLES, seed=seed, precision=precision)
@@ -510,7 +500,7 @@ def staircase_after_trivial(channel, precision: str = "standard", seed: int = 0,
     if Uc.shape[0] != channel.n_indices:
         Uc = Uc.reshape(channel.n_indices, -1)
     target = PRECISION_TARGETS[precision][1]
-    cap = int(max_points) if max_points is not None else STAIRCASE_MAX_POINTS[precision]
+    cap = int(max_points) if max_points is not None else TRIVIAL_STAIRCASE_MAX_POINTS[precision]
     pilot = _TrivialDirectionCurve(channel, s, Uc, outer_normals(channel, pilot_points, SCRAMBLES, seed))
     br = pilot.bracket()
     r = Uc.shape[1]
@@ -559,6 +549,4 @@ def staircase_after_trivial(channel, precision: str = "standard", seed: int = 0,
 
 def optimize_root(f, lo, hi):
     """A rough root of f in [lo, hi] (brentq, relative to 1 - hi): refined by secant steps later."""
-    from scipy import optimize
-
     return optimize.brentq(f, lo, hi, xtol=1e-3 * (1.0 - hi))

@@ -7,9 +7,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal, Optional
 
-PRECISIONS = ("fast", "standard", "precise")
-# target 95% half-widths relative to the value: (thresholds at Q = 0, staircase thresholds)
-PRECISION_TARGETS = {"fast": (0.02, 0.02), "standard": (0.005, 0.01), "precise": (0.001, 0.003)}
+from .precision import PRECISION_TARGETS, PRECISIONS  # noqa: F401  # why: service.api.models reads them here
+
 
 
 def _plain(obj):

@@ -15,7 +15,11 @@ from dataclasses import asdict, dataclass
 from typing import Callable, Optional
 
 from .errors import SpecError
-from .results import PRECISION_TARGETS, PRECISIONS, _plain
+from .precision import PRECISION_TARGETS, check_precision
+from .results import _plain
+from .state_evolution import state_evolution
+from .thresholds import layer_thresholds
+from .version import __version__
 
 MAX_DIMENSION = 1_000_000_000
 ALPHA_MAX = 256.0  # the bracket is not grown beyond this
@@ -89,22 +93,16 @@ def weak_recovery(thresholds, target: dict) -> tuple[float, float, str]:
 
 
 def _plugin_error(spec, alpha: float, precision: str, seed: int) -> float:
-    from .state_evolution import state_evolution
-
     point = state_evolution(spec, [alpha], precision=precision, seed=seed).points[0]
     return float(getattr(point, point.bayes_optimal).prediction_error_plugin)
 
 
 def sample_size(spec, dimension: int, target: dict, precision: str = "standard", seed: int = 0,
                 progress: Optional[Callable[[int, int], None]] = None) -> SampleSizeResult:
-    from . import __version__
-    from .thresholds import layer_thresholds
-
     t0 = time.perf_counter()
     if isinstance(dimension, bool) or not isinstance(dimension, int) or not 1 <= dimension <= MAX_DIMENSION:
         raise SpecError("dimension", dimension, f"an integer in [1, {MAX_DIMENSION}]")
-    if precision not in PRECISIONS:
-        raise SpecError("precision", precision, "one of " + ", ".join(PRECISIONS))
+    check_precision(precision)
     target = check_target(spec, target)
 
     if target["kind"] == "weak_recovery":

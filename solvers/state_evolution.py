@@ -7,7 +7,8 @@ One SE step, for the overlap Q (P x P), Q_0 = I (Gaussian prior):
     Q <- Qhat (I + Qhat)^{-1}.
 Outer expectations use randomised QMC (common random numbers across Q, so the map is
 smooth in Q).  H is estimated by the direct form combined with its Nishimori form
-E sum_m V^{-1} (V - Cov_mm) V^{-1} as a control variate (see control_variate_combination).
+E sum_m V^{-1} (V - Cov_mm) V^{-1} as a control variate (see
+:func:`solvers.statistics.control_variate_combination`).
 """
 from __future__ import annotations
 
@@ -15,14 +16,18 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 from scipy import optimize
 
 from .channels.base import Channel
-from .quadrature import scrambled_normals, t_halfwidth
-from .results import FixedPoint
+from .errors import SpecError
+from .precision import SCRAMBLES, SE_POINTS, check_precision
+from .quadrature import t_halfwidth
+from .results import FixedPoint, Settings, StateEvolutionPoint, StateEvolutionResult
+from .statistics import (OutputStatistics, bayes_prediction_error, free_entropy, outer_normals, output_statistics,
+                         overlap_update)
+from .version import __version__
 
 Q_MAX = 1.0 - 1e-10  # overlaps are capped here: beyond, recovery is perfect to machine precision
 UNINFORMED_START = 1e-3
@@ -30,110 +35,6 @@ LEAVING_ZERO = 1e-2  # a slowly growing layer below this jumps to the least root
 NEAR_ONE = 1e-6  # 1 - q below this: perfect recovery decided by the contraction of 1 - q
 SMALL_OVERLAP = 1e-3  # below, a layer's fate (0 or growth) is decided by its linear rate at q = 0
 INFORMED_START = 1.0 - 1e-4
-
-
-@dataclass(frozen=True)
-class OutputStatistics:
-    """Per-scramble outer averages at one Q (arrays with a leading scramble axis R).
-
-    H: (R, P, P) E sum_m g g^T (control-variate blend); H_direct, H_nishimori likewise;
-    cov_deviation: (R, P) E ||Cov[z_p | y, omega, V] - I_M||_F^2 (the linearised rate of an
-    inactive sign-symmetric index p); log_partition: (R,) E log Z_out;
-    plugin_error: (R,) E ||g(Z) - g(omega)||_F^2."""
-
-    H: np.ndarray
-    H_direct: np.ndarray
-    H_nishimori: np.ndarray
-    cov_deviation: np.ndarray
-    log_partition: np.ndarray
-    plugin_error: np.ndarray
-
-
-@lru_cache(maxsize=16)
-def _outer_normals(dim: int, points: int, scrambles: int, seed: int) -> np.ndarray:
-    return scrambled_normals(points, dim, scrambles, seed)
-
-
-def outer_normals(channel: Channel, points: int, scrambles: int, seed: int) -> np.ndarray:
-    """(R, n, 2 P M + noise) standard normals for the outer expectation."""
-    P, M = channel.n_indices, channel.n_tokens
-    dim = 2 * P * M + int(np.prod(channel.noise_shape, dtype=int))
-    return _outer_normals(dim, points, scrambles, seed)
-
-
-def _sqrtm_psd(A: np.ndarray) -> np.ndarray:
-    w, U = np.linalg.eigh((A + A.T) / 2)
-    return (U * np.sqrt(np.clip(w, 0.0, None))) @ U.T
-
-
-def sample_outer(channel: Channel, Q: np.ndarray, normals: np.ndarray):
-    """Build (omega, Z, observation) for flat normals (n, dim)."""
-    P, M = channel.n_indices, channel.n_tokens
-    n = normals.shape[0]
-    xi = normals[:, : P * M].reshape(n, P, M)
-    u = normals[:, P * M: 2 * P * M].reshape(n, P, M)
-    V = np.eye(P) - Q
-    omega = np.einsum("pq,nqm->npm", _sqrtm_psd(Q), xi)
-    Z = omega + np.einsum("pq,nqm->npm", _sqrtm_psd(V), u)
-    noise = normals[:, 2 * P * M:].reshape((n,) + tuple(channel.noise_shape)) if channel.noise_shape else None
-    return omega, Z, channel.observation(Z, noise), V
-
-
-def output_statistics(channel: Channel, Q: np.ndarray, normals: np.ndarray,
-                      resolution: int = 1, plugin: bool = False) -> OutputStatistics:
-    """Outer averages of the output channel at overlap Q, one row per scramble."""
-    R, n, _ = normals.shape
-    P, M = channel.n_indices, channel.n_tokens
-    omega, Z, obs, V = sample_outer(channel, Q, normals.reshape(R * n, -1))
-    post = channel.posterior_moments(obs, omega, V, resolution)
-    Vinv = np.linalg.inv(V)
-    g = np.einsum("pq,nqm->npm", Vinv, post.mean - omega)
-    H_direct = np.einsum("npm,nqm->npq", g, g)
-    cov_tok = np.einsum("npmqm->npq", post.cov)  # sum over tokens of the diagonal token blocks
-    H_nish = M * Vinv[None] - np.einsum("pa,nab,bq->npq", Vinv, cov_tok, Vinv)
-    H = control_variate_combination(H_direct, H_nish)
-    eye = np.eye(M)
-    dev = np.einsum("npmpk->npmk", post.cov) - eye[None, None]
-    cov_dev = (dev ** 2).sum(axis=(2, 3))
-    if plugin:
-        diff = channel.output(Z) - channel.output(omega)
-        perr = (diff.reshape(R * n, -1) ** 2).sum(1)
-    else:
-        perr = np.zeros(R * n)
-
-    def per_scramble(x):
-        return x.reshape((R, n) + x.shape[1:]).mean(axis=1)
-
-    return OutputStatistics(per_scramble(H), per_scramble(H_direct), per_scramble(H_nish),
-                            per_scramble(cov_dev), per_scramble(post.log_partition), per_scramble(perr))
-
-
-def control_variate_combination(direct: np.ndarray, nishimori: np.ndarray) -> np.ndarray:
-    """Per-sample H = direct + lambda (nishimori - direct), entry by entry.
-
-    The Nishimori identity makes E[nishimori - direct] = 0, so the difference is a control
-    variate: lambda = -Cov(direct, D) / Var(D) minimises the variance (the direct form is
-    heavy-tailed at large q, the Nishimori form at small q; the blend beats both)."""
-    D = nishimori - direct
-    Dc = D - D.mean(0)
-    var = (Dc ** 2).sum(0)
-    cov = ((direct - direct.mean(0)) * Dc).sum(0)
-    lam = np.where(var > 0, -cov / np.where(var > 0, var, 1.0), 0.0)
-    return direct + np.clip(lam, -0.5, 1.5)[None] * D
-
-
-def overlap_update(alpha: float, H: np.ndarray) -> np.ndarray:
-    """Gaussian-prior input update Q = Qhat (I + Qhat)^{-1}, Qhat = alpha H."""
-    Qhat = alpha * (H + H.T) / 2
-    P = Qhat.shape[0]
-    return Qhat @ np.linalg.inv(np.eye(P) + Qhat)
-
-
-def free_entropy(alpha: float, Q: np.ndarray, H: np.ndarray, log_partition: float) -> float:
-    """Phi = -1/2 Tr(Q Qhat) + 1/2 Tr Qhat - 1/2 log det(I + Qhat) + alpha E log Z_out."""
-    Qhat = alpha * (H + H.T) / 2
-    sign, logdet = np.linalg.slogdet(np.eye(Q.shape[0]) + Qhat)
-    return float(-0.5 * np.trace(Q @ Qhat) + 0.5 * np.trace(Qhat) - 0.5 * logdet + alpha * log_partition)
 
 
 @dataclass(frozen=True)
@@ -494,31 +395,9 @@ def fixed_point_statistics(channel, alpha, Q, normals, resolution, statistics: O
     return st, phi, per_scramble_q
 
 
-def bayes_prediction_error(channel: Channel, Q: np.ndarray, normals: np.ndarray, inner_points: int = 256,
-                           seed: int = 7) -> np.ndarray:
-    """Per-scramble E ||y - E[y | omega, V]||_F^2, the inner mean over a shared QMC bank."""
-    from .quadrature import sobol_normals
-
-    R, n, _ = normals.shape
-    P, M = channel.n_indices, channel.n_tokens
-    omega, Z, _, V = sample_outer(channel, Q, normals.reshape(R * n, -1))
-    rng = np.random.default_rng(seed)
-    y = channel.sample_output(Z, rng)
-    bank = sobol_normals(inner_points, P * M, seed).reshape(inner_points, P, M)
-    Vh = _sqrtm_psd(V)
-    yhat = np.zeros_like(y)
-    for k in range(inner_points):
-        yhat += channel.output(omega + np.einsum("pq,qm->pm", Vh, bank[k])[None])
-    yhat /= inner_points
-    err = ((y - yhat).reshape(R * n, -1) ** 2).sum(1)
-    return err.reshape(R, n).mean(1)
-
-
-POINTS = {"fast": 64, "standard": 128, "precise": 512}
 # SE fixed points stop when the map's step is below this fraction of its Monte-Carlo
 # standard error; the step is then added to the reported half-width (a few % of it)
 STATISTICAL_TOLERANCE = 0.1
-SCRAMBLES = 16
 
 
 def _fixed_point_result(channel, alpha, start, fp: FixedPointIteration, normals, resolution) -> FixedPoint:
@@ -565,13 +444,11 @@ def _fixed_point_result(channel, alpha, start, fp: FixedPointIteration, normals,
 def fixed_point(spec, alpha: float, start: str = "uninformed", precision: str = "standard", seed: int = 0,
                 Q_start: np.ndarray | None = None) -> FixedPoint:
     """SE fixed point at one alpha from the uninformed (Q = 1e-3 I) or informed (Q = (1 - 1e-4) I) start."""
-    from .thresholds import _check_precision
-
-    _check_precision(precision)
+    check_precision(precision)
     _check_alpha(alpha)
     channel = spec.channel()
     P = channel.n_indices
-    normals = outer_normals(channel, POINTS[precision], SCRAMBLES, seed)
+    normals = outer_normals(channel, SE_POINTS[precision], SCRAMBLES, seed)
     if Q_start is None:
         Q_start = np.eye(P) * (UNINFORMED_START if start == "uninformed" else INFORMED_START)
     fp = iterate_fixed_point(channel, alpha, Q_start, normals, statistical_tolerance=STATISTICAL_TOLERANCE)
@@ -582,8 +459,6 @@ MAX_ALPHA = 1e4
 
 
 def _check_alpha(alpha):
-    from .errors import SpecError
-
     if not (isinstance(alpha, (int, float)) and np.isfinite(alpha) and 0 < alpha <= MAX_ALPHA):
         raise SpecError("alpha", alpha, f"a number in (0, {MAX_ALPHA:g}]")
 
@@ -608,18 +483,14 @@ def state_evolution(spec, alphas, precision: str = "standard", seed: int = 0, pr
     each warm-started from its neighbour (valid because the Bayes-optimal SE map is
     monotone in Q and alpha, so the warm start and the cold start reach the same fixed
     point).  The Bayes-optimal point is the one with the larger free entropy."""
-    from . import __version__
-    from .results import Settings, StateEvolutionPoint, StateEvolutionResult
-    from .thresholds import _check_precision
-
-    _check_precision(precision)
+    check_precision(precision)
     alphas = [float(a) for a in alphas]
     for a in alphas:
         _check_alpha(a)
     t0 = time.perf_counter()
     channel = spec.channel()
     P = channel.n_indices
-    normals = outer_normals(channel, POINTS[precision], SCRAMBLES, seed)
+    normals = outer_normals(channel, SE_POINTS[precision], SCRAMBLES, seed)
     order = np.argsort(alphas)
     total = 2 * len(alphas)
     done = 0
@@ -661,6 +532,6 @@ def state_evolution(spec, alphas, precision: str = "standard", seed: int = 0, pr
         points.append(StateEvolutionPoint(alpha=alphas[i], uninformed=u, informed=f, bayes_optimal=best,
                                           gap=bool(differ)))
     settings = Settings(precision=precision, seed=seed, method="SE with randomised QMC outer expectations",
-                        outer_points=POINTS[precision], scrambles=SCRAMBLES, inner_resolution=1)
+                        outer_points=SE_POINTS[precision], scrambles=SCRAMBLES, inner_resolution=1)
     return StateEvolutionResult(model=spec.to_dict(), points=tuple(points), settings=settings,
                                 seconds=time.perf_counter() - t0, solver_version=__version__)

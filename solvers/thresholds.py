@@ -28,23 +28,16 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize
 
-from . import __version__
 from .channels.base import Channel
+from .linear_stability import linear_stability, staircase_after_trivial
 from .models import DeepAttentionSpec, ModelSpec
+from .precision import (MAX_STAIRCASE_POINTS, PILOT_POINTS, PRECISION_TARGETS, SCRAMBLES, THRESHOLD_MAX_POINTS,
+                        THRESHOLD_POINTS, check_precision, points_for)
 from .quadrature import t_halfwidth
-from .results import PRECISION_TARGETS, PRECISIONS, Settings, Threshold, ThresholdsResult
-from .errors import SpecError
-from .state_evolution import Q_MAX, iterate_fixed_point, outer_normals, output_statistics
-
-SCRAMBLES = 16
-START_POINTS = {"fast": 128, "standard": 256, "precise": 1024}
-MAX_POINTS = 16384
-MAX_STAIRCASE_POINTS = 2048  # per scramble; beyond, the CI is reported as reached
-
-
-def _check_precision(precision: str):
-    if precision not in PRECISIONS:
-        raise SpecError("precision", precision, "one of " + ", ".join(PRECISIONS))
+from .results import Settings, Threshold, ThresholdsResult
+from .state_evolution import Q_MAX, iterate_fixed_point
+from .statistics import outer_normals, output_statistics
+from .version import __version__
 
 
 # ---------------------------------------------------------------------------------------
@@ -86,7 +79,7 @@ def rates_at_zero(channel: Channel, precision: str, seed: int) -> RateAtZero:
     if isinstance(spec, DeepAttentionSpec) and channel.noiseless and spec.layers == 2 and spec.tokens == 2:
         return _rates_at_zero_grid_L2(spec, target)
     P = channel.n_indices
-    n = START_POINTS[precision]
+    n = THRESHOLD_POINTS[precision]
     Q0 = np.zeros((P, P))
     while True:
         normals = outer_normals(channel, n, SCRAMBLES, seed)
@@ -95,7 +88,7 @@ def rates_at_zero(channel: Channel, precision: str, seed: int) -> RateAtZero:
         mean = dev.mean(0)
         alpha = np.where(mean > 0, 1.0 / np.where(mean > 0, mean, 1), np.inf)
         ci = alpha * t_halfwidth(dev) / np.where(mean > 0, mean, 1)
-        if np.all(ci <= target * alpha) or n >= MAX_POINTS:
+        if np.all(ci <= target * alpha) or n >= THRESHOLD_MAX_POINTS:
             st2 = output_statistics(channel, Q0, normals, 2)
             m2 = st2.cov_deviation.mean(0)
             alpha2 = np.where(m2 > 0, 1.0 / np.where(m2 > 0, m2, 1), np.inf)
@@ -191,17 +184,6 @@ class _LearnedLayerCurve:
         return a1 + (a2 - a1) / (q2 - q1) * (qr - q1)
 
 
-PILOT_POINTS = 64  # per scramble: enough to bracket the root and size the final run
-
-
-def points_for(n: int, relative_ci: float, target: float, cap: int = MAX_STAIRCASE_POINTS) -> int:
-    """Points per scramble for a relative half-width ``target`` (with a 20% margin), from
-    ``relative_ci`` measured at n points, assuming the n^-1/2 rate (QMC does better): a power
-    of two, never below n, at most ``cap``."""
-    wanted = n * (relative_ci / (0.8 * target)) ** 2
-    return int(min(cap, max(n, 2 ** math.ceil(math.log2(max(wanted, 1.0))))))
-
-
 def _single_learned_step(channel: Channel, learned: int, remaining: list[int], base_q: np.ndarray,
                          precision: str, seed: int) -> StaircaseStep:
     """Next threshold when exactly one layer (``learned``) is active: a root in q.
@@ -252,7 +234,7 @@ def _single_learned_step(channel: Channel, learned: int, remaining: list[int], b
 def _multi_learned_step(channel: Channel, learned: list[int], remaining: list[int], alpha_prev: float,
                         Q_prev: np.ndarray, precision: str, seed: int) -> tuple[StaircaseStep, np.ndarray]:
     """Next threshold with several active layers: a root in alpha, Q*_S(alpha) by SE iteration."""
-    n = START_POINTS[precision]
+    n = THRESHOLD_POINTS[precision]
     normals = outer_normals(channel, n, SCRAMBLES, seed)
     P = channel.n_indices
     frozen = np.ones(P, dtype=bool)
@@ -381,7 +363,7 @@ def layer_thresholds(spec: ModelSpec, precision: str = "standard", seed: int = 0
 
     Returns a :class:`~solvers.results.ThresholdsResult` sorted by alpha, each threshold
     with its 95% half-width, plus the perfect-recovery alpha for noiseless channels."""
-    _check_precision(precision)
+    check_precision(precision)
     t0 = time.perf_counter()
     channel = spec.channel()
     if channel.sign_symmetric:
@@ -395,14 +377,10 @@ def layer_thresholds(spec: ModelSpec, precision: str = "standard", seed: int = 0
             thresholds = [dataclasses.replace(t, layer=None, direction=tuple(float(k == t.layer - 1) for k in range(P)))
                           for t in thresholds]
     else:
-        from .linear_stability import linear_stability
-
         ls = linear_stability(channel, scrambles=SCRAMBLES, seed=seed, precision=precision)
         thresholds = list(ls.thresholds)
         method = "randomised QMC linear stability (Perron eigenvalue of F)"
         if ls.trivial_directions and ls.complement_basis:
-            from .linear_stability import staircase_after_trivial
-
             st = staircase_after_trivial(channel, precision, seed, ls=ls)
             if st is not None and math.isfinite(st.alpha) and not (ls.alpha_c < st.alpha):
                 thresholds = [t for t in thresholds if t.kind == "trivial"] + list(st.thresholds)

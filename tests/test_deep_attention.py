@@ -10,7 +10,7 @@ import pytest
 from solvers import DeepAttentionSpec, SpecError, layer_thresholds, state_evolution
 from solvers.channels import attention_kernels as K
 from solvers.channels.deep_attention import inner_bank
-from solvers.state_evolution import outer_normals, output_statistics, overlap_update
+from solvers.statistics import outer_normals, output_statistics, overlap_update
 from solvers.thresholds import perfect_recovery, rates_at_zero
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
@@ -132,7 +132,7 @@ def test_posterior_moments_stay_converged_as_the_posterior_collapses(paper_chann
     """At Q = 0.99 on both layers the posterior is narrow; refining the grid 4x changes nothing."""
     normals = outer_normals(paper_channel, 64, 2, 11)
     Q = np.diag([0.99, 0.99])
-    from solvers.state_evolution import sample_outer
+    from solvers.statistics import sample_outer
 
     omega, Z, obs, V = sample_outer(paper_channel, Q, normals.reshape(128, -1))
     p1 = paper_channel.posterior_moments(obs, omega, V, 1)

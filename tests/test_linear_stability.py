@@ -250,7 +250,7 @@ def test_committee_staircase_curve_against_reduction():
     alpha(q) rho(q) agrees with the independent reduction within the scrambles' CI."""
     from solvers.linear_stability import _TrivialDirectionCurve
     from solvers.quadrature import t_halfwidth
-    from solvers.state_evolution import outer_normals
+    from solvers.statistics import outer_normals
 
     ch = make_channel("committee_sign", noise=0.0)
     u, Uc = _committee_basis()
@@ -295,7 +295,7 @@ def test_committee_se_map_complement_shrinks_below_grows_above(factor):
     points, which alpha ~ 20 turns into ~0.05 of overlap (larger than c itself)."""
     from scipy import optimize
 
-    from solvers.state_evolution import outer_normals, output_statistics, overlap_update
+    from solvers.statistics import outer_normals, output_statistics, overlap_update
 
     ch = make_channel("committee_sign", noise=0.0)
     u, Uc = _committee_basis()

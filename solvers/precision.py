@@ -1,0 +1,53 @@
+"""Precision levels and the sizing of the randomised-QMC runs of every engine.
+
+A precision names target relative 95% half-widths (:data:`PRECISION_TARGETS`).  Every
+outer expectation is averaged over :data:`SCRAMBLES` independent scrambles of a Sobol
+sequence (the Student-t interval over scrambles is the statistical error); the tables
+below give the outer points per scramble each engine starts from and the caps of its
+adaptive growth.
+"""
+from __future__ import annotations
+
+import math
+
+from .errors import SpecError
+
+PRECISIONS = ("fast", "standard", "precise")
+# target 95% half-widths relative to the value: (thresholds at Q = 0, staircase thresholds)
+PRECISION_TARGETS = {"fast": (0.02, 0.02), "standard": (0.005, 0.01), "precise": (0.001, 0.003)}
+
+SCRAMBLES = 16  # independent Sobol scrambles of every outer expectation
+
+# State evolution: outer points per scramble (fixed).
+SE_POINTS = {"fast": 64, "standard": 128, "precise": 512}
+
+# Layer-wise thresholds at Q = 0 (quadrupled until the target, at most the cap) and the
+# staircase step with several learned layers.
+THRESHOLD_POINTS = {"fast": 128, "standard": 256, "precise": 1024}
+THRESHOLD_MAX_POINTS = 16384
+
+# Linear stability of Q = 0 for any channel (doubled until the target, at most the cap).
+LINEAR_STABILITY_POINTS = {"fast": 1 << 10, "standard": 1 << 12, "precise": 1 << 14}
+LINEAR_STABILITY_MAX_POINTS = {"fast": 1 << 13, "standard": 1 << 15, "precise": 1 << 17}
+
+# Staircase after one learned layer: a pilot run brackets the root, points_for sizes the rest.
+PILOT_POINTS = 64  # per scramble: enough to bracket the root and size the final run
+MAX_STAIRCASE_POINTS = 2048  # per scramble; beyond, the CI is reported as reached
+
+# Staircase after a trivial direction (each point costs a Perron eigenproblem).
+TRIVIAL_STAIRCASE_PILOT_POINTS = 16
+TRIVIAL_STAIRCASE_MAX_POINTS = {"fast": 16, "standard": 32, "precise": 128}
+
+
+def check_precision(precision: str) -> None:
+    """Raise :class:`SpecError` unless ``precision`` is one of :data:`PRECISIONS`."""
+    if precision not in PRECISIONS:
+        raise SpecError("precision", precision, "one of " + ", ".join(PRECISIONS))
+
+
+def points_for(n: int, relative_ci: float, target: float, cap: int = MAX_STAIRCASE_POINTS) -> int:
+    """Points per scramble for a relative half-width ``target`` (with a 20% margin), from
+    ``relative_ci`` measured at n points, assuming the n^-1/2 rate (QMC does better):
+    n (relative_ci / (0.8 target))^2 rounded up to a power of two, never below n, at most ``cap``."""
+    wanted = n * (relative_ci / (0.8 * target)) ** 2
+    return int(min(cap, max(n, 2 ** math.ceil(math.log2(max(wanted, 1.0))))))
