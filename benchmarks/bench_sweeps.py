@@ -4,7 +4,7 @@
                                       [--layers 2]   (--layers 1: the same grid on the cheap one-layer model)
 
 Needs Redis (STAIRCASE_TEST_REDIS_URL, default redis://127.0.0.1:6379/0).  Each run uses its own
-key prefix (cold cache, its own arq queue) and starts fresh `arq service.sweep_worker.WorkerSettings`
+key prefix (cold cache, its own arq queue) and starts fresh `python -m service.worker`
 processes; the wall time is measured from the POST (workers already warm) to the last point.
 Afterwards the same sweep is posted again (every point a cache hit) and the keys are removed.
 """
@@ -33,12 +33,12 @@ MODEL = {"family": "deep_attention", "layers": 2, "tokens": 2, "skip": 1.0, "bet
 def worker_env(prefix: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STAIRCASE_")}
     env.update(STAIRCASE_REDIS_URL=URL, STAIRCASE_REDIS_PREFIX=prefix, STAIRCASE_QUEUE="redis",
-               OMP_NUM_THREADS="1")
+               STAIRCASE_WORKERS="1", OMP_NUM_THREADS="1")  # one point at a time per worker
     return env
 
 
 def start_workers(n: int, prefix: str) -> list[subprocess.Popen]:
-    return [subprocess.Popen([sys.executable, "-m", "arq", "service.sweep_worker.WorkerSettings"],
+    return [subprocess.Popen([sys.executable, "-m", "service.worker"],
                              cwd=ROOT, env=worker_env(prefix), stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True) for _ in range(n)]
 
@@ -46,7 +46,7 @@ def start_workers(n: int, prefix: str) -> list[subprocess.Popen]:
 def wait_ready(procs, prefix: str, timeout=900) -> None:
     """An arq worker writes its health-check key once its startup (kernel warm-up) is done."""
     r = redis.Redis.from_url(URL)
-    key = prefix + "sweeps:health-check"
+    key = prefix + "computations:health-check"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if r.exists(key):

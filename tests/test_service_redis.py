@@ -151,7 +151,7 @@ def test_redis_outage_degrades_and_recovers(pool, tmp_path):  # noqa: F811
 
 
 def test_worker_runs_queued_jobs(pool, tmp_path):  # noqa: F811
-    """STAIRCASE_QUEUE=redis: the API queues, `python -m service.worker`'s Worker computes."""
+    """STAIRCASE_QUEUE=redis: the API queues (arq), `python -m service.worker`'s Worker computes."""
     from service.worker import Worker
 
     p = prefix()

@@ -210,15 +210,15 @@ def _drop(prefix: str) -> None:
 
 
 class ArqWorkers:
-    """``arq service.sweep_worker.WorkerSettings`` processes on the test Redis."""
+    """``python -m service.worker`` processes (arq workers) on the test Redis."""
 
     def __init__(self, n: int, prefix: str, lease: float = 2.0, warm: bool = True):
         env = {k: v for k, v in os.environ.items() if not k.startswith("STAIRCASE_")}
         env.update(STAIRCASE_REDIS_URL=REDIS_URL, STAIRCASE_REDIS_PREFIX=prefix, STAIRCASE_QUEUE="redis",
                    STAIRCASE_SWEEP_LEASE=str(lease), STAIRCASE_WARM_UP=str(warm).lower(),
-                   OMP_NUM_THREADS="1")
+                   STAIRCASE_WORKERS="1", OMP_NUM_THREADS="1")
         self.prefix = prefix
-        self.procs = [subprocess.Popen([sys.executable, "-m", "arq", "service.sweep_worker.WorkerSettings"],
+        self.procs = [subprocess.Popen([sys.executable, "-m", "service.worker"],
                                        cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL) for _ in range(n)]
 
@@ -226,7 +226,7 @@ class ArqWorkers:
         r = redis.Redis.from_url(REDIS_URL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if r.exists(self.prefix + "sweeps:health-check"):
+            if r.exists(self.prefix + "computations:health-check"):
                 return
             assert all(p.poll() is None for p in self.procs), "an arq worker exited"
             time.sleep(0.1)
@@ -250,7 +250,6 @@ def test_arq_workers_survive_a_killed_worker_and_repeat_is_all_hits(tmp_path, po
     again answers every point from the cache."""
     prefix = f"staircase-test:{uuid.uuid4().hex[:12]}:"
     workers = ArqWorkers(2, prefix, lease=2.0, warm=False)  # the one-layer kernels compile fast
-    r = redis.Redis.from_url(REDIS_URL)
     app = create_app(settings(tmp_path, redis_url=REDIS_URL, redis_prefix=prefix, queue="redis"), pool=pool)
     values = [0.5, 1.0, 1.5, 2.0]
     body = {"model": ONE_LAYER, "compute": "state_evolution", "precision": "fast", "seed": fresh_seed(),
@@ -263,16 +262,13 @@ def test_arq_workers_survive_a_killed_worker_and_repeat_is_all_hits(tmp_path, po
         resp = await c.post("/v1/sweeps", json=body)
         assert resp.status_code == 202 and resp.json()["backend"] == "arq"
         loc = resp.headers["location"]
-        sid = resp.json()["id"]
         killed = None
         deadline = time.monotonic() + 300
         while killed is None and time.monotonic() < deadline:
-            for key in r.scan_iter(f"{prefix}sweep:{sid}:run:*"):
-                pid = r.get(key)
-                i = int(key.decode().rsplit(":", 1)[1])
-                if pid and int(pid) in pids and not r.exists(f"{prefix}sweep:{sid}:pt:{i}"):
-                    os.kill(int(pid), signal.SIGKILL)
-                    killed = (int(pid), i)
+            for p in (await c.get(loc)).json()["result"]["points"]:
+                if p["status"] == "running" and p.get("worker") in pids:  # computing right now
+                    os.kill(p["worker"], signal.SIGKILL)
+                    killed = (p["worker"], p["index"])
                     break
             await asyncio.sleep(0.01)
         assert killed is not None, "no point was seen running"
