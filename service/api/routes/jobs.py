@@ -25,28 +25,27 @@ RESPONSES = {200: {"model": JobOut, "description": "The job", "content": {"appli
              422: problem_response("Malformed job id", examples.PROBLEM)}
 
 
-@router.get("/jobs/{job_id}", responses=RESPONSES)
-async def get_job(job_id: JobId, svc: ServicesDep) -> Response:
-    """Status (queued, running, done, failed, cancelled), progress and, when done, the result."""
-    body = await svc.sweeps.get(job_id)
+async def _job(job_id: str, of_sweep, of_job) -> Response:
+    """The sweep's body if ``job_id`` is a sweep, else the job's."""
+    body = await of_sweep(job_id)
     if body is None:
-        job = await svc.engine.get(job_id)
+        job = await of_job(job_id)
         if job is None:
             raise NotFound(f"no job {job_id}")
         body = job.body()
     return json(body)
+
+
+@router.get("/jobs/{job_id}", responses=RESPONSES)
+async def get_job(job_id: JobId, svc: ServicesDep) -> Response:
+    """Status (queued, running, done, failed, cancelled), progress and, when done, the result."""
+    return await _job(job_id, svc.sweeps.get, svc.engine.get)
 
 
 @router.delete("/jobs/{job_id}", responses=RESPONSES)
 async def cancel_job(job_id: JobId, svc: ServicesDep) -> Response:
     """Cancel a queued or running job (a finished one is returned unchanged)."""
-    body = await svc.sweeps.cancel(job_id)
-    if body is None:
-        job = await svc.engine.cancel(job_id)
-        if job is None:
-            raise NotFound(f"no job {job_id}")
-        body = job.body()
-    return json(body)
+    return await _job(job_id, svc.sweeps.cancel, svc.engine.cancel)
 
 
 PLOT_RESPONSES = {404: problem_response("No such sweep"), 401: problem_response(UNAUTHORIZED),
