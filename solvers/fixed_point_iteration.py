@@ -1,0 +1,549 @@
+"""Iteration of the SE map to a fixed point (THEORY.md section 3): a small driver loop
+(:func:`iterate_fixed_point`) with its accelerators and stopping rules as separate pieces.
+
+The order parameters are a vector x: the diagonal overlaps q_l for sign-symmetric channels
+(their overlap matrix stays diagonal), the upper triangle of Q otherwise.  The pieces:
+
+- :class:`SEMap`: x -> G(x), the SE map Q <- Qhat (I + Qhat)^{-1}, Qhat = alpha H(Q), counting
+  its evaluations and keeping the last one's statistics and Monte-Carlo standard error;
+- :class:`StoppingRule`: the strict scaled residual and the statistical stopping rule;
+- :func:`perfect_recovery_verdict`: whether components near q = 1 go to Q_0;
+- :class:`AitkenExtrapolation`: bounded Aitken jumps of geometrically contracting components;
+- :class:`NewtonAccelerator`: Newton, then Broyden-updated, steps where the map contracts slowly;
+- :class:`SteadyMoves` and :class:`RayJumps`: steady geometric moves near q = 0 and q = 1, and
+  the jumps along v = 1 - q near perfect recovery;
+- :func:`coordinate_root`: the root of one component's own map (a layer leaving q = 0).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import optimize
+
+from .channels.base import Channel
+from .statistics import OutputStatistics, output_statistics, overlap_update
+
+Q_MAX = 1.0 - 1e-10  # overlaps are capped here: beyond, recovery is perfect to machine precision
+LEAVING_ZERO = 1e-2  # a slowly growing layer below this jumps to the least root of its own map
+NEAR_ONE = 1e-6  # 1 - q below this: perfect recovery decided by the contraction of 1 - q
+SMALL_OVERLAP = 1e-3  # below, a layer's fate (0 or growth) is decided by its linear rate at q = 0
+NEWTON_LOGIT_STEP = 3.0  # largest Newton move in logit q: a factor e^3 ~ 20 in q or in 1 - q
+STEADY_STEPS = 3  # consecutive steady geometric steps that trigger a jump
+
+
+@dataclass(frozen=True)
+class FixedPointIteration:
+    """Raw result of :func:`iterate_fixed_point` (see :class:`solvers.results.FixedPoint`)."""
+
+    Q: np.ndarray
+    converged: bool
+    iterations: int
+    residual: float
+    contraction: float
+    step: np.ndarray  # map(Q) - Q at the last evaluation (order-parameter vector)
+    statistics: OutputStatistics | None = None  # at Q itself, when the last evaluation was there
+
+
+# ---------------------------------------------------------------------------------------
+# Order parameters
+# ---------------------------------------------------------------------------------------
+def order_vector(channel: Channel, Q: np.ndarray) -> np.ndarray:
+    """The order parameters of Q: its diagonal (sign-symmetric channels) or upper triangle."""
+    if channel.sign_symmetric:
+        return np.diag(Q).copy()
+    return Q[np.triu_indices(Q.shape[0])].copy()
+
+
+def symmetric_from_upper(P: int, x: np.ndarray) -> np.ndarray:
+    """The symmetric P x P matrix whose upper triangle (row-major) is x."""
+    Q = np.zeros((P, P))
+    Q[np.triu_indices(P)] = x
+    return Q + Q.T - np.diag(np.diag(Q))
+
+
+def overlap_matrix(channel: Channel, x: np.ndarray) -> np.ndarray:
+    """The overlap matrix of the order parameters x, its eigenvalues clipped to [0, Q_MAX]."""
+    P = channel.n_indices
+    if channel.sign_symmetric:
+        return np.diag(np.clip(x, 0.0, Q_MAX))
+    w, U = np.linalg.eigh(symmetric_from_upper(P, x))
+    return (U * np.clip(w, 0.0, Q_MAX)) @ U.T
+
+
+def difference_step(q: float) -> float:
+    """Finite-difference step for the SE map in an overlap q: relative to 1 - q (and inwards)
+    near q = 1, where a fixed step would leave [0, Q_MAX] and 1 - q contracts by a finite ratio."""
+    return -1e-2 * (1.0 - q) if q > 0.5 else 1e-4
+
+
+class SEMap:
+    """The SE map on the order parameters, x -> vec(Qhat (I + Qhat)^{-1}), Qhat = alpha H(Q(x)),
+    H averaged over the scrambles (THEORY.md section 3); components outside ``mask`` are held.
+
+    Counts its evaluations (``evaluations``) and keeps the last one's point, output statistics
+    and the map's Monte-Carlo standard error per component (the spread over the R scrambles of
+    the per-scramble maps / sqrt R)."""
+
+    def __init__(self, channel: Channel, alpha: float, normals: np.ndarray, resolution: int, mask: np.ndarray):
+        self.channel, self.alpha, self.normals, self.resolution, self.mask = channel, alpha, normals, resolution, mask
+        self.evaluations = 0
+        self.last_point: np.ndarray | None = None
+        self.last_statistics: OutputStatistics | None = None
+        self.standard_error: np.ndarray | None = None
+
+    def output_statistics(self, x: np.ndarray) -> OutputStatistics:
+        """Output statistics (with the plug-in error) at the overlaps x: one evaluation."""
+        self.evaluations += 1
+        return output_statistics(self.channel, overlap_matrix(self.channel, x), self.normals, self.resolution,
+                                 plugin=True)
+
+    def remember(self, x: np.ndarray, statistics: OutputStatistics) -> None:
+        self.last_point, self.last_statistics = x, statistics
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        channel, alpha = self.channel, self.alpha
+        st = self.output_statistics(x)
+        out = order_vector(channel, overlap_update(alpha, st.H.mean(0)))
+        out = np.where(self.mask, out, x)
+        per_scramble = np.array([order_vector(channel, overlap_update(alpha, H)) for H in st.H])
+        self.remember(x.copy(), st)
+        self.standard_error = per_scramble.std(0, ddof=1) / math.sqrt(len(st.H))
+        return np.clip(out, 0.0, Q_MAX) if channel.sign_symmetric else out
+
+    def statistics_at(self, x: np.ndarray) -> OutputStatistics | None:
+        """The output statistics at x if the last evaluation was there."""
+        return self.last_statistics if np.array_equal(self.last_point, x) else None
+
+
+# ---------------------------------------------------------------------------------------
+# Stopping rules
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StoppingRule:
+    """When the iteration has converged, on a set of components.
+
+    Strict: the scaled residual max |G(x) - x|, relative to 1 - q when ``relative_near_one``
+    (sign-symmetric channels, whose overlaps converge to Q_0 geometrically), is at most ``tol``.
+    Statistical (``statistical_tolerance`` not None): every |G(x) - x| is at most that fraction
+    of the map's Monte-Carlo standard error: iterating further would refine Q far below its
+    statistical uncertainty (near q = 1 the relative residual cannot fall below the inner
+    quadrature's noise)."""
+
+    tol: float
+    statistical_tolerance: float | None
+    relative_near_one: bool
+
+    def residual(self, x: np.ndarray, step: np.ndarray) -> float:
+        if self.relative_near_one:
+            return float(np.max(np.abs(step) / np.clip(1.0 - x, 1e-12, 1.0)))
+        return float(np.max(np.abs(step)))
+
+    def within_statistical_error(self, step: np.ndarray, standard_error: np.ndarray, components: np.ndarray) -> bool:
+        return self.statistical_tolerance is not None and bool(
+            np.all(np.abs(step[components]) <= self.statistical_tolerance * standard_error[components]))
+
+    def converged(self, x: np.ndarray, step: np.ndarray, standard_error: np.ndarray,
+                  components: np.ndarray) -> tuple[float, bool]:
+        """(residual on the components, whether either rule holds there); residual 0 on none."""
+        res = self.residual(x[components], step[components]) if np.any(components) else 0.0
+        return res, res <= self.tol or self.within_statistical_error(step, standard_error, components)
+
+
+def perfect_recovery_verdict(x: np.ndarray, mapped: np.ndarray, step: np.ndarray, near_one: np.ndarray,
+                             marginal: bool) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Settle the components within NEAR_ONE of q = 1: (x, step, settled).
+
+    Collatz-Wielandt: the map of v = 1 - q near Q_0 (monotone, 1-homogeneous) has spectral
+    radius <= max_l v'_l / v_l; below 1, Q_0 attracts and these components go there.
+    Otherwise, if ``marginal`` (their step is within the statistical error: alpha_PR itself),
+    the fixed point lies between here and Q_0, so the step reported is the distance left."""
+    if np.max((1.0 - mapped[near_one]) / (1.0 - x[near_one])) < 1.0:
+        return np.where(near_one, Q_MAX, x), step, True
+    if marginal:
+        return x, np.where(near_one, 1.0 - x, step), True
+    return x, step, False
+
+
+# ---------------------------------------------------------------------------------------
+# Accelerators
+# ---------------------------------------------------------------------------------------
+def aitken_extrapolation(mapped: np.ndarray, step: np.ndarray, previous_step: np.ndarray, mask: np.ndarray,
+                         clip_to_overlaps: bool) -> tuple[np.ndarray, float]:
+    """Aitken's jump x + s f / (1 - s), s = f / f_prev, for components whose last two steps
+    shrink with ratio s in (0, 0.98); returns (next point, largest such s, 0 if none).
+
+    Bounded: at most 20 plain steps, and never onto 0 or Q_0 in one go, where exact (possibly
+    unstable) fixed points would capture the iteration for good.  Components moving away from
+    a fixed point are never extrapolated, so no unstable one (Q = 0 above threshold) attracts."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = np.where(np.abs(previous_step) > 0, step / previous_step, 0.0)
+    ok = (s > 0) & (s < 0.98) & mask
+    jump = np.clip(s * step / (1.0 - s), -20 * np.abs(step), 20 * np.abs(step))
+    target = np.clip(mapped + jump, 1e-3 * mapped, 1.0 - 1e-3 * (1.0 - mapped))
+    x_new = np.where(ok, target, mapped)
+    if clip_to_overlaps:
+        x_new = np.clip(x_new, 0.0, Q_MAX)
+    return x_new, float(np.max(np.where(ok, s, 0.0)))
+
+
+class AitkenExtrapolation:
+    """Plain steps, with an Aitken jump (:func:`aitken_extrapolation`) at every evaluation count
+    divisible by 3 that follows a remembered plain step; ``reset`` after any other jump."""
+
+    def __init__(self, clip_to_overlaps: bool):
+        self.clip_to_overlaps = clip_to_overlaps
+        self.previous_step: np.ndarray | None = None
+
+    def reset(self) -> None:
+        self.previous_step = None
+
+    def next_point(self, mapped: np.ndarray, step: np.ndarray, mask: np.ndarray,
+                   evaluations: int) -> tuple[np.ndarray, float | None]:
+        """(next point, contraction ratio of the jump or None for a plain step)."""
+        if self.previous_step is not None and evaluations % 3 == 0:
+            x_new, ratio = aitken_extrapolation(mapped, step, self.previous_step, mask, self.clip_to_overlaps)
+            self.previous_step = None
+            return x_new, ratio
+        self.previous_step = step
+        return mapped, None
+
+
+def newton_coordinates(q: np.ndarray, logit: bool) -> np.ndarray:
+    """Coordinates of the Newton steps: logit q = log q - log(1 - q) for the diagonal overlaps
+    of sign-symmetric channels, q itself otherwise.  Near Q = 0 and Q = Q_0 the SE map of
+    such channels is linear in q (in 1 - q), so in logit coordinates a steady geometric move
+    is a constant step, and Newton's step estimates where it ends (from the curvature) instead
+    of being pulled onto the (possibly unstable) end point 0 or Q_0 itself."""
+    if not logit:
+        return np.asarray(q, dtype=float).copy()
+    q = np.clip(q, 1e-300, Q_MAX)
+    return np.log(q) - np.log1p(-q)
+
+
+def bounded_newton_target(q: np.ndarray, target: np.ndarray, logit: bool) -> np.ndarray:
+    """The overlaps at a Newton target, the move bounded: at most NEWTON_LOGIT_STEP in logit
+    q; in plain coordinates never more than halving q or 1 - q."""
+    if logit:
+        u = newton_coordinates(q, True)
+        u = np.clip(target, u - NEWTON_LOGIT_STEP, u + NEWTON_LOGIT_STEP)
+        return np.minimum(1.0 / (1.0 + np.exp(-u)), Q_MAX)
+    return np.clip(target, 0.5 * q, np.minimum(1.0 - 0.5 * (1.0 - q), Q_MAX))
+
+
+def newton_target(x: np.ndarray, step_u: np.ndarray, J: np.ndarray, active: np.ndarray, logit: bool) -> np.ndarray:
+    """u + (I - J)^{-1} (Phi(u) - u) on the active components, in Newton's coordinates u
+    (``step_u`` = Phi(u) - u, J the Jacobian of Phi there), the move bounded
+    (:func:`bounded_newton_target`); the other components unchanged."""
+    u = newton_coordinates(x[active], logit)
+    target = u + np.linalg.solve(np.eye(active.size) - J, step_u[active])
+    out = x.copy()
+    out[active] = bounded_newton_target(x[active], target, logit)
+    return out
+
+
+def finite_difference_jacobian(se_map: SEMap, x: np.ndarray, x_u: np.ndarray, mapped_u: np.ndarray,
+                               active: np.ndarray, logit: bool) -> np.ndarray:
+    """Jacobian of the map in Newton's coordinates on the active components, one forward
+    difference (:func:`difference_step`) per component: ``active.size`` evaluations."""
+    J = np.empty((active.size, active.size))
+    for k, j in enumerate(active):
+        y = x.copy()
+        y[j] += difference_step(x[j])
+        y_u = newton_coordinates(y, logit)
+        J[:, k] = (newton_coordinates(se_map(y), logit)[active] - mapped_u[active]) / (y_u[j] - x_u[j])
+    return J
+
+
+def contracting(J: np.ndarray) -> bool:
+    """Spectral radius of the map's Jacobian below 1: the nearby fixed point attracts."""
+    return bool(np.max(np.abs(np.linalg.eigvals(J))) < 0.999)
+
+
+class NewtonAccelerator:
+    """Newton, then Broyden-updated, steps in Newton's coordinates (:func:`newton_coordinates`)
+    when the contraction is slow (critical slowing down near a transition), only while the
+    map's Jacobian has spectral radius below 1: towards the attracting fixed point the
+    iteration was heading for.
+
+    State: the last step in Newton's coordinates (for :meth:`slow_components`; None after a
+    jump) and, after a Newton step, (J, its active components, the residual norm, u and Phi(u)
+    on them) for Broyden's update (None when the quasi-Newton steps stopped)."""
+
+    def __init__(self, logit: bool):
+        self.logit = logit
+        self.previous_step_u: np.ndarray | None = None
+        self.jacobian: tuple | None = None
+
+    def coordinates(self, q: np.ndarray) -> np.ndarray:
+        return newton_coordinates(q, self.logit)
+
+    def forget_step(self) -> None:
+        self.previous_step_u = None
+
+    def slow_components(self, step_u: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+        """Eligible components whose step kept its sign and shrank by less than half; the step
+        is remembered for the next call."""
+        previous, self.previous_step_u = self.previous_step_u, step_u
+        if previous is None:
+            return np.zeros(step_u.shape, dtype=bool)
+        return (np.abs(step_u) >= 0.5 * np.abs(previous)) & (step_u * previous > 0) & eligible
+
+    def _take(self, J, active, x, x_u, mapped_u, step_u) -> np.ndarray:
+        self.jacobian = (J, active, np.linalg.norm(step_u[active]), x_u[active], mapped_u[active])
+        return newton_target(x, step_u, J, active, self.logit)
+
+    def broyden_step(self, x: np.ndarray, x_u: np.ndarray, mapped_u: np.ndarray, step_u: np.ndarray,
+                     active: np.ndarray) -> np.ndarray | None:
+        """After a Newton step, on the same active components and while the residual norm at
+        least halves per step: the next point with Broyden's rank-one update of the Jacobian
+        from the last move, if it still contracts.  Otherwise None (and the quasi-Newton steps
+        stop)."""
+        if self.jacobian is not None:
+            J, was_active, last, x_last, g_last = self.jacobian
+            if np.array_equal(active, was_active) and np.linalg.norm(step_u[active]) < 0.5 * last:
+                dx, dg = x_u[active] - x_last, mapped_u[active] - g_last
+                if dx @ dx > 0:
+                    J = J + np.outer(dg - J @ dx, dx) / (dx @ dx)
+                if contracting(J):
+                    return self._take(J, active, x, x_u, mapped_u, step_u)
+        self.jacobian = None
+        return None
+
+    def newton_step(self, se_map: SEMap, x: np.ndarray, x_u: np.ndarray, mapped_u: np.ndarray,
+                    step_u: np.ndarray, active: np.ndarray) -> np.ndarray | None:
+        """The Newton point from a finite-difference Jacobian if the map contracts there, else None."""
+        J = finite_difference_jacobian(se_map, x, x_u, mapped_u, active, self.logit)
+        if not contracting(J):
+            return None
+        self.forget_step()
+        return self._take(J, active, x, x_u, mapped_u, step_u)
+
+
+def count_steady(count: np.ndarray, ratio: np.ndarray, eligible: np.ndarray, margin: float = 0.02) -> np.ndarray:
+    """Consecutive-step counter of a steady geometric move: +1 where ratio > 1 + margin,
+    reset where ratio < 1 - margin or not eligible, unchanged in between."""
+    return np.where(eligible & (ratio > 1.0 + margin), count + 1,
+                    np.where(eligible & (ratio >= 1.0 - margin), count, 0))
+
+
+class SteadyMoves:
+    """Counters of steady geometric moves, per component: a small overlap growing (a layer
+    just above its threshold leaving Q ~ 0: plain iteration needs tens of steps), and 1 - q
+    growing or shrinking near q = 1 (leaving or approaching Q_0).  Counted on the ratios q'/q
+    and (1 - q')/(1 - q): a step that barely moves (an extrapolation's overshoot, a
+    neighbour's pull) neither counts nor resets; 1 - q below 1e-8 is at the precision of the
+    map, no trustworthy ratio there.  An approach counts at any steady rate (at alpha_PR
+    itself it is algebraic, v' = v (1 - c v))."""
+
+    def __init__(self, size: int):
+        self.growing = np.zeros(size, dtype=int)
+        self.leaving_one = np.zeros(size, dtype=int)
+        self.approaching_one = np.zeros(size, dtype=int)
+        self.down_ratio = np.ones(size)  # (1 - q') / (1 - q) at the last observation
+
+    def observe(self, x: np.ndarray, mapped: np.ndarray, mask: np.ndarray) -> None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            up_ratio = np.where(x > 0, mapped / x, 1.0)
+            self.down_ratio = (1.0 - mapped) / (1.0 - x)
+            self.growing = count_steady(self.growing, up_ratio, mask & (x < LEAVING_ZERO))
+            near_ray = mask & (1.0 - x < LEAVING_ZERO) & (1.0 - x > 1e-8)
+            self.leaving_one = count_steady(self.leaving_one, self.down_ratio, near_ray)
+            self.approaching_one = count_steady(self.approaching_one, 1.0 / self.down_ratio,
+                                                near_ray & (1.0 - x > NEAR_ONE), 1e-3)
+
+    def growing_steadily(self) -> np.ndarray:
+        return self.growing >= STEADY_STEPS
+
+    def reset_growing(self) -> None:
+        self.growing[:] = 0
+
+    def reset_near_one(self) -> None:
+        self.leaving_one[:] = 0
+        self.approaching_one[:] = 0
+
+
+class RayJumps:
+    """Jumps along v = 1 - q near Q_0 (sign-symmetric channels), where the map of v is linear,
+    v' = A v, and the iterates move along A's Perron vector, whose components move together
+    (coordinate-wise jumps stall on the coupling).  A jump goes along the current v, many
+    steps of that steady move at once: leaving perfect recovery (just below alpha_PR) to the
+    end of the linear regime (largest v = LEAVING_ZERO); approaching it to below NEAR_ONE,
+    where the contraction of v decides (if Q_0 repels after all, the iterates leave again).
+    At most ``jumps`` of each kind: a fixed point v* inside the linear regime is then reached
+    by plain iteration, from whichever side the last jump left it."""
+
+    def __init__(self, jumps: int = 2):
+        self.leaves_left = jumps
+        self.approaches_left = jumps
+
+    def jump(self, x: np.ndarray, mapped: np.ndarray, mask: np.ndarray, moves: SteadyMoves) -> np.ndarray | None:
+        """The point after a jump, or None.  Only with every active component in the linear
+        regime; approaching only while no component moves away from 1 (even one whose 1 - q
+        is too small for a trustworthy ratio: the iterates are not yet on the ray)."""
+        linear = not np.any(mask & (1.0 - x >= LEAVING_ZERO))
+        leave = linear and np.any(moves.leaving_one >= STEADY_STEPS) and self.leaves_left > 0
+        approach = (linear and np.any(moves.approaching_one >= STEADY_STEPS) and self.approaches_left > 0
+                    and not np.any(mask & (moves.down_ratio > 1.0)))
+        if not (leave or approach):
+            return None
+        ray = mask & (1.0 - mapped < LEAVING_ZERO) & (1.0 - mapped > 1e-8)
+        v = 1.0 - mapped
+        if leave:
+            end = LEAVING_ZERO
+            self.leaves_left -= 1
+        else:
+            end = 0.5 * NEAR_ONE
+            self.approaches_left -= 1
+        return np.where(ray, 1.0 - v * (end / np.max(v[ray])), mapped)
+
+
+def coordinate_root(se_map: SEMap, l: int, x: np.ndarray, direction: int = 1) -> float:
+    """The root of G_l(q, x_-l) = q next to x_l, upward (direction 1) or downward (-1), the
+    other components held: a scan in logit(q), then brentq.  For a monotone map started below
+    its least fixed point x*, G_l(x*_l, x_-l) <= x*_l, so the upward root cannot pass x*_l (and
+    symmetrically from above): the jump is safe."""
+    memo = {}
+
+    def phi(q):
+        if q not in memo:
+            y = x.copy()
+            y[l] = q
+            memo[q] = direction * (se_map(y)[l] - q)
+        return memo[q]
+
+    near = min(max(x[l], SMALL_OVERLAP * 1e-3), 1.0 - SMALL_OVERLAP * 1e-3)
+    t = math.log(near / (1.0 - near))
+    while True:
+        t += 1.5 * direction
+        far = min(1.0 / (1.0 + math.exp(-t)), Q_MAX)
+        if phi(far) <= 0.0:
+            break
+        if far >= Q_MAX or far <= 1e-12:
+            return far
+        near = far
+    if phi(near) <= 0.0:  # the seed itself is (numerically) at the root
+        return near
+    lo, hi = min(near, far), max(near, far)
+    return optimize.brentq(phi, lo, hi, xtol=1e-4 * min(lo, 1.0 - hi))
+
+
+# ---------------------------------------------------------------------------------------
+# The driver
+# ---------------------------------------------------------------------------------------
+def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, normals: np.ndarray,
+                        resolution: int = 1, tol: float = 1e-6, max_iterations: int = 400,
+                        frozen: np.ndarray | None = None,
+                        statistical_tolerance: float | None = None) -> FixedPointIteration:
+    """Iterate the SE map to a fixed point, accelerated without being pulled onto unstable ones.
+
+    Each step evaluates the map once and then takes the first that applies of: a Broyden
+    step (after a Newton step, :class:`NewtonAccelerator`); a Newton step where the
+    contraction is slow and the map contracts; a jump along 1 - q near Q_0
+    (:class:`RayJumps`); a jump of a steadily growing small component to the least root of
+    its own map (:func:`coordinate_root`; by monotonicity of the map this cannot pass the
+    fixed point); the plain step, with an Aitken jump every third evaluation
+    (:class:`AitkenExtrapolation`).  ``iterations`` counts every evaluation of the map, the
+    accelerators' included.
+
+    Convergence (:class:`StoppingRule`, ``tol`` and ``statistical_tolerance``) is tested on
+    the components above SMALL_OVERLAP and not within NEAR_ONE of 1.  The last step is
+    returned, so that the caller can add it to the uncertainty.  For sign-symmetric channels,
+    then:
+    - the components within NEAR_ONE of 1 are settled by :func:`perfect_recovery_verdict`
+      (marginal when their step is within the statistical error); otherwise the iteration
+      goes on;
+    - a component below SMALL_OVERLAP is set to exactly 0 if its linear rate there,
+      alpha E||Cov[z_l | y, omega] - I||^2, is below 1, and grown to its least positive root
+      otherwise (iterating on from there).  So a layer just above its staircase threshold,
+      which first decays while the others are learned and grows only afterwards, is never
+      reported as converged at a tiny value.
+    ``frozen``: mask of order parameters held at their start value (the staircase keeps
+    not-yet-learned layers at exactly 0)."""
+    x = order_vector(channel, Q_start)
+    mask = np.ones_like(x, dtype=bool) if frozen is None else ~frozen
+    symmetric = channel.sign_symmetric
+    se_map = SEMap(channel, alpha, normals, resolution, mask)
+    stopping = StoppingRule(tol, statistical_tolerance, relative_near_one=symmetric)
+    aitken = AitkenExtrapolation(clip_to_overlaps=symmetric)
+    newton = NewtonAccelerator(logit=symmetric)
+    moves = SteadyMoves(x.size)
+    rays = RayJumps()
+    none = np.zeros(x.shape, dtype=bool)
+    res = np.inf
+    converged = False
+    contraction = np.nan
+    while se_map.evaluations < max_iterations:
+        gx = se_map(x)
+        f = gx - x
+        xu, gu = newton.coordinates(x), newton.coordinates(gx)
+        fu = gu - xu
+        # sign-symmetric channels: q_l = 0 is an exact fixed point of each layer, whose
+        # stability is decided at the end by its linear rate, not by a residual near 0;
+        # likewise Q_0 (perfect recovery, noiseless channels) near q = 1
+        small = mask & (x < SMALL_OVERLAP) if symmetric else none
+        near_one = mask & (1.0 - x < NEAR_ONE) & (x < Q_MAX) if symmetric else none
+        res, done = stopping.converged(x, f, se_map.standard_error, ~small & ~near_one)
+        if done and np.any(near_one):
+            x, f, settled = perfect_recovery_verdict(
+                x, gx, f, near_one, stopping.within_statistical_error(f, se_map.standard_error, near_one))
+            if settled:
+                near_one = none
+        if done and not np.any(near_one):
+            if not np.any(small):
+                converged = True
+                break
+            x0 = np.where(small, 0.0, x)
+            at_zero = se_map.output_statistics(x0)
+            rate = alpha * at_zero.cov_deviation.mean(0)
+            unstable = small & (rate > 1.0)
+            if not np.any(unstable):
+                x, f = x0, np.where(small, 0.0, f)
+                se_map.remember(x0, at_zero)
+                converged = True
+                break
+            # the fastest-growing layer leaves 0: to the least root of its own map
+            l = int(np.argmax(np.where(unstable, rate, -np.inf)))
+            x = np.where(small & ~unstable, 0.0, x)
+            x[l] = coordinate_root(se_map, l, x)
+            moves.reset_growing()
+            newton.forget_step()
+            aitken.reset()
+            continue
+        moves.observe(x, gx, mask)
+        # slow contraction, measured in Newton's coordinates (not near q = 1, where the map
+        # of 1 - q is linear: Aitken's bounded jumps, or the ray jumps, do better there)
+        slow = newton.slow_components(fu, mask & ~small & (1.0 - x > LEAVING_ZERO))
+        active = np.flatnonzero(mask & ~small)
+        x_next = newton.broyden_step(x, xu, gu, fu, active)
+        if x_next is None and np.any(slow) and not np.any(moves.growing_steadily()) and not np.any(
+                moves.leaving_one >= STEADY_STEPS):
+            x_next = newton.newton_step(se_map, x, xu, gu, fu, active)
+            if x_next is not None:
+                aitken.reset()
+        if x_next is not None:
+            x = x_next
+            continue
+        x_next = rays.jump(x, gx, mask, moves) if symmetric else None
+        if x_next is not None:
+            x = x_next
+            moves.reset_near_one()
+            newton.forget_step()
+            aitken.reset()
+            continue
+        if symmetric and np.any(moves.growing_steadily()):
+            # a slowly growing small component: jump to the least root of its own map
+            with np.errstate(divide="ignore"):
+                l = int(np.argmax(np.where(moves.growing_steadily(), f / x, -np.inf)))
+            x = gx.copy()
+            x[l] = coordinate_root(se_map, l, gx, 1)
+            moves.reset_growing()
+            newton.forget_step()
+            aitken.reset()
+            continue
+        x, ratio = aitken.next_point(gx, f, mask, se_map.evaluations)
+        if ratio is not None:
+            contraction = ratio
+    return FixedPointIteration(overlap_matrix(channel, x), converged, se_map.evaluations, res, contraction, f,
+                               se_map.statistics_at(x))

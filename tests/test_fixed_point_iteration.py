@@ -1,0 +1,269 @@
+"""The pieces of the SE fixed-point iteration (solvers.fixed_point_iteration), each on a
+map whose answer is known."""
+import numpy as np
+import pytest
+
+from solvers.fixed_point_iteration import (LEAVING_ZERO, NEAR_ONE, NEWTON_LOGIT_STEP, Q_MAX, AitkenExtrapolation,
+                                           NewtonAccelerator, RayJumps, SEMap, SteadyMoves, StoppingRule,
+                                           aitken_extrapolation, coordinate_root, iterate_fixed_point,
+                                           perfect_recovery_verdict)
+from solvers.models import MultiIndexSpec
+from solvers.statistics import outer_normals
+
+
+class CountedMap:
+    """A known map with the call interface of SEMap."""
+
+    def __init__(self, function):
+        self.function = function
+        self.evaluations = 0
+
+    def __call__(self, x):
+        self.evaluations += 1
+        return self.function(np.asarray(x, dtype=float))
+
+
+def linear_map(fixed, A):
+    fixed, A = np.asarray(fixed, dtype=float), np.asarray(A, dtype=float)
+    return lambda x: fixed + A @ (x - fixed)
+
+
+# ---------------------------------------------------------------------------------------
+# Aitken
+# ---------------------------------------------------------------------------------------
+def test_aitken_lands_on_the_fixed_point_of_a_linear_map():
+    """x' = a + s (x - a): after two plain steps the ratio of the steps is s and Aitken's jump
+    x + s f / (1 - s) is a itself."""
+    G = linear_map([0.6, 0.2], np.diag([0.5, 0.8]))
+    x0 = np.array([0.3, 0.05])
+    x1 = G(x0)
+    x2 = G(x1)
+    x_new, ratio = aitken_extrapolation(x2, x2 - x1, x1 - x0, np.ones(2, dtype=bool), True)
+    np.testing.assert_allclose(x_new, [0.6, 0.2], rtol=1e-12)
+    assert ratio == pytest.approx(0.8)
+
+
+def test_aitken_leaves_growing_components_and_bounds_slow_ones():
+    """A component moving away (ratio > 1) is not extrapolated; one contracting at s = 0.97
+    jumps at most 20 of its steps (not the 32 that would land on the fixed point); at
+    s = 0.99 (beyond the trusted range (0, 0.98)) none."""
+    previous = np.array([0.01, 0.001, 0.001])
+    step = np.array([0.02, 0.00097, 0.00099])  # ratios 2, 0.97, 0.99
+    mapped = np.array([0.1, 0.5, 0.5])
+    x_new, ratio = aitken_extrapolation(mapped, step, previous, np.ones(3, dtype=bool), True)
+    assert x_new[0] == mapped[0] and x_new[2] == mapped[2]
+    assert x_new[1] == pytest.approx(0.5 + 20 * 0.00097)
+    assert ratio == pytest.approx(0.97)
+    held, ratio = aitken_extrapolation(mapped, step, previous, np.array([True, False, True]), True)
+    assert held[1] == mapped[1] and ratio == 0.0
+
+
+def test_aitken_cadence_every_third_evaluation_after_a_plain_step():
+    aitken = AitkenExtrapolation(clip_to_overlaps=True)
+    G = linear_map([0.6], [[0.5]])
+    x = np.array([0.3])
+    taken = []
+    for evaluation in range(1, 7):
+        gx = G(x)
+        x, ratio = aitken.next_point(gx, gx - x, np.ones(1, dtype=bool), evaluation)
+        taken.append(ratio is not None)
+    assert taken == [False, False, True, False, False, True]
+    assert x[0] == pytest.approx(0.6, abs=1e-15)
+    aitken.reset()
+    x, ratio = aitken.next_point(np.array([0.5]), np.array([0.1]), np.ones(1, dtype=bool), 9)
+    assert ratio is None  # no remembered step after a reset
+
+
+# ---------------------------------------------------------------------------------------
+# Stopping rules
+# ---------------------------------------------------------------------------------------
+def test_stopping_rule_strict_residual_is_relative_near_one():
+    rule = StoppingRule(tol=1e-6, statistical_tolerance=None, relative_near_one=True)
+    x = np.array([0.5, 0.999])
+    step = np.array([1e-7, 1e-8])
+    assert rule.residual(x, step) == pytest.approx(1e-5)  # 1e-8 / (1 - 0.999)
+    res, done = rule.converged(x, step, np.ones(2), np.array([True, True]))
+    assert not done
+    res, done = rule.converged(x, step, np.ones(2), np.array([True, False]))
+    assert res == pytest.approx(2e-7) and done
+    plain = StoppingRule(tol=1e-6, statistical_tolerance=None, relative_near_one=False)
+    assert plain.residual(x, step) == pytest.approx(1e-7)
+    assert plain.converged(x, step, np.ones(2), np.zeros(2, dtype=bool)) == (0.0, True)
+
+
+def test_stopping_rule_statistical_against_the_monte_carlo_error():
+    """Steps of 1e-5 are not converged by the strict rule; they are once they fall below 0.1
+    of the map's standard error, on every component considered."""
+    rule = StoppingRule(tol=1e-6, statistical_tolerance=0.1, relative_near_one=False)
+    x = np.array([0.3, 0.6])
+    step = np.array([1e-5, -1e-5])
+    every = np.array([True, True])
+    assert rule.converged(x, step, np.array([1e-3, 1e-3]), every)[1]
+    assert not rule.converged(x, step, np.array([1e-3, 1e-5]), every)[1]
+    assert rule.converged(x, step, np.array([1e-3, 1e-5]), np.array([True, False]))[1]
+    strict = StoppingRule(tol=1e-6, statistical_tolerance=None, relative_near_one=False)
+    assert not strict.converged(x, step, np.array([1.0, 1.0]), every)[1]
+
+
+def test_perfect_recovery_verdict():
+    near = np.array([False, True])
+    x = np.array([0.5, 1.0 - 5e-7])
+    step = np.array([0.0, 1e-9])
+    contracting = np.array([0.5, 1.0 - 2.5e-7])  # 1 - q halves
+    y, f, settled = perfect_recovery_verdict(x, contracting, step, near, marginal=False)
+    assert settled and y[1] == Q_MAX and y[0] == 0.5
+    leaving = np.array([0.5, 1.0 - 1e-6])
+    y, f, settled = perfect_recovery_verdict(x, leaving, step, near, marginal=True)
+    assert settled and y[1] == x[1] and f[1] == pytest.approx(5e-7)  # the distance left to Q_0
+    assert perfect_recovery_verdict(x, leaving, step, near, marginal=False)[2] is False
+
+
+# ---------------------------------------------------------------------------------------
+# Newton and Broyden
+# ---------------------------------------------------------------------------------------
+def test_newton_step_solves_a_linear_two_dimensional_map():
+    """On x' = a + A (x - a) (coupled, contracting) the finite-difference Jacobian is A and
+    one Newton step lands on a, costing one evaluation per component."""
+    a = np.array([0.4, 0.55])
+    A = np.array([[0.7, 0.2], [0.1, 0.6]])
+    G = CountedMap(linear_map(a, A))
+    newton = NewtonAccelerator(logit=False)
+    x = np.array([0.35, 0.5])
+    gx = G(x)
+    active = np.arange(2)
+    x_new = newton.newton_step(G, x, x, gx, gx - x, active)
+    np.testing.assert_allclose(x_new, a, rtol=1e-9)
+    assert G.evaluations == 3
+    J = newton.jacobian[0]
+    np.testing.assert_allclose(J, A, rtol=1e-7)
+    # Broyden's update keeps an exact Jacobian (the secant condition already holds) and the
+    # next quasi-Newton step stays on a
+    g_new = G(x_new)
+    assert newton.broyden_step(x_new, x_new, g_new, g_new - x_new, active) is not None
+    np.testing.assert_allclose(newton.jacobian[0], A, rtol=1e-6)
+
+
+def test_newton_refuses_a_repelling_fixed_point():
+    a = np.array([0.4, 0.55])
+    G = CountedMap(linear_map(a, np.diag([1.5, 0.5])))
+    newton = NewtonAccelerator(logit=False)
+    x = np.array([0.35, 0.5])
+    gx = G(x)
+    assert newton.newton_step(G, x, x, gx, gx - x, np.arange(2)) is None
+    assert newton.jacobian is None
+    assert newton.broyden_step(x, x, gx, gx - x, np.arange(2)) is None
+
+
+def test_newton_in_logit_coordinates_is_bounded():
+    """A steady geometric growth from q = 0 is a constant step in logit q (Jacobian ~1, no
+    contraction): no Newton step.  Towards an attracting point far away, the move is at most
+    NEWTON_LOGIT_STEP in logit q (a factor ~20 in q)."""
+    G = CountedMap(lambda x: np.minimum(1.9 * x, Q_MAX))
+    newton = NewtonAccelerator(logit=True)
+    x = np.array([1e-3])
+    gx = G(x)
+    assert newton.newton_step(G, x, newton.coordinates(x), newton.coordinates(gx),
+                              newton.coordinates(gx) - newton.coordinates(x), np.arange(1)) is None
+    G = CountedMap(lambda x: 0.5 + 0.9 * (x - 0.5))
+    x = np.array([1e-4])
+    gx = G(x)
+    xu, gu = newton.coordinates(x), newton.coordinates(gx)
+    x_new = newton.newton_step(G, x, xu, gu, gu - xu, np.arange(1))
+    assert newton.coordinates(x_new)[0] - xu[0] == pytest.approx(NEWTON_LOGIT_STEP)
+
+
+def test_slow_components():
+    newton = NewtonAccelerator(logit=False)
+    eligible = np.ones(3, dtype=bool)
+    assert not newton.slow_components(np.array([1.0, 1.0, 1.0]), eligible).any()  # no history
+    slow = newton.slow_components(np.array([0.6, 0.4, -0.9]), eligible)
+    assert slow.tolist() == [True, False, False]  # shrank by less than half, same sign
+    newton.forget_step()
+    assert not newton.slow_components(np.array([0.6, 0.4, -0.9]), eligible).any()
+
+
+# ---------------------------------------------------------------------------------------
+# Steady moves, jumps along 1 - q, coordinate roots
+# ---------------------------------------------------------------------------------------
+def test_steady_moves_count_and_ignore_barely_moving_steps():
+    moves = SteadyMoves(2)
+    mask = np.ones(2, dtype=bool)
+    x = np.array([1e-3, 0.5])
+    moves.observe(x, np.array([2e-3, 0.5]), mask)
+    moves.observe(x, np.array([1.01e-3, 0.5]), mask)  # within the 2% margin: neither counts nor resets
+    moves.observe(x, np.array([2e-3, 0.5]), mask)
+    assert moves.growing.tolist() == [2, 0]
+    moves.observe(x, np.array([2e-3, 0.5]), mask)
+    assert moves.growing_steadily().tolist() == [True, False]
+    moves.observe(x, np.array([0.5e-3, 0.5]), mask)  # shrinking resets
+    assert moves.growing.tolist() == [0, 0]
+
+
+def test_ray_jump_leaves_along_one_minus_q():
+    """Three steady departures from q = 1 (v = 1 - q doubling, ratio of the components 1:2):
+    the jump goes along v to the end of the linear regime, keeping the ratio; two jumps at most."""
+    mask = np.ones(2, dtype=bool)
+    x = 1.0 - np.array([1e-5, 2e-5])
+    gx = 1.0 - np.array([2e-5, 4e-5])
+    moves = SteadyMoves(2)
+    rays = RayJumps()
+    for _ in range(2):
+        moves.observe(x, gx, mask)
+        assert rays.jump(x, gx, mask, moves) is None
+    moves.observe(x, gx, mask)
+    y = rays.jump(x, gx, mask, moves)
+    v = 1.0 - y
+    assert v.max() == pytest.approx(LEAVING_ZERO)
+    assert v[0] / v[1] == pytest.approx(0.5)
+    assert rays.jump(x, gx, mask, moves) is not None
+    assert rays.jump(x, gx, mask, moves) is None  # both leaving jumps used
+
+
+def test_ray_jump_approaches_below_near_one():
+    mask = np.ones(1, dtype=bool)
+    x = 1.0 - np.array([1e-4])
+    gx = 1.0 - np.array([0.5e-4])
+    moves = SteadyMoves(1)
+    rays = RayJumps()
+    for _ in range(3):
+        moves.observe(x, gx, mask)
+    y = rays.jump(x, gx, mask, moves)
+    assert 1.0 - y[0] == pytest.approx(0.5 * NEAR_ONE)
+
+
+def test_coordinate_root_finds_the_least_root_above():
+    """G_0(q) = q + q (0.4 - q) (q = 0 repels, q = 0.4 attracts) from q = 1e-3: the root 0.4;
+    the other component is held at its value."""
+    G = CountedMap(lambda x: np.array([x[0] + x[0] * (0.4 - x[0]), 0.5 * x[1]]))
+    root = coordinate_root(G, 0, np.array([1e-3, 0.3]), 1)
+    assert root == pytest.approx(0.4, rel=1e-3)
+    down = coordinate_root(G, 0, np.array([0.9, 0.3]), -1)
+    assert down == pytest.approx(0.4, rel=1e-3)
+
+
+# ---------------------------------------------------------------------------------------
+# The SE map and the driver, on phase retrieval
+# ---------------------------------------------------------------------------------------
+def test_se_map_counts_holds_frozen_components_and_keeps_its_statistics():
+    channel = MultiIndexSpec(link="square").channel()
+    normals = outer_normals(channel, 16, 4, 0)
+    se_map = SEMap(channel, 2.0, normals, 1, np.array([False]))
+    x = np.array([0.3])
+    assert se_map(x)[0] == 0.3  # frozen
+    free = SEMap(channel, 2.0, normals, 1, np.array([True]))
+    gx = free(x)
+    assert free.evaluations == 1 and 0.0 < gx[0] < 1.0 and gx[0] != 0.3
+    assert free.statistics_at(x) is free.last_statistics and free.statistics_at(gx) is None
+    assert free.standard_error.shape == (1,) and free.standard_error[0] > 0
+
+
+def test_driver_phase_retrieval_above_and_below_its_threshold():
+    """Real phase retrieval (y = z^2): weak recovery at alpha = 1/2, so Q = 0 below it (set to
+    exactly 0 by its linear rate) and a positive overlap above; the evaluation count includes
+    the rate evaluation at 0."""
+    channel = MultiIndexSpec(link="square").channel()
+    normals = outer_normals(channel, 32, 8, 0)
+    below = iterate_fixed_point(channel, 0.3, np.eye(1) * 1e-3, normals, statistical_tolerance=0.1)
+    assert below.converged and below.Q[0, 0] == 0.0 and below.statistics is not None
+    above = iterate_fixed_point(channel, 1.5, np.eye(1) * 1e-3, normals, statistical_tolerance=0.1)
+    assert above.converged and 0.3 < above.Q[0, 0] < 1.0
