@@ -43,42 +43,38 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from .errors import SpecError
+from .limits import (AMP_MAX_ALPHA, AMP_MAX_DAMPING, AMP_MAX_DIMENSION, AMP_MAX_INPUT_ENTRIES, AMP_MAX_ITERATIONS,
+                     AMP_MAX_SEEDS, AMP_MIN_DIMENSION)
 from .results import Settings, _plain
 
 SOLVER_VERSION = "amp-0.1.0"
 
-MAX_SEEDS = 10
-MAX_DIMENSION = 20000
-MAX_ALPHA = 50.0
-MAX_ITERATIONS = 1000
-MAX_INPUT_ENTRIES = 60_000_000  # N * M * D of the training inputs (480 MB of float64)
-
 
 def _validate(dimension, alpha, m: int, iterations=None, damping=None, seeds=None):
-    """Raise :class:`SpecError` (parameter, value, allowed range) for bad run parameters."""
-    from .errors import SpecError
-
+    """Raise :class:`SpecError` (parameter, value, allowed range) for bad run parameters
+    (the ranges of :mod:`solvers.limits`)."""
     if isinstance(dimension, bool) or not isinstance(dimension, (int, np.integer)) \
-            or not 2 <= int(dimension) <= MAX_DIMENSION:
-        raise SpecError("dimension", dimension, f"an integer in [2, {MAX_DIMENSION}]")
+            or not AMP_MIN_DIMENSION <= int(dimension) <= AMP_MAX_DIMENSION:
+        raise SpecError("dimension", dimension, f"an integer in [{AMP_MIN_DIMENSION}, {AMP_MAX_DIMENSION}]")
     try:
         a = float(alpha)
     except (TypeError, ValueError):
-        raise SpecError("alpha", alpha, f"a number in (0, {MAX_ALPHA:g}]") from None
-    if not (np.isfinite(a) and 0 < a <= MAX_ALPHA):
-        raise SpecError("alpha", alpha, f"a number in (0, {MAX_ALPHA:g}]")
+        raise SpecError("alpha", alpha, f"a number in (0, {AMP_MAX_ALPHA:g}]") from None
+    if not (np.isfinite(a) and 0 < a <= AMP_MAX_ALPHA):
+        raise SpecError("alpha", alpha, f"a number in (0, {AMP_MAX_ALPHA:g}]")
     n = max(1, int(round(a * int(dimension))))
-    if n * m * int(dimension) > MAX_INPUT_ENTRIES:
+    if n * m * int(dimension) > AMP_MAX_INPUT_ENTRIES:
         raise SpecError("dimension", dimension,
-                        f"alpha * dimension^2 * tokens <= {MAX_INPUT_ENTRIES:.0e} (memory)")
+                        f"alpha * dimension^2 * tokens <= {AMP_MAX_INPUT_ENTRIES:.0e} (memory)")
     if iterations is not None and (isinstance(iterations, bool)
                                    or not isinstance(iterations, (int, np.integer))
-                                   or not 1 <= int(iterations) <= MAX_ITERATIONS):
-        raise SpecError("iterations", iterations, f"an integer in [1, {MAX_ITERATIONS}]")
-    if damping is not None and not (isinstance(damping, (int, float)) and 0.0 <= damping < 1.0):
-        raise SpecError("damping", damping, "a number in [0, 1)")
-    if seeds is not None and not 1 <= len(seeds) <= MAX_SEEDS:
-        raise SpecError("seeds", list(seeds), f"between 1 and {MAX_SEEDS} seeds")
+                                   or not 1 <= int(iterations) <= AMP_MAX_ITERATIONS):
+        raise SpecError("iterations", iterations, f"an integer in [1, {AMP_MAX_ITERATIONS}]")
+    if damping is not None and not (isinstance(damping, (int, float)) and 0.0 <= damping <= AMP_MAX_DAMPING):
+        raise SpecError("damping", damping, f"a number in [0, {AMP_MAX_DAMPING:g}]")
+    if seeds is not None and not 1 <= len(seeds) <= AMP_MAX_SEEDS:
+        raise SpecError("seeds", list(seeds), f"between 1 and {AMP_MAX_SEEDS} seeds")
 
 
 # --------------------------------------------------------------------------------------

@@ -4,33 +4,22 @@ Two families (THEORY.md sections 1 and 2):
 
 * ``deep_attention``: L layers of tied rank-1 attention on M tokens, skip strengths c_l,
   inverse temperatures beta_l; the output is the last layer's attention matrix.
-* ``multi_index``: M = 1 multi-index models y = g(z) (+ Gaussian noise) with a named link.
+* ``multi_index``: M = 1 multi-index models y = g(z) (+ Gaussian noise) with a named link
+  (the links and their facts are the channel classes of :mod:`solvers.channels.multi_index`).
+
+A spec finds its channel by name in the channel registry (:func:`solvers.channels.make_channel`).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Union
+from typing import Union
 
+from .channels import make_channel
+from .channels.base import Channel
+from .channels.multi_index import LINKS
 from .errors import SpecError
-
-MAX_LAYERS = 4
-MAX_TOKENS = 4
-MAX_NOISE = 100.0
-MAX_SKIP = 1000.0
-MAX_BETA = 100.0
-
-# link name -> (number of indices P, noiseless observation is well posed)
-MULTI_INDEX_LINKS: dict[str, dict[str, Any]] = {
-    "square": {"indices": 1, "noiseless": True, "formula": "y = z^2 (phase retrieval)"},
-    "abs": {"indices": 1, "noiseless": True, "formula": "y = |z|"},
-    "sign": {"indices": 1, "noiseless": True, "formula": "y = sign(z)"},
-    "relu": {"indices": 1, "noiseless": True, "formula": "y = max(z, 0)"},
-    "product": {"indices": 2, "noiseless": True, "formula": "y = z_1 z_2"},
-    "sign_product": {"indices": 2, "noiseless": True, "formula": "y = sign(z_1 z_2)"},
-    "committee_sign": {"indices": 3, "noiseless": True,
-                       "formula": "y = sign(sum_k sign(z_k)), K = 3"},
-}
+from .limits import MAX_BETA, MAX_LAYERS, MAX_NOISE, MAX_SKIP, MAX_TOKENS
 
 
 def _finite(name: str, value, lo: float, hi: float, lo_open: bool = False) -> float:
@@ -100,9 +89,7 @@ class DeepAttentionSpec:
         d["beta"] = list(self.beta)
         return d
 
-    def channel(self):
-        from .channels import make_channel
-
+    def channel(self) -> Channel:
         return make_channel("deep_attention", spec=self)
 
 
@@ -116,9 +103,9 @@ class MultiIndexSpec:
     family: str = "multi_index"
 
     def __post_init__(self):
-        if self.link not in MULTI_INDEX_LINKS:
-            raise SpecError("link", self.link, "one of " + ", ".join(MULTI_INDEX_LINKS))
-        p = MULTI_INDEX_LINKS[self.link]["indices"]
+        if self.link not in LINKS:
+            raise SpecError("link", self.link, "one of " + ", ".join(LINKS))
+        p = LINKS[self.link].n_indices
         if self.indices is None:
             object.__setattr__(self, "indices", p)
         elif _integer("indices", self.indices, p, p) != p:  # pragma: no cover
@@ -135,9 +122,7 @@ class MultiIndexSpec:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def channel(self):
-        from .channels import make_channel
-
+    def channel(self) -> Channel:
         return make_channel(self.link, noise=self.noise)
 
 
@@ -177,10 +162,11 @@ def catalogue() -> dict:
         "multi_index": {
             "description": MultiIndexSpec.__doc__.strip().splitlines()[0],
             "parameters": {
-                "link": {"type": "string", "allowed": list(MULTI_INDEX_LINKS), "default": "square"},
+                "link": {"type": "string", "allowed": list(LINKS), "default": "square"},
                 "indices": {"type": "integer", "default": "set by the link"},
                 "noise": {"type": "number", "min": 0.0, "max": MAX_NOISE, "default": 0.0},
             },
-            "links": {k: dict(v) for k, v in MULTI_INDEX_LINKS.items()},
+            "links": {name: {"indices": link.n_indices, "noiseless": link.noiseless_well_posed,
+                             "formula": link.formula} for name, link in LINKS.items()},
         },
     }

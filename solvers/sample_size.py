@@ -15,13 +15,13 @@ from dataclasses import asdict, dataclass
 from typing import Callable, Optional
 
 from .errors import SpecError
+from .limits import MAX_DIMENSION
 from .precision import PRECISION_TARGETS, check_precision
 from .results import _plain
 from .state_evolution import state_evolution
 from .thresholds import layer_thresholds
 from .version import __version__
 
-MAX_DIMENSION = 1_000_000_000
 ALPHA_MAX = 256.0  # the bracket is not grown beyond this
 ALPHA_MIN = 1e-3  # nor shrunk below this (the target is met at any alpha above it)
 

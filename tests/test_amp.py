@@ -223,7 +223,7 @@ def test_deep_attention_sequential_learning():
 @pytest.mark.parametrize("kwargs,param", [
     ({"dimension": 1}, "dimension"), ({"alpha": -1.0}, "alpha"), ({"iterations": 0}, "iterations"),
     ({"seeds": list(range(11))}, "seeds"), ({"damping": 1.0}, "damping"),
-    ({"dimension": 20000, "alpha": 50.0}, "dimension")])
+    ({"dimension": 20000, "alpha": 50.0}, "dimension"), ({"dimension": 5000, "alpha": 10.0}, "dimension")])
 def test_bad_parameters_raise_spec_error(kwargs, param):
     from solvers.errors import SpecError
 

@@ -13,9 +13,10 @@ from scipy.special import expit
 
 from solvers.channels import make_channel
 from solvers.channels.base import PosteriorMoments
-from solvers.models import MULTI_INDEX_LINKS, MultiIndexSpec
+from solvers.channels.multi_index import LINKS as LINK_CHANNELS
+from solvers.models import MultiIndexSpec
 
-LINKS = list(MULTI_INDEX_LINKS)
+LINKS = list(LINK_CHANNELS)
 
 
 def _mvn_logpdf(z, om, V):

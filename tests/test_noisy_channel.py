@@ -8,7 +8,8 @@ from scipy import integrate
 
 from solvers.channels import make_channel
 from solvers.channels.multi_index import g_product, g_square
-from solvers.channels.noisy import NoisyChannel, deep_attention_link
+from solvers.channels.deep_attention import deep_attention_link
+from solvers.channels.noisy import NoisyChannel
 
 DELTA = 0.1
 CASES = [(1.3, 0.4, 0.7), (0.2, -1.0, 1.0), (2.5, 1.5, 0.3), (0.9, 0.0, 1.0)]  # (y, omega, v)
@@ -112,9 +113,9 @@ def test_noisy_sign_links_are_exact_mixtures(link):
     om = 0.5 * rng.standard_normal((6, P, 1))
     V = 0.6 * np.eye(P) + 0.1
     exact = ch.posterior_moments(y, om, V)
-    from solvers.channels.multi_index import _LINKS
+    from solvers.channels.multi_index import LINKS
 
-    sampler = NoisyChannel(_LINKS[link][1], P, 1, 1, 0.3, bank_size=1 << 16, seed=1)
+    sampler = NoisyChannel(LINKS[link].numba_link, P, 1, 1, 0.3, bank_size=1 << 16, seed=1)
     approx = sampler.posterior_moments(y.reshape(-1, 1), om, V)
     np.testing.assert_allclose(exact.mean, approx.mean, atol=4e-3)
     np.testing.assert_allclose(exact.cov, approx.cov, atol=4e-3)
@@ -179,7 +180,7 @@ def test_deep_attention_link_matches_the_channel_output():
     for L, M in ((2, 2), (3, 3)):
         spec = DeepAttentionSpec(layers=L, tokens=M, skip=0.7, beta=1.3, noise=0.1)
         da = spec.channel()
-        noisy = NoisyChannel.for_deep_attention(da, bank_size=256)
+        noisy = da.noisy_channel(bank_size=256)
         Z = np.random.default_rng(0).standard_normal((20, L, M))
         params = np.concatenate([da.skips, da.betas])
         direct = np.stack([deep_attention_link(np.ascontiguousarray(z), params) for z in Z])

@@ -18,6 +18,8 @@ from typing import Callable
 
 import numpy as np
 
+from ..errors import SpecError
+
 
 @dataclass(frozen=True)
 class PosteriorMoments:
@@ -39,6 +41,9 @@ class Channel(ABC):
     Subclasses set ``n_indices`` (P), ``n_tokens`` (M), ``index_names`` and
     ``sign_symmetric`` (True when P_out is invariant under z_p -> -z_p row by row, so
     that the overlap matrix stays diagonal and the linearised operator is block diagonal).
+    Special paths of a model are hooks with a generic default (:meth:`rates_at_zero`,
+    ``reports_perfect_recovery``, ``indices_are_layers``), so engines never ask which
+    model they solve.
     """
 
     n_indices: int
@@ -46,6 +51,16 @@ class Channel(ABC):
     index_names: tuple[str, ...]
     sign_symmetric: bool = False
     noiseless: bool = True
+    indices_are_layers: bool = False  # thresholds name a layer (else a direction in R^P)
+    reports_perfect_recovery: bool = False  # thresholds include alpha_PR (Q = Q_0 stable)
+
+    def rates_at_zero(self, relative_target: float) -> tuple[np.ndarray, np.ndarray, str, int] | None:
+        """The channel's own path to the per-index thresholds at Q = 0, or None (the default)
+        for the generic randomised-QMC estimate of :func:`solvers.thresholds.rates_at_zero`.
+
+        Returns (alpha_c per index, their 95% half-widths, method, points) for a relative
+        half-width ``relative_target``."""
+        return None
 
     @abstractmethod
     def output(self, Z: np.ndarray) -> np.ndarray:
@@ -103,8 +118,6 @@ def registered_channels() -> dict[str, Callable[..., Channel]]:
 
 
 def make_channel(name: str, **params) -> Channel:
-    from ..errors import SpecError
-
     if name not in _REGISTRY:
         raise SpecError("link", name, "one of " + ", ".join(sorted(_REGISTRY)))
     return _REGISTRY[name](**params)

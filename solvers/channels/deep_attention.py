@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from ..quadrature import sobol_normals
 from . import attention_kernels as K
+from .attention_kernels import inner_product_matrix, softmax_rows
 from .base import Channel, PosteriorMoments, register_channel
+from .noisy import DEFAULT_BANK_SIZE, NoisyChannel
 
 GRID_POINTS = 32  # per dimension of the zooming z_1 grid (L = 2, M = 2), times resolution
 GRID_PASSES = 5
@@ -25,6 +28,7 @@ class DeepAttentionChannel(Channel):
     """
 
     sign_symmetric = True
+    indices_are_layers = True
 
     def __init__(self, spec):
         self.spec = spec
@@ -35,11 +39,36 @@ class DeepAttentionChannel(Channel):
         self.betas = np.asarray(spec.beta, dtype=float)
         self.noise = float(spec.noise)
         self.noiseless = self.noise == 0.0
-        self._noisy = None
-        if not self.noiseless:
-            from .noisy import NoisyChannel  # the generic noisy path
+        self.reports_perfect_recovery = self.noiseless
+        self._noisy = None if self.noiseless else self.noisy_channel()
 
-            self._noisy = NoisyChannel.for_deep_attention(self)
+    def noisy_channel(self, bank_size: int = DEFAULT_BANK_SIZE, seed: int = 0) -> NoisyChannel:
+        """The noisy channel y = S_L(a_L) + sqrt(noise) N(0, I_{M x M}) by importance sampling
+        over all of Z (the generic noisy path; ``output`` delegates to this channel's)."""
+        L, M = int(self.n_indices), int(self.n_tokens)
+        params = np.concatenate([np.asarray(self.skips, dtype=float), np.asarray(self.betas, dtype=float)])
+        return NoisyChannel(deep_attention_link, L, M, M * M, self.noise, bank_size=bank_size, seed=seed,
+                            index_names=self.index_names, sign_symmetric=self.sign_symmetric,
+                            output_shape=(M, M), vectorized_output=self.output, link_params=params)
+
+    def rates_at_zero(self, relative_target: float):
+        """L = 2, M = 2 noiseless: nested trapezoid grids over a = B z_2 and z_1 (deterministic),
+        refined (n x 1.5) until two grids agree to 0.2 x the target (or n >= 256)."""
+        if not (self.noiseless and self.n_indices == 2 and self.n_tokens == 2):
+            return None
+        c, b = self.spec.skip[0], self.spec.beta[0]
+        half_a = 8.5 * (c + 1.0)
+        n = 64 if c >= 0.5 else 96
+        prev = None
+        while True:
+            mass, f1, f2 = K.layer_thresholds_L2_grid(c, b, self.spec.beta[1], half_a, n, 8.5, n)
+            alpha = np.array([mass / f1 if f1 > 0 else np.inf, mass / f2 if f2 > 0 else np.inf])
+            if prev is not None:
+                err = np.abs(alpha - prev) + abs(mass - 1.0) * alpha
+                if np.all(err <= 0.2 * relative_target * alpha) or n >= 256:
+                    return alpha, err, "nested trapezoid grids (a, z_1)", n
+            prev = alpha
+            n = int(n * 1.5)
 
     # -- forward model -------------------------------------------------------------
     def last_preactivation(self, Z: np.ndarray, canonical_sign: bool = True) -> np.ndarray:
@@ -118,3 +147,26 @@ def inner_bank(dim: int, points: int) -> np.ndarray:
     if key not in _BANKS:
         _BANKS[key] = np.ascontiguousarray(sobol_normals(points, dim, seed=20250201))
     return _BANKS[key]
+
+
+@njit(cache=True)
+def deep_attention_link(Z, params):
+    """Deep tied rank-1 attention, one sample: Z (L, M), params = (skips (L), betas (L)).
+
+    y = S_L(a_L) flattened (M * M,), with a_L = B_{L-1} z_L and B_{L-1} = A_{L-1} ... A_1 from
+    the same kernels as the noiseless channel (attention_kernels), so the two paths cannot drift.
+    """
+    L, M = Z.shape
+    skips, betas = params[:L], params[L:]
+    B = np.empty((M, M))
+    A = np.empty((M, M))
+    work = np.empty((M, M))
+    avec = np.empty(M)
+    inner_product_matrix(Z, skips, betas, L - 1, B, A, work, avec)
+    a = np.zeros(M)
+    for i in range(M):
+        for j in range(M):
+            a[i] += B[i, j] * Z[L - 1, j]
+    S = np.empty((M, M))
+    softmax_rows(a, betas[L - 1], S)
+    return S.ravel().copy()

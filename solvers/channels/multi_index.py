@@ -1,7 +1,11 @@
 """Multi-index (M = 1 token) output channels y = g(z) (+ Gaussian noise), z in R^P.
 
-One :class:`Channel` per link of :data:`solvers.models.MULTI_INDEX_LINKS`, registered by
-name so that ``make_channel(link, noise=...)`` builds it.
+One :class:`MultiIndexChannel` subclass per link carries all of the link's facts: its name,
+number of indices P, formula, whether the noiseless observation is well posed, sign
+symmetry, vectorised output and numba link function (used by the importance sampler).
+:func:`register_link` registers it by name (in :data:`LINKS` and the channel registry, so
+that ``make_channel(link, noise=...)`` builds it).  Adding a link is one class here plus
+its tests.
 
 Conventions: observations are arrays of shape (n,) (one scalar per sample; (n, 1) is
 accepted too); ``output`` returns shape (n,).  ``log_partition`` is the log density of y
@@ -29,12 +33,12 @@ computations (the posterior is then a narrow Gaussian around the degenerate one)
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 from numba import njit
 from scipy.special import log_ndtr
 
-from ..models import MULTI_INDEX_LINKS
 from ._gauss import orthant_mixture, trunc_std
 from ._hyperbola import hyperbola_batch
 from .base import Channel, PosteriorMoments, register_channel
@@ -64,91 +68,33 @@ def _regularise(V: np.ndarray, P: int) -> np.ndarray:
     return np.ascontiguousarray(0.5 * (out + out.T))
 
 
-# ------------------------------------------------------------------ numba links (one sample)
-@njit(cache=True)
-def g_square(Z):
-    out = np.empty(1)
-    out[0] = Z[0, 0] * Z[0, 0]
-    return out
-
-
-@njit(cache=True)
-def g_abs(Z):
-    out = np.empty(1)
-    out[0] = abs(Z[0, 0])
-    return out
-
-
-@njit(cache=True)
-def g_sign(Z):
-    out = np.empty(1)
-    out[0] = 1.0 if Z[0, 0] > 0.0 else -1.0
-    return out
-
-
-@njit(cache=True)
-def g_relu(Z):
-    out = np.empty(1)
-    out[0] = max(Z[0, 0], 0.0)
-    return out
-
-
-@njit(cache=True)
-def g_product(Z):
-    out = np.empty(1)
-    out[0] = Z[0, 0] * Z[1, 0]
-    return out
-
-
-@njit(cache=True)
-def g_sign_product(Z):
-    out = np.empty(1)
-    out[0] = 1.0 if Z[0, 0] * Z[1, 0] > 0.0 else -1.0
-    return out
-
-
-@njit(cache=True)
-def g_committee_sign(Z):
-    s = 0.0
-    for k in range(Z.shape[0]):
-        s += 1.0 if Z[k, 0] > 0.0 else -1.0
-    out = np.empty(1)
-    out[0] = 1.0 if s > 0.0 else -1.0
-    return out
-
-
 def _sgn(x):
     return np.where(x > 0, 1.0, -1.0)
 
 
-# vectorised links on z of shape (n, P)
-_LINKS = {
-    "square": (lambda z: z[:, 0] ** 2, g_square),
-    "abs": (lambda z: np.abs(z[:, 0]), g_abs),
-    "sign": (lambda z: _sgn(z[:, 0]), g_sign),
-    "relu": (lambda z: np.maximum(z[:, 0], 0.0), g_relu),
-    "product": (lambda z: z[:, 0] * z[:, 1], g_product),
-    "sign_product": (lambda z: _sgn(z[:, 0] * z[:, 1]), g_sign_product),
-    "committee_sign": (lambda z: _sgn(_sgn(z).sum(axis=1)), g_committee_sign),
-}
-
-
 class MultiIndexChannel(Channel):
-    """Base class: y = g(z) + sqrt(noise) N(0, 1), z = Z[:, :, 0] in R^P."""
+    """Base class: y = g(z) + sqrt(noise) N(0, 1), z = Z[:, :, 0] in R^P.
+
+    A link sets ``link`` (its name), ``n_indices`` (P), ``formula``, ``noiseless_well_posed``
+    (the noiseless observation determines a well-posed inference problem), ``sign_symmetric``,
+    ``vectorised_link`` (z of shape (n, P) -> (n,)) and ``numba_link`` (one sample, Z of
+    shape (P, 1) -> array of shape (1,)), and implements ``_exact``."""
 
     link: str = ""
+    formula: str = ""
+    noiseless_well_posed = True
     n_tokens = 1
     sign_symmetric = False
+    vectorised_link: Callable[[np.ndarray], np.ndarray]
+    numba_link: Callable[[np.ndarray], np.ndarray]
 
     def __init__(self, noise: float = 0.0, bank_size: int = DEFAULT_BANK_SIZE, seed: int = 0):
         self.noise = float(noise)
         if not (self.noise >= 0.0 and math.isfinite(self.noise)):
             raise ValueError("noise must be a finite number >= 0")
         self.noiseless = self.noise == 0.0
-        self.n_indices = MULTI_INDEX_LINKS[self.link]["indices"]
         self.index_names = ("z",) if self.n_indices == 1 else tuple(
             f"z{p + 1}" for p in range(self.n_indices))
-        self._vec, self._nb = _LINKS[self.link]
         self._noisy = None
         self.bank_size = bank_size
         self.seed = seed
@@ -159,7 +105,7 @@ class MultiIndexChannel(Channel):
     # ------------------------------------------------------------------ outputs
     def output(self, Z: np.ndarray) -> np.ndarray:
         Z = np.asarray(Z, dtype=float)
-        return self._vec(Z.reshape(Z.shape[0], self.n_indices))
+        return self.vectorised_link(Z.reshape(Z.shape[0], self.n_indices))
 
     def sample_output(self, Z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         y = self.output(Z)
@@ -196,7 +142,7 @@ class MultiIndexChannel(Channel):
     def noisy_channel(self) -> NoisyChannel:
         """The importance-sampling channel used for noise > 0 (continuous links)."""
         if self._noisy is None:
-            self._noisy = NoisyChannel(self._nb, self.n_indices, 1, 1, self.noise,
+            self._noisy = NoisyChannel(self.numba_link, self.n_indices, 1, 1, self.noise,
                                        bank_size=self.bank_size, seed=self.seed,
                                        index_names=self.index_names,
                                        sign_symmetric=self.sign_symmetric,
@@ -227,6 +173,17 @@ class MultiIndexChannel(Channel):
         raise NotImplementedError
 
 
+LINKS: dict[str, type[MultiIndexChannel]] = {}  # link name -> channel class, in registration order
+
+
+def register_link(cls: type[MultiIndexChannel]) -> type[MultiIndexChannel]:
+    """Class decorator: register a multi-index link under ``cls.link`` (in :data:`LINKS` and
+    in the channel registry)."""
+    register_channel(cls.link)(cls)
+    LINKS[cls.link] = cls
+    return cls
+
+
 def _two_atoms(s, om, v, log_jacobian):
     """Posterior on the atoms +-s (s >= 0) under N(om, v)."""
     x = s * om / v
@@ -237,53 +194,6 @@ def _two_atoms(s, om, v, log_jacobian):
     lm = -(s + om) ** 2 / (2 * v)
     logz = np.logaddexp(lp, lm) - 0.5 * np.log(2 * np.pi * v) + log_jacobian
     return mean[:, None], var[:, None, None], logz
-
-
-@register_channel("square")
-class SquareChannel(MultiIndexChannel):
-    """Phase retrieval y = z^2: posterior on the two atoms +-sqrt(y)."""
-
-    link = "square"
-    sign_symmetric = True
-
-    def _exact(self, y, om, V, resolution):
-        s = np.sqrt(np.maximum(y, 0.0))
-        return _two_atoms(s, om[:, 0], V[0, 0], -np.log(2.0 * np.maximum(s, 1e-300)))
-
-
-@register_channel("abs")
-class AbsChannel(MultiIndexChannel):
-    """y = |z|: posterior on the two atoms +-|y|."""
-
-    link = "abs"
-    sign_symmetric = True
-
-    def _exact(self, y, om, V, resolution):
-        return _two_atoms(np.abs(y), om[:, 0], V[0, 0], 0.0)
-
-
-@register_channel("relu")
-class ReluChannel(MultiIndexChannel):
-    """y = max(z, 0): an atom at z = y for y > 0, z ~ N(omega, V) truncated to z < 0 for y = 0."""
-
-    link = "relu"
-
-    def _exact(self, y, om, V, resolution):
-        v = V[0, 0]
-        sd = math.sqrt(v)
-        w = om[:, 0]
-        pos = y > 0
-        # y = 0: truncated to z < 0: standardised bound a: x = -(z - w)/sd > w/sd
-        a = w / sd
-        lam, tv = _trunc_std_vec(np.ascontiguousarray(a))
-        mean0 = w - sd * lam
-        var0 = v * tv
-        logz0 = log_ndtr(-a)
-        logz1 = -(y - w) ** 2 / (2 * v) - 0.5 * np.log(2 * np.pi * v)
-        mean = np.where(pos, y, mean0)
-        var = np.where(pos, 0.0, var0)
-        logz = np.where(pos, logz1, logz0)
-        return mean[:, None], var[:, None, None], logz
 
 
 @njit(cache=True)
@@ -315,41 +225,169 @@ def _all_patterns(P):
     return np.ascontiguousarray(pats)
 
 
-@register_channel("sign")
+# ------------------------------------------------------------------ the links
+@njit(cache=True)
+def g_square(Z):
+    out = np.empty(1)
+    out[0] = Z[0, 0] * Z[0, 0]
+    return out
+
+
+@register_link
+class SquareChannel(MultiIndexChannel):
+    """Phase retrieval y = z^2: posterior on the two atoms +-sqrt(y)."""
+
+    link = "square"
+    n_indices = 1
+    formula = "y = z^2 (phase retrieval)"
+    sign_symmetric = True
+    vectorised_link = staticmethod(lambda z: z[:, 0] ** 2)
+    numba_link = staticmethod(g_square)
+
+    def _exact(self, y, om, V, resolution):
+        s = np.sqrt(np.maximum(y, 0.0))
+        return _two_atoms(s, om[:, 0], V[0, 0], -np.log(2.0 * np.maximum(s, 1e-300)))
+
+
+@njit(cache=True)
+def g_abs(Z):
+    out = np.empty(1)
+    out[0] = abs(Z[0, 0])
+    return out
+
+
+@register_link
+class AbsChannel(MultiIndexChannel):
+    """y = |z|: posterior on the two atoms +-|y|."""
+
+    link = "abs"
+    n_indices = 1
+    formula = "y = |z|"
+    sign_symmetric = True
+    vectorised_link = staticmethod(lambda z: np.abs(z[:, 0]))
+    numba_link = staticmethod(g_abs)
+
+    def _exact(self, y, om, V, resolution):
+        return _two_atoms(np.abs(y), om[:, 0], V[0, 0], 0.0)
+
+
+@njit(cache=True)
+def g_sign(Z):
+    out = np.empty(1)
+    out[0] = 1.0 if Z[0, 0] > 0.0 else -1.0
+    return out
+
+
+@register_link
 class SignChannel(_OrthantChannel):
     """y = sign(z): truncated Gaussian in closed form (exact also with noise)."""
 
     link = "sign"
+    n_indices = 1
+    formula = "y = sign(z)"
+    vectorised_link = staticmethod(lambda z: _sgn(z[:, 0]))
+    numba_link = staticmethod(g_sign)
     patterns = _all_patterns(1)
     outputs = np.ascontiguousarray(patterns[:, 0].copy())
 
 
-@register_channel("sign_product")
-class SignProductChannel(_OrthantChannel):
-    """y = sign(z1 z2): two orthants (quadrants) per output value."""
-
-    link = "sign_product"
-    patterns = _all_patterns(2)
-    outputs = np.ascontiguousarray(patterns[:, 0] * patterns[:, 1])
+@njit(cache=True)
+def g_relu(Z):
+    out = np.empty(1)
+    out[0] = max(Z[0, 0], 0.0)
+    return out
 
 
-@register_channel("committee_sign")
-class CommitteeSignChannel(_OrthantChannel):
-    """y = sign(sum_k sign z_k), K = 3: the four orthants with the majority sign."""
+@register_link
+class ReluChannel(MultiIndexChannel):
+    """y = max(z, 0): an atom at z = y for y > 0, z ~ N(omega, V) truncated to z < 0 for y = 0."""
 
-    link = "committee_sign"
-    patterns = _all_patterns(3)
-    outputs = np.ascontiguousarray(np.sign(patterns.sum(axis=1)))
+    link = "relu"
+    n_indices = 1
+    formula = "y = max(z, 0)"
+    vectorised_link = staticmethod(lambda z: np.maximum(z[:, 0], 0.0))
+    numba_link = staticmethod(g_relu)
+
+    def _exact(self, y, om, V, resolution):
+        v = V[0, 0]
+        sd = math.sqrt(v)
+        w = om[:, 0]
+        pos = y > 0
+        # y = 0: truncated to z < 0: standardised bound a: x = -(z - w)/sd > w/sd
+        a = w / sd
+        lam, tv = _trunc_std_vec(np.ascontiguousarray(a))
+        mean0 = w - sd * lam
+        var0 = v * tv
+        logz0 = log_ndtr(-a)
+        logz1 = -(y - w) ** 2 / (2 * v) - 0.5 * np.log(2 * np.pi * v)
+        mean = np.where(pos, y, mean0)
+        var = np.where(pos, 0.0, var0)
+        logz = np.where(pos, logz1, logz0)
+        return mean[:, None], var[:, None, None], logz
 
 
-@register_channel("product")
+@njit(cache=True)
+def g_product(Z):
+    out = np.empty(1)
+    out[0] = Z[0, 0] * Z[1, 0]
+    return out
+
+
+@register_link
 class ProductChannel(MultiIndexChannel):
     """y = z1 z2: 1-D adaptive quadrature along the hyperbola (any positive definite V)."""
 
     link = "product"
+    n_indices = 2
+    formula = "y = z_1 z_2"
+    vectorised_link = staticmethod(lambda z: z[:, 0] * z[:, 1])
+    numba_link = staticmethod(g_product)
 
     def _exact(self, y, om, V, resolution):
         x, w = _gl(PANEL_ORDER)
         parts = _threaded(lambda lo, hi: hyperbola_batch(y[lo:hi], om[lo:hi], V, x, w,
                                                          float(resolution)), len(y))
         return tuple(np.concatenate([p[k] for p in parts], axis=0) for k in range(3))
+
+
+@njit(cache=True)
+def g_sign_product(Z):
+    out = np.empty(1)
+    out[0] = 1.0 if Z[0, 0] * Z[1, 0] > 0.0 else -1.0
+    return out
+
+
+@register_link
+class SignProductChannel(_OrthantChannel):
+    """y = sign(z1 z2): two orthants (quadrants) per output value."""
+
+    link = "sign_product"
+    n_indices = 2
+    formula = "y = sign(z_1 z_2)"
+    vectorised_link = staticmethod(lambda z: _sgn(z[:, 0] * z[:, 1]))
+    numba_link = staticmethod(g_sign_product)
+    patterns = _all_patterns(2)
+    outputs = np.ascontiguousarray(patterns[:, 0] * patterns[:, 1])
+
+
+@njit(cache=True)
+def g_committee_sign(Z):
+    s = 0.0
+    for k in range(Z.shape[0]):
+        s += 1.0 if Z[k, 0] > 0.0 else -1.0
+    out = np.empty(1)
+    out[0] = 1.0 if s > 0.0 else -1.0
+    return out
+
+
+@register_link
+class CommitteeSignChannel(_OrthantChannel):
+    """y = sign(sum_k sign z_k), K = 3: the four orthants with the majority sign."""
+
+    link = "committee_sign"
+    n_indices = 3
+    formula = "y = sign(sum_k sign(z_k)), K = 3"
+    vectorised_link = staticmethod(lambda z: _sgn(_sgn(z).sum(axis=1)))
+    numba_link = staticmethod(g_committee_sign)
+    patterns = _all_patterns(3)
+    outputs = np.ascontiguousarray(np.sign(patterns.sum(axis=1)))

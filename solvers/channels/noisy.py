@@ -46,6 +46,7 @@ function arguments); batches run in threads (the kernel releases the GIL).
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Callable, Sequence
 
@@ -56,7 +57,6 @@ import numba
 from numba import njit
 
 from ..quadrature import sobol_normals
-from .attention_kernels import inner_product_matrix, softmax_rows
 from .base import Channel, PosteriorMoments
 
 DEFAULT_BANK_SIZE = 1024
@@ -308,29 +308,6 @@ def _with_params(link):
     return _ADAPTED[link]
 
 
-@njit(cache=True)
-def deep_attention_link(Z, params):
-    """Deep tied rank-1 attention, one sample: Z (L, M), params = (skips (L), betas (L)).
-
-    y = S_L(a_L) flattened (M * M,), with a_L = B_{L-1} z_L and B_{L-1} = A_{L-1} ... A_1 from
-    the same kernels as the noiseless channel (attention_kernels), so the two paths cannot drift.
-    """
-    L, M = Z.shape
-    skips, betas = params[:L], params[L:]
-    B = np.empty((M, M))
-    A = np.empty((M, M))
-    work = np.empty((M, M))
-    avec = np.empty(M)
-    inner_product_matrix(Z, skips, betas, L - 1, B, A, work, avec)
-    a = np.zeros(M)
-    for i in range(M):
-        for j in range(M):
-            a[i] += B[i, j] * Z[L - 1, j]
-    S = np.empty((M, M))
-    softmax_rows(a, betas[L - 1], S)
-    return S.ravel().copy()
-
-
 def _threaded(fn, n: int, *args):
     """Run fn(lo, hi) on chunks of range(n) in threads (the kernels release the GIL)."""
     workers = max(1, min(numba.get_num_threads(), n // 64))
@@ -412,25 +389,10 @@ class NoisyChannel(Channel):
         self._banks: dict[int, np.ndarray] = {}
         self.last_effective_sample_size: np.ndarray | None = None
 
-    @classmethod
-    def for_deep_attention(cls, channel, bank_size: int = DEFAULT_BANK_SIZE, seed: int = 0):
-        """The noisy deep-attention channel y = S_L(a_L) + sqrt(noise) N(0, I_{M x M}).
-
-        ``channel`` is a DeepAttentionChannel (uses its spec's skips, betas, layers, tokens,
-        noise, index_names; ``output`` delegates to ``channel.output``)."""
-        L, M = int(channel.n_indices), int(channel.n_tokens)
-        params = np.concatenate([np.asarray(channel.skips, dtype=float),
-                                 np.asarray(channel.betas, dtype=float)])
-        return cls(deep_attention_link, L, M, M * M, channel.noise, bank_size=bank_size, seed=seed,
-                   index_names=channel.index_names, sign_symmetric=channel.sign_symmetric,
-                   output_shape=(M, M), vectorized_output=channel.output, link_params=params)
-
     def with_seed(self, seed: int) -> "NoisyChannel":
         """A copy drawing its bank from another seed (independent inner Monte-Carlo error).
 
         Linear stability uses one per scramble so that its CI covers the bank's error."""
-        import copy
-
         other = copy.copy(self)
         other.seed = int(seed)
         other._banks = {}
