@@ -31,12 +31,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 import numpy as np
-from scipy import optimize
 
 from .precision import (LINEAR_STABILITY_MAX_POINTS, LINEAR_STABILITY_POINTS, PRECISION_TARGETS, SCRAMBLES,
-                        TRIVIAL_STAIRCASE_MAX_POINTS, TRIVIAL_STAIRCASE_PILOT_POINTS, check_precision, points_for)
+                        TRIVIAL_STAIRCASE_MAX_POINTS, TRIVIAL_STAIRCASE_PILOT_POINTS, check_precision)
 from .quadrature import MIN_SCRAMBLES, scrambled_normals, t_halfwidth
 from .results import Settings, Threshold
+from .staircase_curve import StaircaseCurve, refine_root
 from .statistics import control_variate_combination, outer_normals, sample_outer
 TRIVIAL_ABS_TOL = 1e-10  # eigenvalues of T below this are zero whatever their half-width
 RHO_ABS_TOL = 1e-10
@@ -300,12 +300,12 @@ def _canonical(u: np.ndarray) -> np.ndarray:
 # Points per scramble of the pilot (bracketing) run and cap of the final run: the posterior of
 # a channel whose learned direction is not a coordinate needs the general-V quadrature (for
 # committee_sign about 20-40 ms per sample on one core), so the budgets are small.
-STAIRCASE_GRID = (0.2, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999, 0.9999)
 LEAK_TOL = 1e-6  # |complement blocks of H| at Q* above this: Q* = q s s^T is not a fixed point
 
 
-class _TrivialDirectionCurve:
-    """SE around Q*(q) = q s s^T (s the learned trivial direction, q its overlap).
+class _TrivialDirectionCurve(StaircaseCurve):
+    """The staircase curve (:class:`~solvers.staircase_curve.StaircaseCurve`) of the SE
+    around Q*(q) = q s s^T (s the learned trivial direction, q its overlap).
 
     With Qhat = alpha H, Q = Qhat (I + Qhat)^-1 and H(Q*) = h(q) s s^T (checked: ``leak``),
     q is the fixed point at alpha(q) = q / ((1 - q) h(q)).  Perturbing Q* by eps X on the
@@ -315,19 +315,20 @@ class _TrivialDirectionCurve:
         F(X) = E[ sum_{m,m'} G_mm' X G_mm'^T ],  G_mm' = Uc^T Cov[z_m, z_m' | y, omega, V*] Uc - delta I,
     (V* = I - q s s^T is the identity on the complement), the Q = 0 formula of THEORY 4 with the
     side information omega = sqrt(q) s (s . xi).  The complement leaves 0 when alpha rho(F) > 1:
-    the threshold is the root in q of alpha(q) rho(F(q)) = 1.  Statistics are memoised per
-    (q, resolution) on one set of outer points (common random numbers)."""
+    the threshold is the root in q of alpha(q) rho(F(q)) = 1: h = h(q), rate = rho(F(q))."""
+
+    GRID = (0.2, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999, 0.9999)
+    ROOT_STEPS = 6  # each step costs two Perron eigenproblems on the general-V posterior
 
     def __init__(self, channel, s, Uc, normals):
-        self.channel, self.s, self.Uc, self.normals = channel, np.asarray(s, float), Uc, normals
-        self._memo = {}
-        self.W = np.kron(Uc, Uc) @ _sym_basis(Uc.shape[1])  # symmetric complement matrices in P x P
+        super().__init__(channel, normals)
+        self.s, self.Uc = np.asarray(s, float), Uc
 
-    def statistics(self, q, resolution=1):
+    def on_points(self, normals):
+        return _TrivialDirectionCurve(self.channel, self.s, self.Uc, normals)
+
+    def compute_statistics(self, q, resolution):
         """Per-scramble h (R,), F on the symmetric complement (R, k, k) and leak (R,)."""
-        key = (q, resolution)
-        if key in self._memo:
-            return self._memo[key]
         ch, s, Uc = self.channel, self.s, self.Uc
         P, M = ch.n_indices, ch.n_tokens
         R, n, _ = self.normals.shape
@@ -371,10 +372,8 @@ class _TrivialDirectionCurve:
         def per(x):
             return x.reshape((R, n) + x.shape[1:]).mean(axis=1)
 
-        out = (per(h), per(0.5 * (Fs + np.transpose(Fs, (0, 2, 1)))),
-               np.abs(per(Hc)).max(axis=1))
-        self._memo[key] = out
-        return out
+        return (per(h), per(0.5 * (Fs + np.transpose(Fs, (0, 2, 1)))),
+                np.abs(per(Hc)).max(axis=1))
 
     def perron(self, q, resolution=1):
         """Pooled eigenvalues of F (ascending) and the Perron eigenmatrix as a unit vector on
@@ -402,44 +401,17 @@ class _TrivialDirectionCurve:
         v = v / np.linalg.norm(v)
         return ev, v, len(top)
 
-    def per_scramble(self, q, resolution=1):
-        """(alpha(q), alpha(q) rho_r(q)) per scramble, rho_r the Rayleigh quotient of each
-        scramble's F on the pooled Perron eigenmatrix (no max-of-noise bias)."""
+    def rates(self, q, resolution):
+        """(h, rho_r) per scramble, rho_r the Rayleigh quotient of each scramble's F on the
+        pooled Perron eigenmatrix (no max-of-noise bias)."""
         h, Fs, _ = self.statistics(q, resolution)
         _, v, _ = self.perron(q, resolution)
-        rho = np.einsum("a,rab,b->r", v, Fs, v)
-        alpha = q / ((1.0 - q) * h)
-        return alpha, alpha * rho
+        return h, np.einsum("a,rab,b->r", v, Fs, v)
 
-    def pooled(self, q, resolution=1):
+    def pooled_rates(self, q, resolution):
         h, Fs, _ = self.statistics(q, resolution)
         _, v, _ = self.perron(q, resolution)
-        return q / ((1.0 - q) * h.mean()) * float(v @ Fs.mean(0) @ v) - 1.0
-
-    def bracket(self):
-        prev = 1e-6
-        for q in STAIRCASE_GRID:
-            if self.pooled(q) > 0:
-                return prev, q
-            prev = q
-        return None
-
-    def pair(self, q):
-        dq = max(1e-6, 2e-3 * (1.0 - q))
-        return q - dq, min(q + dq, 1.0 - 1e-10)
-
-    def root_near(self, q, resolution=1, steps=6):
-        for _ in range(steps):
-            q1, q2 = self.pair(q)
-            h1, h2 = self.pooled(q1, resolution), self.pooled(q2, resolution)
-            if h2 == h1:
-                break
-            qr = q1 - h1 * (q2 - q1) / (h2 - h1)
-            if abs(qr - q) <= 2.0 * (q2 - q1):
-                return q
-            u, ur = math.log1p(-q), math.log1p(-min(max(qr, 0.0), 1.0 - 1e-10))
-            q = -math.expm1(min(max(ur, u - 1.0), u + 1.0))
-        return q
+        return h.mean(), float(v @ Fs.mean(0) @ v)
 
     def per_scramble_roots(self, q, resolution=1):
         """alpha at the root of each scramble's alpha(q) rho(q) = 1, interpolated on the pair
@@ -502,31 +474,17 @@ def staircase_after_trivial(channel, precision: str = "standard", seed: int = 0,
     target = PRECISION_TARGETS[precision][1]
     cap = int(max_points) if max_points is not None else TRIVIAL_STAIRCASE_MAX_POINTS[precision]
     pilot = _TrivialDirectionCurve(channel, s, Uc, outer_normals(channel, pilot_points, SCRAMBLES, seed))
-    br = pilot.bracket()
+    root = pilot.pilot_root()
     r = Uc.shape[1]
-    if br is None:
+    if root is None:
         return StaircaseAfterTrivial(tuple(s), math.inf, math.inf, float("nan"), (), float("nan"),
-                                     float(pilot.statistics(STAIRCASE_GRID[-1])[2].max()),
+                                     float(pilot.statistics(pilot.GRID[-1])[2].max()),
                                      tuple(Threshold(alpha=math.inf, ci95=math.inf, kind="staircase",
                                                      direction=tuple(float(x) for x in _canonical(Uc[:, i])))
                                            for i in range(r)), pilot_points, time.perf_counter() - t0)
-    q = optimize_root(pilot.pooled, *br)
-    roots = pilot.per_scramble_roots(q)
-    alpha0, ci0 = float(np.mean(roots)), float(t_halfwidth(roots))
-    n, curve = pilot_points, pilot
-    while True:
-        n_new = points_for(n, ci0 / alpha0, target, cap)
-        if n_new != n:
-            n = n_new
-            curve = _TrivialDirectionCurve(channel, s, Uc, outer_normals(channel, n, SCRAMBLES, seed))
-            q = curve.root_near(q)
-        roots = curve.per_scramble_roots(q)
-        alpha_c, ci = float(np.mean(roots)), float(t_halfwidth(roots))
-        sub = _TrivialDirectionCurve(channel, s, Uc, curve.normals[:4, : max(8, n // 4)])
-        ci += abs(float(np.mean(sub.per_scramble_roots(q, 2)) - np.mean(sub.per_scramble_roots(q, 1))))
-        if ci <= target * alpha_c or n >= cap:
-            break
-        alpha0, ci0 = alpha_c, ci
+    # the pilot's rough root is refined only on new points (unlike the learned-layer staircase)
+    root = refine_root(root, seed, target, cap, 8, refine_on_pilot_points=False)
+    curve, q, alpha_c, ci, n = root.curve, root.q, root.alpha, root.ci95, root.curve.points
     ev, v, n_top = curve.perron(q)
     X = (_sym_basis(r) @ v).reshape(r, r)
     X = X if np.trace(X) >= 0 else -X
@@ -545,8 +503,3 @@ def staircase_after_trivial(channel, precision: str = "standard", seed: int = 0,
     return StaircaseAfterTrivial(tuple(float(x) for x in s), alpha_c, ci, float(q),
                                  tuple(tuple(float(x) for x in row) for row in E), ratio, leak, ths, n,
                                  time.perf_counter() - t0)
-
-
-def optimize_root(f, lo, hi):
-    """A rough root of f in [lo, hi] (brentq, relative to 1 - hi): refined by secant steps later."""
-    return optimize.brentq(f, lo, hi, xtol=1e-3 * (1.0 - hi))

@@ -29,13 +29,14 @@ import numpy as np
 from scipy import optimize
 
 from .channels.base import Channel
+from .fixed_point_iteration import iterate_fixed_point
 from .linear_stability import linear_stability, staircase_after_trivial
-from .models import ModelSpec
+from .models import DeepAttentionSpec, ModelSpec
 from .precision import (MAX_STAIRCASE_POINTS, PILOT_POINTS, PRECISION_TARGETS, SCRAMBLES, THRESHOLD_MAX_POINTS,
-                        THRESHOLD_POINTS, check_precision, points_for)
+                        THRESHOLD_POINTS, check_precision)
 from .quadrature import t_halfwidth
 from .results import Settings, Threshold, ThresholdsResult
-from .state_evolution import Q_MAX, iterate_fixed_point
+from .staircase_curve import StaircaseCurve, refine_root
 from .statistics import outer_normals, output_statistics
 from .version import __version__
 
@@ -53,12 +54,31 @@ class RateAtZero:
     points: int
 
 
+def _rates_at_zero_grid_L2(spec: DeepAttentionSpec, rel_target: float) -> RateAtZero:
+    """Nested trapezoid grids over a = B z_2 and z_1 (deterministic; L = 2, M = 2)."""
+    from .channels.attention_kernels import layer_thresholds_L2_grid
+
+    c, b = spec.skip[0], spec.beta[0]
+    half_a = 8.5 * (c + 1.0)
+    n = 64 if c >= 0.5 else 96
+    prev = None
+    while True:
+        mass, f1, f2 = layer_thresholds_L2_grid(c, b, spec.beta[1], half_a, n, 8.5, n)
+        alpha = np.array([mass / f1 if f1 > 0 else np.inf, mass / f2 if f2 > 0 else np.inf])
+        if prev is not None:
+            err = np.abs(alpha - prev) + abs(mass - 1.0) * alpha
+            if np.all(err <= 0.2 * rel_target * alpha) or n >= 256:
+                return RateAtZero(alpha, err, "nested trapezoid grids (a, z_1)", n)
+        prev = alpha
+        n = int(n * 1.5)
+
+
 def rates_at_zero(channel: Channel, precision: str, seed: int) -> RateAtZero:
     """Per-index alpha_c = 1 / E||Cov[z_p|y] - I||^2 at Q = 0 by QMC, refined to the target."""
     target = PRECISION_TARGETS[precision][0]
-    own = channel.rates_at_zero(target)  # e.g. deep attention's deterministic grids at L = 2, M = 2
-    if own is not None:
-        return RateAtZero(*own)
+    spec = getattr(channel, "spec", None)
+    if isinstance(spec, DeepAttentionSpec) and channel.noiseless and spec.layers == 2 and spec.tokens == 2:
+        return _rates_at_zero_grid_L2(spec, target)
     P = channel.n_indices
     n = THRESHOLD_POINTS[precision]
     Q0 = np.zeros((P, P))
@@ -89,77 +109,42 @@ class StaircaseStep:
     learned_overlap: float  # overlap of the learned layer(s) at the threshold
 
 
-class _LearnedLayerCurve:
-    """The staircase function of one inactive layer l while one layer k is learned.
+class _LearnedLayerCurve(StaircaseCurve):
+    """The staircase curve of one inactive layer l while one layer k is learned
+    (:class:`~solvers.staircase_curve.StaircaseCurve`): at Q = diag(base_q) with q_k = q,
+    h = H_kk(q) and rate = F_l(q) = E ||Cov[z_l | y, omega_k] - I||^2, so the threshold of
+    layer l is the root in q of alpha(q) F_l(q) = 1.  Curves of several layers on the same
+    points may share one ``memo``: the statistics at q do not depend on l."""
 
-    With q = q_k the learned overlap, alpha(q) = q / ((1 - q) H_k(q)) is the sample
-    complexity at which q is the fixed point, and h_l(q) = alpha(q) F_l(q) - 1 with
-    F_l(q) = E ||Cov[z_l | y, omega_k] - I||^2; the threshold of layer l is the root of h_l.
-    Statistics are memoised per (q, resolution) on one fixed set of outer points (common
-    random numbers: the per-scramble curves are smooth in q)."""
+    GRID = (0.05, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999, 0.9995, 0.9999)
 
-    def __init__(self, channel, learned, base_q, normals):
-        self.channel, self.learned, self.base_q, self.normals = channel, learned, base_q, normals
-        self._memo = {}
+    def __init__(self, channel, learned, base_q, normals, layer, memo=None):
+        super().__init__(channel, normals, memo)
+        self.learned, self.base_q, self.layer = learned, base_q, layer
 
-    def statistics(self, q, resolution=1):
-        key = (q, resolution)
-        if key not in self._memo:
-            Q = np.diag(self.base_q)
-            Q[self.learned, self.learned] = q
-            self._memo[key] = output_statistics(self.channel, Q, self.normals, resolution)
-        return self._memo[key]
+    def on_points(self, normals):
+        return _LearnedLayerCurve(self.channel, self.learned, self.base_q, normals, self.layer)
 
-    def per_scramble(self, q, l, resolution=1):
-        """(alpha(q), h_l(q)), one value per scramble."""
+    def compute_statistics(self, q, resolution):
+        Q = np.diag(self.base_q)
+        Q[self.learned, self.learned] = q
+        return output_statistics(self.channel, Q, self.normals, resolution)
+
+    def rates(self, q, resolution):
         st = self.statistics(q, resolution)
-        alpha = q / ((1.0 - q) * st.H[:, self.learned, self.learned])
-        return alpha, alpha * st.cov_deviation[:, l] - 1.0
+        return st.H[:, self.learned, self.learned], st.cov_deviation[:, self.layer]
 
-    def pooled(self, q, l, resolution=1):
-        """h_l(q) from the scramble-pooled averages (the estimate whose root we report)."""
+    def pooled_rates(self, q, resolution):
         st = self.statistics(q, resolution)
-        alpha = q / ((1.0 - q) * st.H[:, self.learned, self.learned].mean())
-        return alpha * st.cov_deviation[:, l].mean() - 1.0
+        return st.H[:, self.learned, self.learned].mean(), st.cov_deviation[:, self.layer].mean()
 
-    def bracketed_root(self, l):
-        """The first sign change of h_l on a grid that is dense towards q = 1, then brentq."""
-        grid = [0.05, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999, 0.9995, 0.9999]
-        k = next((i for i, q in enumerate(grid) if self.pooled(q, l) > 0), None)
-        if k is None:
-            return None
-        lo = grid[k - 1] if k > 0 else 1e-6
-        # a rough root is enough: root_near refines it on the final points
-        return optimize.brentq(lambda q: self.pooled(q, l), lo, grid[k], xtol=1e-3 * (1.0 - grid[k]))
-
-    def pair(self, q):
-        """Two points around q for finite differences, on a scale where the per-sample
-        adaptive quadrature (changes ~1e-5) cannot disturb the slope."""
-        dq = max(1e-6, 2e-3 * (1.0 - q))
-        return q - dq, min(q + dq, Q_MAX)
-
-    def root_near(self, l, q, resolution=1, steps=8):
-        """Root of the pooled h_l by Newton steps from a nearby guess, the slope taken on the
-        pair around the current point; stops when the root falls within two pair widths, so
-        the pair of the returned point also serves the per-scramble roots."""
-        for _ in range(steps):
-            q1, q2 = self.pair(q)
-            h1, h2 = self.pooled(q1, l, resolution), self.pooled(q2, l, resolution)
-            if h2 == h1:
-                break
-            qr = q1 - h1 * (q2 - q1) / (h2 - h1)
-            if abs(qr - q) <= 2.0 * (q2 - q1):
-                return q
-            # bounded in log(1 - q): at most a factor e in 1 - q per step
-            u, ur = math.log1p(-q), math.log1p(-min(max(qr, 0.0), Q_MAX))
-            q = -math.expm1(min(max(ur, u - 1.0), u + 1.0))
-        return q
-
-    def per_scramble_roots(self, l, q, resolution=1):
-        """alpha at the root of each scramble's h_l, linearised on the pair around q."""
+    def per_scramble_roots(self, q, resolution=1):
+        """alpha at the root of each scramble's alpha(q) F_l(q) - 1, linearised in q on the
+        pair around q."""
         q1, q2 = self.pair(q)
-        a1, h1 = self.per_scramble(q1, l, resolution)
-        a2, h2 = self.per_scramble(q2, l, resolution)
+        a1, r1 = self.per_scramble(q1, resolution)
+        a2, r2 = self.per_scramble(q2, resolution)
+        h1, h2 = r1 - 1.0, r2 - 1.0
         slope = (h2 - h1) / (q2 - q1)
         qr = q1 - h1 / slope
         return a1 + (a2 - a1) / (q2 - q1) * (qr - q1)
@@ -167,46 +152,27 @@ class _LearnedLayerCurve:
 
 def _single_learned_step(channel: Channel, learned: int, remaining: list[int], base_q: np.ndarray,
                          precision: str, seed: int) -> StaircaseStep:
-    """Next threshold when exactly one layer (``learned``) is active: a root in q.
-
-    A pilot run on few outer points brackets the root of every remaining layer and
-    measures its spread over scrambles; the final run takes the number of points that
-    spread calls for (QMC errors fall at least like n^-1/2), refines the pilot root by
-    Newton steps and reports the mean of the per-scramble roots.  The half-width is the
-    Student-t interval over scrambles plus the root's change at double inner resolution,
-    measured on a subset of the points (a paired difference, so few points suffice)."""
+    """Next threshold when exactly one layer (``learned``) is active: a root in q, found by
+    the pilot -> size -> refine procedure of :mod:`solvers.staircase_curve`.  The pilot
+    brackets the root of every remaining layer; the layers whose pilot threshold is not
+    clearly above the least one are refined, and the least refined threshold is the step."""
     target = PRECISION_TARGETS[precision][1]
-    pilot = _LearnedLayerCurve(channel, learned, base_q, outer_normals(channel, PILOT_POINTS, SCRAMBLES, seed))
+    normals = outer_normals(channel, PILOT_POINTS, SCRAMBLES, seed)
+    shared = {}  # the pilot's statistics, common to every layer
     found = []
     for l in remaining:
-        q0 = pilot.bracketed_root(l)
-        if q0 is not None:
-            roots = pilot.per_scramble_roots(l, q0)
-            found.append((float(np.mean(roots)), float(t_halfwidth(roots)), l, q0))
+        root = _LearnedLayerCurve(channel, learned, base_q, normals, l, shared).pilot_root()
+        if root is not None:
+            found.append((root, l))
     if not found:
         return StaircaseStep(remaining[0], math.inf, math.inf, float("nan"))
-    first = min(a for a, _, _, _ in found)
+    first = min(root.alpha for root, _ in found)
     best = None
-    for alpha0, ci0, l, q0 in found:
-        if alpha0 - ci0 > first + ci0 and len(found) > 1:
+    for pilot, l in found:
+        if pilot.alpha - pilot.ci95 > first + pilot.ci95 and len(found) > 1:
             continue  # clearly not the next layer
-        n, qroot = PILOT_POINTS, q0
-        while True:
-            n = points_for(n, ci0 / alpha0, target)
-            normals = outer_normals(channel, n, SCRAMBLES, seed)
-            curve = _LearnedLayerCurve(channel, learned, base_q, normals)
-            qroot = curve.root_near(l, qroot)
-            alpha_r = curve.per_scramble_roots(l, qroot)
-            alpha_c, ci = float(np.mean(alpha_r)), float(t_halfwidth(alpha_r))
-            # quadrature error: the same root at double inner resolution on a subset of the
-            # points (a paired difference: the outer noise cancels)
-            sub = _LearnedLayerCurve(channel, learned, base_q, normals[:4, : max(PILOT_POINTS, n // 4)])
-            ci += abs(float(np.mean(sub.per_scramble_roots(l, qroot, 2))
-                            - np.mean(sub.per_scramble_roots(l, qroot, 1))))
-            if ci <= target * alpha_c or n >= MAX_STAIRCASE_POINTS:
-                break
-            alpha0, ci0 = alpha_c, ci
-        step = StaircaseStep(l, alpha_c, ci, float(qroot))
+        root = refine_root(pilot, seed, target, MAX_STAIRCASE_POINTS, PILOT_POINTS, refine_on_pilot_points=True)
+        step = StaircaseStep(l, root.alpha, root.ci95, float(root.q))
         if best is None or step.alpha < best.alpha:
             best = step
     return best
@@ -351,7 +317,7 @@ def layer_thresholds(spec: ModelSpec, precision: str = "standard", seed: int = 0
         thresholds, zero = staircase(channel, precision, seed, progress)
         method = zero.method + "; staircase roots in the learned overlap"
         points = zero.points
-        if not channel.indices_are_layers:
+        if not isinstance(spec, DeepAttentionSpec):
             # multi-index models name directions; for a sign-symmetric link the overlap matrix
             # stays diagonal, so index l is learned along the unit vector e_l
             P = channel.n_indices
@@ -368,7 +334,7 @@ def layer_thresholds(spec: ModelSpec, precision: str = "standard", seed: int = 0
                 method += "; staircase after the trivial direction (root in its overlap)"
         points = ls.settings.outer_points if hasattr(ls, "settings") else 0
     pr_alpha = pr_ci = None
-    if channel.reports_perfect_recovery:
+    if channel.noiseless and isinstance(spec, DeepAttentionSpec):
         pr = perfect_recovery(channel, seed)
         pr_alpha, pr_ci = pr.alpha, pr.ci95
     thresholds = sorted(thresholds, key=lambda t: t.alpha)

@@ -1,0 +1,72 @@
+"""The staircase-curve base (solvers.staircase_curve) on a curve whose root is known:
+h(q) = 1 and rate_r = c_r, so alpha(q) rate = c q / (1 - q) and the root is q* = 1 / (1 + c),
+alpha* = 1 / c."""
+import numpy as np
+import pytest
+
+from solvers.models import MultiIndexSpec
+from solvers.staircase_curve import StaircaseCurve, refine_root
+from solvers.statistics import outer_normals
+
+RATES = np.array([0.2, 0.25, 0.3, 0.25])  # per scramble: pooled 0.25, root q* = 0.8, alpha* = 4
+
+
+class ConstantRateCurve(StaircaseCurve):
+    GRID = (0.2, 0.5, 0.9, 0.99)
+
+    def __init__(self, channel, normals, calls):
+        super().__init__(channel, normals)
+        self.calls = calls
+
+    def compute_statistics(self, q, resolution):
+        self.calls.append((q, resolution))
+        return RATES
+
+    def rates(self, q, resolution):
+        return np.ones(len(RATES)), self.statistics(q, resolution)
+
+    def pooled_rates(self, q, resolution):
+        return 1.0, self.statistics(q, resolution).mean()
+
+    def per_scramble_roots(self, q, resolution=1):
+        q1, q2 = self.pair(q)
+        a1, r1 = self.per_scramble(q1, resolution)
+        a2, r2 = self.per_scramble(q2, resolution)
+        qr = q1 - (r1 - 1.0) * (q2 - q1) / (r2 - r1)
+        return a1 + (a2 - a1) / (q2 - q1) * (qr - q1)
+
+    def on_points(self, normals):
+        return ConstantRateCurve(self.channel, normals, self.calls)
+
+
+@pytest.fixture
+def channel():
+    return MultiIndexSpec(link="square").channel()
+
+
+def test_bracket_pilot_root_and_root_near(channel):
+    calls = []
+    curve = ConstantRateCurve(channel, outer_normals(channel, 4, 4, 0), calls)
+    assert curve.bracket() == (0.5, 0.9)
+    pilot = curve.pilot_root()
+    assert pilot.q == pytest.approx(0.8, abs=1e-3 * 0.1)
+    assert pilot.alpha == pytest.approx(np.mean(1 / RATES), rel=1e-3)
+    assert pilot.ci95 > 0
+    assert curve.root_near(0.7) == pytest.approx(0.8, abs=2 * 2 * 2e-3 * 0.2)
+    n = len(calls)
+    curve.statistics(0.9)  # a grid point of the bracket
+    assert len(calls) == n  # memoised per (q, resolution)
+
+
+def test_refine_root_on_the_pilot_points(channel):
+    """With the cap at the pilot's size no new points are drawn; the root is refined there
+    only when asked to, and the half-width includes the resolution change (0 here)."""
+    calls = []
+    pilot = ConstantRateCurve(channel, outer_normals(channel, 4, 4, 0), calls).pilot_root()
+    kept = refine_root(pilot, 0, 1e-9, 4, 4, refine_on_pilot_points=False)
+    assert kept.q == pilot.q and kept.curve is pilot.curve
+    assert kept.alpha == pytest.approx(pilot.alpha) and kept.ci95 == pytest.approx(pilot.ci95)
+    refined = refine_root(pilot, 0, 1e-9, 4, 4, refine_on_pilot_points=True)
+    assert abs(refined.q - 0.8) <= abs(pilot.q - 0.8) + 1e-12
+    grown = refine_root(pilot, 0, 1e-9, 16, 4, refine_on_pilot_points=False)
+    assert grown.curve.points == 16
