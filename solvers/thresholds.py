@@ -31,7 +31,7 @@ from scipy import optimize
 from .channels.base import Channel
 from .fixed_point_iteration import iterate_fixed_point
 from .linear_stability import linear_stability, staircase_after_trivial
-from .models import DeepAttentionSpec, ModelSpec
+from .models import ModelSpec
 from .precision import (MAX_STAIRCASE_POINTS, PILOT_POINTS, PRECISION_TARGETS, SCRAMBLES, THRESHOLD_MAX_POINTS,
                         THRESHOLD_POINTS, check_precision)
 from .quadrature import t_halfwidth
@@ -54,31 +54,12 @@ class RateAtZero:
     points: int
 
 
-def _rates_at_zero_grid_L2(spec: DeepAttentionSpec, rel_target: float) -> RateAtZero:
-    """Nested trapezoid grids over a = B z_2 and z_1 (deterministic; L = 2, M = 2)."""
-    from .channels.attention_kernels import layer_thresholds_L2_grid
-
-    c, b = spec.skip[0], spec.beta[0]
-    half_a = 8.5 * (c + 1.0)
-    n = 64 if c >= 0.5 else 96
-    prev = None
-    while True:
-        mass, f1, f2 = layer_thresholds_L2_grid(c, b, spec.beta[1], half_a, n, 8.5, n)
-        alpha = np.array([mass / f1 if f1 > 0 else np.inf, mass / f2 if f2 > 0 else np.inf])
-        if prev is not None:
-            err = np.abs(alpha - prev) + abs(mass - 1.0) * alpha
-            if np.all(err <= 0.2 * rel_target * alpha) or n >= 256:
-                return RateAtZero(alpha, err, "nested trapezoid grids (a, z_1)", n)
-        prev = alpha
-        n = int(n * 1.5)
-
-
 def rates_at_zero(channel: Channel, precision: str, seed: int) -> RateAtZero:
     """Per-index alpha_c = 1 / E||Cov[z_p|y] - I||^2 at Q = 0 by QMC, refined to the target."""
     target = PRECISION_TARGETS[precision][0]
-    spec = getattr(channel, "spec", None)
-    if isinstance(spec, DeepAttentionSpec) and channel.noiseless and spec.layers == 2 and spec.tokens == 2:
-        return _rates_at_zero_grid_L2(spec, target)
+    own = channel.rates_at_zero(target)  # e.g. deep attention's deterministic grids at L = 2, M = 2
+    if own is not None:
+        return RateAtZero(*own)
     P = channel.n_indices
     n = THRESHOLD_POINTS[precision]
     Q0 = np.zeros((P, P))
@@ -317,7 +298,7 @@ def layer_thresholds(spec: ModelSpec, precision: str = "standard", seed: int = 0
         thresholds, zero = staircase(channel, precision, seed, progress)
         method = zero.method + "; staircase roots in the learned overlap"
         points = zero.points
-        if not isinstance(spec, DeepAttentionSpec):
+        if not channel.indices_are_layers:
             # multi-index models name directions; for a sign-symmetric link the overlap matrix
             # stays diagonal, so index l is learned along the unit vector e_l
             P = channel.n_indices
@@ -334,7 +315,7 @@ def layer_thresholds(spec: ModelSpec, precision: str = "standard", seed: int = 0
                 method += "; staircase after the trivial direction (root in its overlap)"
         points = ls.settings.outer_points if hasattr(ls, "settings") else 0
     pr_alpha = pr_ci = None
-    if channel.noiseless and isinstance(spec, DeepAttentionSpec):
+    if channel.reports_perfect_recovery:
         pr = perfect_recovery(channel, seed)
         pr_alpha, pr_ci = pr.alpha, pr.ci95
     thresholds = sorted(thresholds, key=lambda t: t.alpha)
