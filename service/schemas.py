@@ -14,6 +14,7 @@ from solvers.limits import (AMP_MAX_ALPHA, AMP_MAX_DAMPING, AMP_MAX_DIMENSION, A
                             AMP_MAX_ITERATIONS, AMP_MAX_SEEDS, AMP_MIN_DIMENSION, MAX_ALPHA,
                             MAX_ALPHAS, MAX_BETA, MAX_DIMENSION, MAX_LAYERS, MAX_NOISE,
                             MAX_PREDICTION_ERROR, MAX_SEED, MAX_SKIP, MAX_TOKENS)
+from solvers.precision import PRECISIONS
 
 _LINKS = solvers.catalogue()["multi_index"]["links"]  # the solvers' channel registry
 LINKS = tuple(_LINKS)
@@ -26,7 +27,6 @@ def _indices_in_words() -> str:
         by_count.setdefault(int(facts["indices"]), []).append(name)
     return "; ".join(f"{n} for {', '.join(names)}" for n, names in sorted(by_count.items()))
 
-PRECISIONS = ("fast", "standard", "precise")
 
 # field name -> the allowed values, in words (used by the problem+json errors)
 ALLOWED: dict[str, str] = {

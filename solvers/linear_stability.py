@@ -297,9 +297,6 @@ def _canonical(u: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------
 # Staircase after a one-dimensional trivial subspace
 # ---------------------------------------------------------------------------------------
-# Points per scramble of the pilot (bracketing) run and cap of the final run: the posterior of
-# a channel whose learned direction is not a coordinate needs the general-V quadrature (for
-# committee_sign about 20-40 ms per sample on one core), so the budgets are small.
 LEAK_TOL = 1e-6  # |complement blocks of H| at Q* above this: Q* = q s s^T is not a fixed point
 
 

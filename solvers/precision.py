@@ -34,7 +34,9 @@ LINEAR_STABILITY_MAX_POINTS = {"fast": 1 << 13, "standard": 1 << 15, "precise": 
 PILOT_POINTS = 64  # per scramble: enough to bracket the root and size the final run
 MAX_STAIRCASE_POINTS = 2048  # per scramble; beyond, the CI is reported as reached
 
-# Staircase after a trivial direction (each point costs a Perron eigenproblem).
+# Staircase after a trivial direction: points per scramble of the pilot (bracketing) run and cap
+# of the final run.  Its posterior needs the general-V quadrature (committee_sign: 20-40 ms per
+# sample on one core) and a Perron eigenproblem per point, so the budgets are small.
 TRIVIAL_STAIRCASE_PILOT_POINTS = 16
 TRIVIAL_STAIRCASE_MAX_POINTS = {"fast": 16, "standard": 32, "precise": 128}
 

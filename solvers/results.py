@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal, Optional
 
-from .precision import PRECISION_TARGETS, PRECISIONS  # noqa: F401  # why: service.api.models reads them here
 
 
 

@@ -113,10 +113,6 @@ def register_channel(name: str):
     return decorator
 
 
-def registered_channels() -> dict[str, Callable[..., Channel]]:
-    return dict(_REGISTRY)
-
-
 def make_channel(name: str, **params) -> Channel:
     if name not in _REGISTRY:
         raise SpecError("link", name, "one of " + ", ".join(sorted(_REGISTRY)))

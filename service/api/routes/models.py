@@ -4,7 +4,7 @@ from typing import Any
 from fastapi import APIRouter, Depends
 
 import solvers
-from solvers.results import PRECISION_TARGETS
+from solvers.precision import PRECISION_TARGETS
 
 from ... import examples
 from ..deps import require_api_key
