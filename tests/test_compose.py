@@ -16,7 +16,7 @@ import httpx
 import pytest
 import yaml
 
-from service_support import ROOT, RedisServer, free_port
+from service_support import ROOT, RedisServer, free_port, wait_job
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -82,16 +82,6 @@ def stack(tmp_path):
         redis_server.stop()
 
 
-def _wait(client: httpx.Client, location: str, timeout: float = 600) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body = client.get(location).json()
-        if body["status"] in ("done", "failed", "cancelled"):
-            return body
-        time.sleep(0.2)
-    raise AssertionError(f"{location} did not finish")
-
-
 def test_compose_scaled_to_two_workers_serves_cold_requests_and_sweeps(stack):
     base, procs = stack
     with httpx.Client(base_url=base, timeout=300) as client:
@@ -107,7 +97,7 @@ def test_compose_scaled_to_two_workers_serves_cold_requests_and_sweeps(stack):
                  "grid": {"parameter": "skip", "values": [0.5, 1.0, 1.5, 2.0]}}
         r = client.post("/v1/sweeps", json=sweep)
         assert r.status_code == 202, r.text
-        done = _wait(client, r.headers["location"])
+        done = wait_job(client, r.headers["location"], timeout=600)
         assert done["status"] == "done", done
         points = done["result"]["points"]
         assert len(points) == 4 and all(p["status"] == "done" for p in points), points
