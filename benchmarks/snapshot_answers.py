@@ -7,7 +7,7 @@
 Asks /v1/thresholds, /v1/state-evolution, /v1/sample-size and /v1/amp-simulations about the
 paper's model, phase retrieval and committee_sign at precision ``fast``, in-process on a fresh
 embedded cache (no Redis), and writes the answers without their timings and cache markers.
-``--compare`` prints every number that differs (bit for bit) and exits 1 if any does.
+``--models`` and ``--endpoints`` ask a subset.  ``--compare`` prints every number that differs (bit for bit) and exits 1 if any does.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ MODELS = {
 ALPHAS = {"paper": [0.3, 0.8], "phase_retrieval": [0.3, 0.8], "committee_sign": [2.0]}
 AMP_ALPHA = {"paper": 1.2, "phase_retrieval": 2.0, "committee_sign": 2.0}
 # Fields that measure the run, not the answer.
+ENDPOINTS = ("thresholds", "state-evolution", "sample-size", "amp-simulations")
 VOLATILE = {"cache", "seconds", "elapsed_seconds", "compute_seconds", "created", "updated",
             "started", "finished", "id", "job_id", "worker", "computed_at", "wall_seconds",
             "links", "location", "timing"}
@@ -62,14 +63,14 @@ def _ask(client, path, body):
     return r.json()
 
 
-def snapshot(models, out_path=None) -> dict:
+def snapshot(models, endpoints=ENDPOINTS, out_path=None) -> dict:
     from fastapi.testclient import TestClient
 
     from service.main import create_app
     try:
-        from service.config import Settings
-    except ImportError:  # pragma: no cover - moved by a refactor
         from service.settings import Settings
+    except ImportError:  # the layout before the one-house redesign, to snapshot old checkouts
+        from service.config import Settings
 
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -83,16 +84,19 @@ def snapshot(models, out_path=None) -> dict:
             for name in models:
                 model = MODELS[name]
                 t0 = time.perf_counter()
-                out[f"{name}/thresholds"] = _ask(client, "/v1/thresholds",
-                                                 {"model": model, "precision": "fast"})
-                out[f"{name}/state-evolution"] = _ask(client, "/v1/state-evolution", {
-                    "model": model, "alphas": ALPHAS[name], "precision": "fast"})
-                out[f"{name}/sample-size"] = _ask(client, "/v1/sample-size", {
-                    "model": model, "dimension": 1000, "precision": "fast",
-                    "target": {"kind": "weak_recovery", "layers": "all"}})
-                out[f"{name}/amp-simulations"] = _ask(client, "/v1/amp-simulations", {
-                    "model": model, "dimension": 200, "alpha": AMP_ALPHA[name], "seeds": 2,
-                    "iterations": 15})
+                asks = {
+                    "thresholds": ("/v1/thresholds", {"model": model, "precision": "fast"}),
+                    "state-evolution": ("/v1/state-evolution", {
+                        "model": model, "alphas": ALPHAS[name], "precision": "fast"}),
+                    "sample-size": ("/v1/sample-size", {
+                        "model": model, "dimension": 1000, "precision": "fast",
+                        "target": {"kind": "weak_recovery", "layers": "all"}}),
+                    "amp-simulations": ("/v1/amp-simulations", {
+                        "model": model, "dimension": 200, "alpha": AMP_ALPHA[name], "seeds": 2,
+                        "iterations": 15}),
+                }
+                for endpoint in endpoints:
+                    out[f"{name}/{endpoint}"] = _ask(client, *asks[endpoint])
                 print(f"{name}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
                 if out_path is not None:  # keep what is done if a later model fails
                     out_path.write_text(json.dumps(_strip(out), indent=1, sort_keys=True))
@@ -117,6 +121,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path)
     ap.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    ap.add_argument("--endpoints", nargs="+", choices=ENDPOINTS, default=list(ENDPOINTS))
     ap.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE", "AFTER"))
     args = ap.parse_args()
     if args.compare:
@@ -124,7 +129,7 @@ def main() -> int:
         diffs = list(_diff(before, after))
         print("\n".join(diffs) or "identical: every number bit for bit")
         return 1 if diffs else 0
-    data = snapshot(args.models, args.out)
+    data = snapshot(args.models, args.endpoints, args.out)
     text = json.dumps(data, indent=1, sort_keys=True)
     if args.out:
         args.out.write_text(text)
