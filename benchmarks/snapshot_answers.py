@@ -67,10 +67,10 @@ def snapshot(models, endpoints=ENDPOINTS, out_path=None) -> dict:
     from fastapi.testclient import TestClient
 
     from service.main import create_app
-    try:
-        from service.settings import Settings
-    except ImportError:  # the layout before the one-house redesign, to snapshot old checkouts
+    try:  # the layout before the one-house redesign first, to snapshot old checkouts
         from service.config import Settings
+    except ImportError:
+        from service.settings import Settings
 
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
