@@ -327,14 +327,14 @@ class Engine:
             last_beat = time.monotonic()
             while not afut.done():
                 await asyncio.wait([afut], timeout=0.5)
-                if job.status == "queued" and (fut.running() or afut.done()):
-                    job.status = "running"
-                    await self.save(job)
                 prog = self.pool.progress(job.id)
-                if prog and (prog[0], prog[1]) != (job.done, job.total):
+                started = job.status == "queued" and (fut.running() or afut.done() or bool(prog))
+                advanced = bool(prog) and (prog[0], prog[1]) != (job.done, job.total)
+                if started:
+                    job.status = "running"
+                if advanced:
                     job.done, job.total = prog
-                    if job.status == "queued":
-                        job.status = "running"
+                if started or advanced:  # one record write per poll
                     await self.save(job)
                 if time.monotonic() - last_beat > self.settings.lease / 3:
                     last_beat = time.monotonic()
