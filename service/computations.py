@@ -110,18 +110,23 @@ def amp_field(parameter: str) -> str:
 
 # ------------------------------------------------------------------ the kinds
 
-def thresholds_question(spec, precision: str, seed: int, dimension: Optional[int] = None) -> Question:
+def thresholds_question(spec, precision: str, seed: int, dimension: Optional[int] = None,
+                        se_bracket: bool = False) -> Question:
     numerics = {"precision": precision, "seed": seed}
-    return _question("thresholds", spec, numerics, numerics, {**numerics, "dimension": dimension})
+    if se_bracket:  # a different result (one more check); the plain question keeps its key
+        numerics["se_bracket"] = True
+    return _question("thresholds", spec, numerics, numerics,
+                     {"precision": precision, "seed": seed, "dimension": dimension, "se_bracket": se_bracket})
 
 
 def ask_thresholds(body: ThresholdsRequest) -> Question:
-    return thresholds_question(solver_spec(body.model), body.precision, body.seed, body.dimension)
+    return thresholds_question(solver_spec(body.model), body.precision, body.seed, body.dimension,
+                               body.se_bracket)
 
 
 def solve_thresholds(spec, params: dict, progress) -> dict:
     return solvers.layer_thresholds(spec, precision=params["precision"], seed=params["seed"],
-                                    progress=progress).to_dict()
+                                    progress=progress, se_bracket=bool(params.get("se_bracket"))).to_dict()
 
 
 def state_evolution_question(spec, precision: str, seed: int, alphas) -> Question:

@@ -2,14 +2,20 @@
 
 PAPER_MODEL = {"family": "deep_attention", "layers": 2, "tokens": 2, "skip": [1.0, 1.0],
                "beta": [1.0, 1.0], "noise": 0.0}
-SOLVER = {"version": "0.3.0", "method": "staircase", "seconds": 61.6}
+SOLVER = {"version": "0.4.0", "method": "staircase", "seconds": 61.6}
+THRESHOLD_CHECKS = [
+    {"name": "staircase order", "passed": True, "detail": "2 thresholds in learned order, each at or above the last"},
+    {"name": "counting bound", "passed": True, "detail": "perfect recovery 1 +- 9.2e-17 vs the counting bound 1"},
+    {"name": "precision target", "passed": True,
+     "detail": "every half-width within fast's 2.0% (at Q = 0) / 2.0% (staircase)"}]
 
 THRESHOLDS = {
     "model": PAPER_MODEL, "precision": "fast", "seed": 0, "dimension": 768,
     "thresholds": [
         {"layer": 2, "alpha": 0.18548, "ci95": 4.5e-12, "kind": "linear_stability", "samples_needed": 143},
-        {"layer": 1, "alpha": 0.72455, "ci95": 0.0116, "kind": "staircase", "samples_needed": 557}],
-    "perfect_recovery_alpha": None, "perfect_recovery_ci95": None, "solver": SOLVER, "cache": "hit"}
+        {"layer": 1, "alpha": 0.72477, "ci95": 0.0103, "kind": "staircase", "samples_needed": 557}],
+    "perfect_recovery_alpha": 1.0, "perfect_recovery_ci95": 9.2e-17, "checks": THRESHOLD_CHECKS,
+    "solver": SOLVER, "cache": "hit"}
 
 _FP = {"overlap": [[0.0, 0.0], [0.0, 0.41]], "layer_overlaps": [0.0, 0.41],
        "overlap_ci95": [0.0, 0.004], "mse": 1.59, "prediction_error_bayes": 0.21,
@@ -19,11 +25,14 @@ STATE_EVOLUTION = {
     "model": PAPER_MODEL, "precision": "fast", "seed": 0,
     "points": [{"alpha": 0.5, "uninformed": {"start": "uninformed", **_FP},
                 "informed": {"start": "informed", **_FP}, "bayes_optimal": "uninformed", "gap": False}],
+    "checks": [{"name": "converged", "passed": True, "detail": "all 2 fixed points met the stopping rule"},
+               {"name": "branch order", "passed": True,
+                "detail": "the informed branch lies at or above the uninformed one everywhere"}],
     "solver": SOLVER, "cache": "miss"}
 
 SAMPLE_SIZE = {"model": PAPER_MODEL, "precision": "fast", "seed": 0, "dimension": 768,
-               "target": {"kind": "weak_recovery", "layers": "all"}, "alpha": 0.72455, "ci95": 0.0116,
-               "samples": 557, "solver": {**SOLVER, "method": "weak-recovery threshold (staircase)"},
+               "target": {"kind": "weak_recovery", "layers": "all"}, "alpha": 0.72477, "ci95": 0.0103,
+               "samples": 557, "checks": THRESHOLD_CHECKS, "solver": {**SOLVER, "method": "weak-recovery threshold (staircase)"},
                "cache": "hit"}
 
 ACCEPTED = {"id": "5f0c6f1c2b7e4b1e9a8f3a6d2c1b0e9f", "status": "queued",
@@ -31,13 +40,14 @@ ACCEPTED = {"id": "5f0c6f1c2b7e4b1e9a8f3a6d2c1b0e9f", "status": "queued",
 
 JOB = {"id": "5f0c6f1c2b7e4b1e9a8f3a6d2c1b0e9f", "kind": "thresholds", "status": "running",
        "progress": {"done": 3, "total": 8}, "created_at": 1764385200.0, "updated_at": 1764385203.5,
-       "request": {"model": PAPER_MODEL, "precision": "standard", "seed": 0, "dimension": None},
+       "request": {"model": PAPER_MODEL, "precision": "standard", "seed": 0, "dimension": None,
+                   "se_bracket": False},
        "result": None, "error": None}
 
 MODELS = {"families": {"deep_attention": {"description": "Deep tied low-rank attention",
                                           "parameters": {"layers": {"type": "integer", "min": 1,
                                                                     "max": 4, "default": 2}}}},
-          "precisions": {"fast": {"ci95_relative": [0.02, 0.02]}}, "solver_version": "0.3.0"}
+          "precisions": {"fast": {"ci95_relative": [0.02, 0.02]}}, "solver_version": "0.4.0"}
 
 PROBLEM = {"type": "/problems/validation-error", "title": "Invalid request", "status": 422,
            "detail": "model.layers: Input should be less than or equal to 4; allowed: an integer in [1, 4]",
@@ -81,7 +91,7 @@ AMP_JOB = {"id": "9b1d3c5e7f9a4b2c8d6e0f1a3b5c7d9e", "kind": "amp_simulation", "
 
 HEALTH = {"status": "ok"}
 READY = {"status": "ready", "cache": {"backend": "redis", "available": True},
-         "solvers": {"ready": True, "version": "0.3.0", "workers": 2, "warm_up_seconds": 12.5}}
+         "solvers": {"ready": True, "version": "0.4.0", "workers": 2, "warm_up_seconds": 12.5}}
 METRICS = ("# HELP staircase_cache_hits_total Answers served from the cache\n"
            "# TYPE staircase_cache_hits_total counter\n"
            "staircase_cache_hits_total{kind=\"thresholds\"} 42.0\n")

@@ -22,6 +22,11 @@ def _solver(raw: dict) -> dict:
             "seconds": float(_finite(raw.get("seconds")) or 0.0)}
 
 
+def _checks(raw: dict) -> list[dict]:
+    return [{"name": str(c["name"]), "passed": bool(c["passed"]), "detail": str(c["detail"])}
+            for c in raw.get("checks") or []]
+
+
 def samples(alpha, dimension: Optional[int]) -> Optional[int]:
     a = _finite(alpha)
     if a is None or dimension is None:
@@ -46,7 +51,7 @@ def thresholds(raw: dict, request: dict, cache: str) -> dict[str, Any]:
             "seed": request["seed"], "dimension": dimension, "thresholds": entries,
             "perfect_recovery_alpha": _finite(raw.get("perfect_recovery_alpha")),
             "perfect_recovery_ci95": _finite(raw.get("perfect_recovery_ci95")),
-            "solver": _solver(raw), "cache": cache}
+            "checks": _checks(raw), "solver": _solver(raw), "cache": cache}
 
 
 _FP_KEYS = ("start", "overlap", "layer_overlaps", "overlap_ci95", "mse", "prediction_error_bayes",
@@ -70,7 +75,8 @@ def state_evolution(raw: dict, request: dict, cache: str) -> dict[str, Any]:
                "informed": _fixed_point(p["informed"]), "bayes_optimal": p["bayes_optimal"],
                "gap": bool(p.get("gap"))} for p in raw.get("points", [])]
     return {"model": raw.get("model", request.get("model")), "precision": request["precision"],
-            "seed": request["seed"], "points": points, "solver": _solver(raw), "cache": cache}
+            "seed": request["seed"], "points": points, "checks": _checks(raw), "solver": _solver(raw),
+            "cache": cache}
 
 
 def sample_size(raw: dict, request: dict, cache: str) -> dict[str, Any]:
@@ -84,7 +90,7 @@ def sample_size(raw: dict, request: dict, cache: str) -> dict[str, Any]:
             "seed": request["seed"], "dimension": dimension, "target": request["target"],
             "alpha": _finite(alpha), "ci95": _finite(ci95),
             "samples": None if _finite(alpha) is None else max(1, samples(alpha, dimension)),
-            "solver": solver, "cache": cache}
+            "checks": _checks(raw), "solver": solver, "cache": cache}
 
 
 def _rows(a) -> list:

@@ -111,6 +111,9 @@ class ThresholdsRequest(BaseModel):
     seed: int = Field(0, ge=0, le=MAX_SEED)
     dimension: Optional[int] = Field(None, ge=1, le=MAX_DIMENSION,
                                      description="input dimension D; adds samples_needed")
+    se_bracket: bool = Field(False, description="also check each threshold by state evolution from "
+                                                "the uninformed start at 0.95x and 1.05x of it (two "
+                                                "SE fixed points per threshold: slower)")
 
 
 class StateEvolutionRequest(BaseModel):
@@ -180,6 +183,19 @@ class SolverInfo(BaseModel):
     seconds: float
 
 
+class CheckOut(BaseModel):
+    """A self-check of the result (solvers.checks): trust or reject a number by its verdicts."""
+
+    name: str = Field(description='what was checked: "counting bound", "precision target", '
+                                  '"staircase order", "SE bracket", "converged", "branch order"')
+    passed: bool
+    detail: str = Field(description="the numbers compared")
+
+
+CHECKS_DESCRIPTION = ("self-checks this result passed or failed (a failed one names the numbers "
+                      "that missed); SE bracket only when asked for with se_bracket")
+
+
 class ThresholdEntry(BaseModel):
     layer: Optional[int] = Field(None, description="1-based layer (deep attention)")
     direction: Optional[list[float]] = Field(None, description="unit vector (multi-index)")
@@ -197,6 +213,7 @@ class ThresholdsResponse(BaseModel):
     thresholds: list[ThresholdEntry]
     perfect_recovery_alpha: Optional[float] = None
     perfect_recovery_ci95: Optional[float] = None
+    checks: list[CheckOut] = Field(default_factory=list, description=CHECKS_DESCRIPTION)
     solver: SolverInfo
     cache: Literal["hit", "miss"]
 
@@ -228,6 +245,7 @@ class StateEvolutionResponse(BaseModel):
     precision: Precision
     seed: int
     points: list[StateEvolutionPointOut]
+    checks: list[CheckOut] = Field(default_factory=list, description=CHECKS_DESCRIPTION)
     solver: SolverInfo
     cache: Literal["hit", "miss"]
 
@@ -242,6 +260,7 @@ class SampleSizeResponse(BaseModel):
                                                "(null: never reached)")
     ci95: Optional[float] = Field(description="95% half-width (or bracket width) of alpha")
     samples: Optional[int] = Field(description="N = ceil(alpha * D), at least 1")
+    checks: list[CheckOut] = Field(default_factory=list, description=CHECKS_DESCRIPTION)
     solver: SolverInfo
     cache: Literal["hit", "miss"]
 

@@ -36,6 +36,19 @@ class Settings:
 
 
 @dataclass(frozen=True)
+class Check:
+    """One self-check of a result, so a pipeline can trust or reject a number without
+    reading the code (:mod:`solvers.checks` defines them).
+
+    name: what was checked ("counting bound", "precision target", "staircase order",
+    "SE bracket"); passed: its verdict; detail: the numbers it compared."""
+
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass(frozen=True)
 class Threshold:
     """One weak-recovery threshold alpha_c with its 95% confidence half-width.
 
@@ -67,6 +80,7 @@ class ThresholdsResult:
     settings: Settings
     seconds: float
     solver_version: str
+    checks: tuple[Check, ...] = ()
 
     def to_dict(self) -> dict:
         return _plain(asdict(self))
@@ -117,6 +131,7 @@ class StateEvolutionResult:
     settings: Settings
     seconds: float
     solver_version: str
+    checks: tuple[Check, ...] = ()
 
     def to_dict(self) -> dict:
         return _plain(asdict(self))

@@ -17,7 +17,8 @@ from typing import Callable, Optional
 from .errors import SpecError
 from .limits import MAX_DIMENSION
 from .precision import PRECISION_TARGETS, check_precision
-from .results import _plain
+from . import checks
+from .results import Check, _plain
 from .state_evolution import state_evolution
 from .thresholds import layer_thresholds
 from .version import __version__
@@ -46,6 +47,7 @@ class SampleSizeResult:
     seed: int
     seconds: float
     solver_version: str
+    checks: tuple[Check, ...] = ()
 
     def to_dict(self) -> dict:
         return _plain(asdict(self))
@@ -109,6 +111,7 @@ def sample_size(spec, dimension: int, target: dict, precision: str = "standard",
         res = layer_thresholds(spec, precision=precision, seed=seed, progress=progress)
         alpha, ci95, method = weak_recovery(res.thresholds, target)
         evaluations = 1
+        result_checks = res.checks
     else:
         emax = target["max"]
         rel = PRECISION_TARGETS[precision][1]
@@ -137,9 +140,11 @@ def sample_size(spec, dimension: int, target: dict, precision: str = "standard",
             else:
                 lo = mid
         alpha, ci95, method = hi, hi - lo, "bisection on Bayes-optimal state evolution"
+        result_checks = (checks.bracket_target(alpha, ci95, precision),)
         if progress is not None:
             progress(steps_guess, steps_guess)
     return SampleSizeResult(model=spec.to_dict(), dimension=dimension, target=target, alpha=alpha,
                             ci95=ci95, samples=samples_for(alpha, dimension), method=method,
                             evaluations=evaluations, precision=precision, seed=seed,
-                            seconds=time.perf_counter() - t0, solver_version=__version__)
+                            seconds=time.perf_counter() - t0, solver_version=__version__,
+                            checks=tuple(result_checks))

@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 
+from . import checks
 from .errors import SpecError
 from .limits import MAX_ALPHA
 from .fixed_point_iteration import (Q_MAX, FixedPointIteration, difference_step, iterate_fixed_point, order_vector,
@@ -178,4 +179,5 @@ def state_evolution(spec, alphas, precision: str = "standard", seed: int = 0, pr
     settings = Settings(precision=precision, seed=seed, method="SE with randomised QMC outer expectations",
                         outer_points=SE_POINTS[precision], scrambles=SCRAMBLES, inner_resolution=1)
     return StateEvolutionResult(model=spec.to_dict(), points=tuple(points), settings=settings,
-                                seconds=time.perf_counter() - t0, solver_version=__version__)
+                                seconds=time.perf_counter() - t0, solver_version=__version__,
+                                checks=(checks.fixed_points_converged(points), checks.branch_order(points)))

@@ -10,9 +10,10 @@
   q = alpha H / (1 + alpha H)), so the threshold is a root in q of alpha(q) F_l(q) = 1,
   with no fixed-point iteration at all.
 * Perfect recovery: near Q = Q_0 the map contracts v_l = 1 - q_l by 1 / (alpha t_l) with
-  t_l = M - E Tr Cov[z_l | y, omega, V] / v_l; at the stationary ratio of the v_l the rates
-  agree and alpha_PR = 1 / t.  (Counting: sum_l t_l = M, the dimension revealed per sample,
-  so alpha_PR = L / M for deep attention; the tests check this.)
+  t_l = M - E Tr Cov[z_l | y, omega, V] / v_l, taken in the limit V -> 0 from the Jacobian
+  of the revealed statistic (Laplace); at the stationary ratio of the v_l the rates agree
+  and alpha_PR = 1 / t.  (Counting: sum_l t_l = M, the dimension revealed per sample, so
+  alpha_PR = L / M for deep attention; every result checks this.)
 
 Uncertainty: each scramble of the outer QMC gives its own threshold; the 95% half-width is
 the Student-t interval over scrambles plus the change under doubling the inner
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize
 
+from . import checks
 from .channels.base import Channel
 from .fixed_point_iteration import iterate_fixed_point
 from .linear_stability import linear_stability, staircase_after_trivial
@@ -37,6 +39,7 @@ from .precision import (MAX_STAIRCASE_POINTS, PILOT_POINTS, PRECISION_TARGETS, S
 from .quadrature import t_halfwidth
 from .results import Settings, Threshold, ThresholdsResult
 from .staircase_curve import StaircaseCurve, refine_root
+from .state_evolution import fixed_point
 from .statistics import outer_normals, output_statistics
 from .version import __version__
 
@@ -249,48 +252,104 @@ def staircase(channel: Channel, precision: str = "standard", seed: int = 0,
 # ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PerfectRecovery:
+    """alpha_PR with its 95% half-width.
+
+    rates: t_l at the stationary ratio of the v_l (all equal there); ratio: that ratio,
+    v_l / max v_l; counting_bound: P / K (unknowns per revealed number, L / M for deep
+    attention), which no estimator can beat."""
+
     alpha: float
     ci95: float
-    rates: np.ndarray  # t_l at the stationary ratio
+    rates: np.ndarray
+    ratio: np.ndarray
+    counting_bound: float
 
 
-def perfect_recovery(channel: Channel, seed: int = 0, points: int = 256, epsilon: float = 1e-6,
-                     iterations: int = 12) -> PerfectRecovery:
-    """alpha above which Q = Q_0 is a stable SE fixed point (noiseless channels).
+def revealed_jacobians(channel: Channel, Z: np.ndarray, step: float) -> np.ndarray:
+    """J[n, k, p, m] = d a_k / d z_pm of the channel's revealed statistic, by central
+    differences with ``step`` (the statistic is smooth where it is defined)."""
+    n, P, M = Z.shape
+    K = channel.revealed_statistic(Z[:1]).shape[-1]
+    J = np.empty((n, K, P, M))
+    for p in range(P):
+        for m in range(M):
+            dZ = np.zeros_like(Z)
+            dZ[:, p, m] = step
+            J[:, :, p, m] = (channel.revealed_statistic(Z + dZ) - channel.revealed_statistic(Z - dZ)) / (2 * step)
+    return J
 
-    v_l -> v_l / (alpha t_l(v)), t_l = M - E Tr Cov[z_l | y, omega, V] / v_l at v -> 0.  The
-    ratios of the v_l converge to the stationary one where all t_l agree; there
-    alpha_PR = 1 / t.  Per-scramble values of t give the half-width."""
+
+def contraction_rates(gram: np.ndarray, ratio: np.ndarray) -> np.ndarray:
+    """Per-sample t_l = v_l tr(G_l S^{-1}), S = sum_k v_k G_k, for Gram matrices
+    G_l = J_l J_l^T of shape (n, P, K, K) and v = ratio (P,).
+
+    This is M - Tr Cov[z_l | a, omega, V] / v_l in the limit V = diag(v) -> 0, where the
+    posterior is the prior N(omega, V) conditioned on the K linear constraints J (z - omega)
+    = a - a(omega) (Laplace): Cov = V - V J^T (J V J^T)^{-1} J V."""
+    S = np.einsum("p,npij->nij", ratio, gram)
+    Sinv_G = np.linalg.solve(S[:, None], gram)  # (n, P, K, K)
+    return ratio[None] * np.einsum("npii->np", Sinv_G)
+
+
+def perfect_recovery(channel: Channel, seed: int = 0, points: int = 256, step: float = 1e-5,
+                     tolerance: float = 1e-10, iterations: int = 200) -> PerfectRecovery:
+    """alpha above which Q = Q_0 is a stable SE fixed point (noiseless channels revealing a
+    smooth statistic a(Z) in R^K, THEORY.md section 2).
+
+    Near Q_0 the SE map sends v_l = 1 - q_l to v_l / (alpha t_l) (Gaussian prior, Qhat_l =
+    alpha t_l / v_l).  As V -> 0 the posterior of Z given the revealed a and the side
+    information omega is Gaussian on the tangent space of {a(Z) = a}, so t_l depends only on
+    the Jacobian J = da/dZ at the teacher's Z ~ N(0, I) and on the ratio of the v_l
+    (:func:`contraction_rates`).  The map keeps the ratio where all t_l agree; there Q_0 is
+    stable iff alpha t > 1, so alpha_PR = 1 / t.  The ratio is found by the multiplicative
+    iteration r_l <- r_l (t / t_l)^(1/2) on the pooled rates.
+
+    Counting check: sum_l t_l = tr(S S^{-1}) = K wherever J has full rank K, so
+    alpha_PR = P / K = L / M for deep attention.  The estimate does not assume it: each
+    scramble's outer QMC average gives its own alpha, and the half-width is their Student-t
+    interval plus the change when the difference step is doubled."""
     P, M = channel.n_indices, channel.n_tokens
     normals = outer_normals(channel, points, SCRAMBLES, seed)
+    R, n, _ = normals.shape
+    Z = np.ascontiguousarray(normals[:, :, : P * M].reshape(R * n, P, M))
+
+    def gram_matrices(h):
+        J = revealed_jacobians(channel, Z, h)
+        return np.einsum("nkpm,njpm->npkj", J, J)
+
+    gram = gram_matrices(step)
+    K = gram.shape[-1]
     ratio = np.ones(P)
     for _ in range(iterations):
-        v = epsilon * ratio / ratio.max()
-        st = output_statistics(channel, np.diag(1.0 - v), normals, 1)
-        t = np.array([(st.H_nishimori[:, l, l] * v[l]) for l in range(P)]).T  # (R, P): M - E Tr Cov / v
-        tm = t.mean(0)
-        new_ratio = ratio / np.maximum(tm, 1e-12)
-        new_ratio /= new_ratio.max()
-        if np.max(np.abs(new_ratio - ratio)) < 1e-4:
-            ratio = new_ratio
+        t = contraction_rates(gram, ratio).mean(0)
+        if np.max(np.abs(t - t.mean())) <= tolerance * t.mean():
             break
-        ratio = new_ratio
-    # at the stationary ratio the contraction rate is the same for every layer: take the
-    # harmonic combination that is exact there, sum_l t_l / P
-    rate_r = t.mean(1)
-    alpha_r = 1.0 / rate_r
-    return PerfectRecovery(float(alpha_r.mean()), float(t_halfwidth(alpha_r)), tm)
+        ratio = ratio * np.sqrt(t.mean() / np.maximum(t, 1e-300))
+        ratio /= ratio.max()
+
+    def per_scramble_alpha(g):
+        t = contraction_rates(g, ratio).reshape(R, n, P).mean(1)  # (R, P)
+        return P / t.sum(1), t.mean(0)
+
+    alpha_r, rates = per_scramble_alpha(gram)
+    alpha_coarse, _ = per_scramble_alpha(gram_matrices(2 * step))
+    difference_error = abs(alpha_coarse.mean() - alpha_r.mean())
+    return PerfectRecovery(float(alpha_r.mean()), float(t_halfwidth(alpha_r) + difference_error), rates, ratio,
+                           P / K)
 
 
 # ---------------------------------------------------------------------------------------
 # Public entry point
 # ---------------------------------------------------------------------------------------
 def layer_thresholds(spec: ModelSpec, precision: str = "standard", seed: int = 0,
-                     progress=None) -> ThresholdsResult:
+                     progress=None, se_bracket: bool = False) -> ThresholdsResult:
     """Thresholds of every layer (deep attention) or direction (multi-index), in the order learned.
 
     Returns a :class:`~solvers.results.ThresholdsResult` sorted by alpha, each threshold
-    with its 95% half-width, plus the perfect-recovery alpha for noiseless channels."""
+    with its 95% half-width, plus the perfect-recovery alpha for noiseless channels, and
+    the :mod:`solvers.checks` it passed or failed: staircase order, precision target,
+    counting bound (with perfect recovery), and with ``se_bracket`` the SE bracket (two SE
+    fixed points per threshold, so slower)."""
     check_precision(precision)
     t0 = time.perf_counter()
     channel = spec.channel()
@@ -314,14 +373,24 @@ def layer_thresholds(spec: ModelSpec, precision: str = "standard", seed: int = 0
                 thresholds = [t for t in thresholds if t.kind == "trivial"] + list(st.thresholds)
                 method += "; staircase after the trivial direction (root in its overlap)"
         points = ls.settings.outer_points if hasattr(ls, "settings") else 0
+    result_checks = [checks.staircase_order(thresholds)]
     pr_alpha = pr_ci = None
     if channel.reports_perfect_recovery:
         pr = perfect_recovery(channel, seed)
         pr_alpha, pr_ci = pr.alpha, pr.ci95
+        result_checks.append(checks.counting_bound(pr.alpha, pr.ci95, pr.counting_bound))
     thresholds = sorted(thresholds, key=lambda t: t.alpha)
+    result_checks.append(checks.precision_target(thresholds, precision,
+                                                 None if pr_alpha is None else (pr_alpha, pr_ci)))
+    if se_bracket:
+        def uninformed_overlaps(alpha):
+            fp = fixed_point(spec, alpha, "uninformed", precision, seed)
+            return fp.layer_overlaps, fp.overlap_ci95
+
+        result_checks.append(checks.se_bracket(thresholds, channel.n_indices, uninformed_overlaps))
     settings = Settings(precision=precision, seed=seed, method=method, outer_points=points,
                         scrambles=SCRAMBLES, inner_resolution=1)
     return ThresholdsResult(model=spec.to_dict(), thresholds=tuple(thresholds),
                             perfect_recovery_alpha=pr_alpha, perfect_recovery_ci95=pr_ci,
                             settings=settings, seconds=time.perf_counter() - t0,
-                            solver_version=__version__)
+                            solver_version=__version__, checks=tuple(result_checks))

@@ -54,6 +54,13 @@ class Channel(ABC):
     indices_are_layers: bool = False  # thresholds name a layer (else a direction in R^P)
     reports_perfect_recovery: bool = False  # thresholds include alpha_PR (Q = Q_0 stable)
 
+    def revealed_statistic(self, Z: np.ndarray) -> np.ndarray:
+        """The smooth statistic a(Z) in R^K a noiseless observation reveals exactly (up to a
+        discrete symmetry), for Z of shape (n, P, M): needed by channels that set
+        ``reports_perfect_recovery`` (the contraction near Q_0 is a projection onto its
+        tangent space, :func:`solvers.thresholds.perfect_recovery`)."""
+        raise NotImplementedError(f"{type(self).__name__} reveals no smooth statistic")
+
     def rates_at_zero(self, relative_target: float) -> tuple[np.ndarray, np.ndarray, str, int] | None:
         """The channel's own path to the per-index thresholds at Q = 0, or None (the default)
         for the generic randomised-QMC estimate of :func:`solvers.thresholds.rates_at_zero`.

@@ -76,6 +76,10 @@ class DeepAttentionChannel(Channel):
                                  canonical_sign)
         return a
 
+    def revealed_statistic(self, Z: np.ndarray) -> np.ndarray:
+        """a_L = B_{L-1} z_L (no sign convention, so it is smooth in Z)."""
+        return self.last_preactivation(Z, canonical_sign=False)
+
     def output(self, Z: np.ndarray) -> np.ndarray:
         _, y = K.forward_outputs(np.ascontiguousarray(Z, dtype=float), self.skips, self.betas, False)
         return y
