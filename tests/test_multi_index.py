@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 from scipy import integrate, optimize, stats
-from scipy.special import expit
+from scipy.special import expit, k0, k1
 
 from solvers.channels import make_channel
 from solvers.channels.base import PosteriorMoments
@@ -345,3 +345,20 @@ def test_phase_retrieval_state_evolution_has_the_known_computational_gap():
         assert p.gap and p.bayes_optimal == "informed"
         assert p.informed.layer_overlaps[0] > 1 - 1e-6 > 0.9 > p.uninformed.layer_overlaps[0]
     assert not recovered.gap and recovered.uninformed.layer_overlaps[0] > 1 - 1e-6
+
+
+@pytest.mark.parametrize("y", [-3.71935024e-07, 2.46727891e-07, 1e-12, 1e-30, 0.5, -2.0])
+def test_product_posterior_at_small_y_matches_bessel(y):
+    """y = z_1 z_2 with z ~ N(0, I): along the hyperbola E[z_1^2 | y] = |y| K_1(|y|) / K_0(|y|)
+    and E[z_1 z_2 | y] = y.  Tiny |y| (the hyperbola hugging the axes, a nearly flat log
+    density in u) made the quadrature overflow to NaN: product thresholds at `precise`
+    (2^15 outer points per scramble) raised LinAlgError."""
+    ch = MultiIndexSpec(link="product").channel()
+    Z = np.array([[[1.0], [y]]])
+    post = ch.posterior_moments(ch.observation(Z), np.zeros_like(Z), np.eye(2), 1)
+    a = abs(y)
+    exact = a * k1(a) / k0(a)
+    cov = post.cov.reshape(2, 2)
+    np.testing.assert_allclose([cov[0, 0], cov[1, 1]], [exact, exact], rtol=1e-8)
+    np.testing.assert_allclose(cov[0, 1], y, rtol=1e-8, atol=1e-8 * exact)  # relative to the variances
+    assert np.all(np.abs(post.mean) < 1e-12)

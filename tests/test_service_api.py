@@ -113,6 +113,16 @@ def test_phase_retrieval_threshold_is_one_half(client):
     (t,) = body["thresholds"]
     assert t["direction"] == [1.0] and t.get("layer") is None  # multi-index models name directions
     assert abs(t["alpha"] - 0.5) <= max(3 * t["ci95"], 0.02)
+    assert [c["name"] for c in body["checks"]] == ["staircase order", "precision target"]
+    assert all(c["passed"] and c["detail"] for c in body["checks"])
+
+
+def test_se_bracket_check_on_request(client):
+    """se_bracket adds the SE bracket check (its own cache entry: the plain answer stays)."""
+    body = client.post("/v1/thresholds", json={"model": PHASE, "precision": "fast", "se_bracket": True}).json()
+    bracket = [c for c in body["checks"] if c["name"] == "SE bracket"]
+    assert bracket and bracket[0]["passed"], body["checks"]
+    assert body["cache"] == "miss"
 
 
 def test_async_job_202_location_and_result(client):
@@ -236,6 +246,7 @@ def test_state_evolution_points(client):
             assert fp["start"] == start
             assert len(fp["layer_overlaps"]) == 1
             assert isinstance(fp["converged"], bool) and fp["iterations"] >= 0
+    assert {c["name"]: c["passed"] for c in body["checks"]} == {"converged": True, "branch order": True}
     # below alpha_c = 1/2 the uninformed start stays near zero; above it is learned
     low, high = body["points"]
     assert low["uninformed"]["layer_overlaps"][0] < high["uninformed"]["layer_overlaps"][0]
@@ -248,6 +259,7 @@ def test_sample_size_weak_recovery(client):
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["alpha"] == pytest.approx(ths[0]["alpha"]) and body["cache"] == "hit"
+    assert {c["name"] for c in body["checks"]} >= {"counting bound", "precision target"}
     assert body["samples"] == max(1, math.ceil(ths[0]["alpha"] * 768 - 1e-9))
 
 

@@ -155,7 +155,9 @@ def hyperbola_one(y, om0, om1, V00, V01, V11, x, w, panels_scale):
                 hi = ulo + min(j + 1, G - 1) * h
                 u = _refine(lo, hi, ulo + j * h, sig, r, s, om0, om1, A00, A01, A11)
                 f, f1, f2, _, _ = _f(u, sig, r, s, om0, om1, A00, A01, A11)
-                width = 1.0 / math.sqrt(-f2) if f2 < 0.0 else h
+                # a nearly flat peak (|y| -> 0: the hyperbola hugs the axes) has a huge
+                # curvature width; no peak is wider than the range that holds the posterior
+                width = min(1.0 / math.sqrt(-f2), uhi - ulo) if f2 < 0.0 else h
                 pk_sig[npk] = sig
                 pk_u[npk] = u
                 pk_f[npk] = f
@@ -183,13 +185,13 @@ def hyperbola_one(y, om0, om1, V00, V01, V11, x, w, panels_scale):
         right = u0 + wd
         for _ in range(400):
             f, _, _, _, _ = _f(right, sig, r, s, om0, om1, A00, A01, A11)
-            if f < level or right > uhi + 50.0:
+            if not f >= level or right > uhi + 50.0:
                 break
             right = u0 + 2.0 * (right - u0)
         left = u0 - wd
         for _ in range(400):
             f, _, _, _, _ = _f(left, sig, r, s, om0, om1, A00, A01, A11)
-            if f < level or left < ulo - 50.0:
+            if not f >= level or left < ulo - 50.0:
                 break
             left = u0 - 2.0 * (u0 - left)
         iv_lo[k] = left
