@@ -1,0 +1,126 @@
+"""The calibration harness (issue 14): bounds, identities, closed forms, the SE bracket,
+agreement across precisions and measured coverage of the half-widths.  Slow: run by .ci/run.
+
+What is measured where:
+- here: every check that fits CI's time (see each test);
+- benchmarks/calibration_coverage.py: coverage of the quantities that take minutes per seed
+  (the README's table).
+"""
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from solvers import DeepAttentionSpec, MultiIndexSpec, layer_thresholds
+from solvers import checks
+from solvers.calibration import QUANTITIES, coverage
+from solvers.limits import MAX_LAYERS, MAX_TOKENS
+from solvers.precision import PRECISIONS
+from solvers.results import Threshold
+from solvers.state_evolution import fixed_point
+from solvers.thresholds import perfect_recovery
+
+pytestmark = pytest.mark.slow
+
+
+def test_perfect_recovery_is_the_counting_bound_for_every_deep_attention_model():
+    """alpha_PR = L / M within its half-width for every L <= 4, M <= 4 (and for other skips and
+    temperatures).  perfect_recovery takes no precision (the V -> 0 limit is evaluated exactly
+    per outer point), so this covers every precision the service offers."""
+    specs = [DeepAttentionSpec(layers=L, tokens=M)
+             for L, M in itertools.product(range(1, MAX_LAYERS + 1), range(2, MAX_TOKENS + 1))]
+    specs += [DeepAttentionSpec(layers=3, tokens=3, skip=0.3, beta=2.0),
+              DeepAttentionSpec(layers=2, tokens=4, skip=[5.0, 1.0], beta=[0.5, 3.0])]
+    for spec in specs:
+        pr = perfect_recovery(spec.channel(), seed=0)
+        check = checks.counting_bound(pr.alpha, pr.ci95, spec.layers / spec.tokens)
+        assert check.passed, (spec, check.detail)
+        assert np.allclose(pr.rates, pr.rates.mean(), rtol=1e-8), (spec, pr.rates)  # stationary ratio
+
+
+CLOSED_FORMS = [  # (spec, index of the threshold, exact alpha, allowance for a finite parameter)
+    (MultiIndexSpec(link="square"), 0, 0.5, 0.0),
+    (MultiIndexSpec(link="abs"), 0, 0.5, 0.0),
+    (DeepAttentionSpec(layers=1, tokens=2), 0, 1 / 6, 0.0),  # observing +-z: 1 / (M^2 + M)
+    (DeepAttentionSpec(layers=1, tokens=3), 0, 1 / 12, 0.0),
+    (DeepAttentionSpec(layers=1, tokens=4), 0, 1 / 20, 0.0),
+    # c -> infinity of layer 2 is the +-z observation; the skip's masking of z_1 is O(1 / c^2)
+    (DeepAttentionSpec(layers=2, tokens=2, skip=1000.0), 0, 1 / 6, 1e-6),
+]
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_closed_forms_at_every_precision(precision):
+    for spec, index, exact, allowance in CLOSED_FORMS:
+        result = layer_thresholds(spec, precision, seed=0)
+        t = result.thresholds[index]
+        assert abs(t.alpha - exact) <= t.ci95 + allowance, (spec, precision, t)
+        assert all(c.passed for c in result.checks), (spec, precision, result.checks)
+    for link in ("sign", "relu"):  # E[z | y] != 0: learned for every alpha > 0
+        result = layer_thresholds(MultiIndexSpec(link=link), precision, seed=0)
+        assert [t.kind for t in result.thresholds] == ["trivial"]
+
+
+@pytest.mark.parametrize("spec", [MultiIndexSpec(link="square"), DeepAttentionSpec(layers=1, tokens=3)],
+                         ids=["square", "one layer M=3"])
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_se_bracket_of_cheap_models_at_every_precision(spec, precision):
+    result = layer_thresholds(spec, precision, seed=0, se_bracket=True)
+    (bracket,) = [c for c in result.checks if c.name == "SE bracket"]
+    assert bracket.passed and "0 overlaps" not in bracket.detail, bracket.detail
+
+
+def test_se_bracket_of_the_paper_model():
+    """Layer 2 then layer 1 (the staircase): at 0.95x of layer 1's threshold SE has layer 2
+    learned and layer 1 at 0, at 1.05x both learned."""
+    result = layer_thresholds(DeepAttentionSpec(), "fast", seed=0, se_bracket=True)
+    assert all(c.passed for c in result.checks), result.checks
+
+
+@pytest.mark.parametrize("spec,layer", [(DeepAttentionSpec(layers=3, tokens=2), 3),
+                                        (DeepAttentionSpec(layers=2, tokens=3), 2)], ids=["L=3", "M=3"])
+def test_se_bracket_of_the_first_layer_beyond_the_paper(spec, layer):
+    """The first threshold of L = 3 and of M = 3 (linear stability at Q = 0, the expensive
+    generic path): SE switches that layer on between 0.95x and 1.05x and no other layer."""
+    zero = QUANTITIES["L = 3, layer 3" if spec.layers == 3 else "M = 3, layer 2"][0]("fast", 0)
+    P = spec.layers
+
+    def overlaps(alpha):
+        fp = fixed_point(spec, alpha, "uninformed", "fast", 0)
+        return fp.layer_overlaps, fp.overlap_ci95
+
+    first = Threshold(zero.alpha, zero.ci95, "linear_stability", layer=layer)
+    # the other layers come later (their thresholds at Q = 0 are far higher; the staircase
+    # puts them near 1): stand-ins well above 1.05x keep them off at both alphas
+    later = [Threshold(10 * zero.alpha, 0.0, "staircase", layer=l) for l in range(1, P + 1) if l != layer]
+    check = checks.se_bracket([first] + later, P, overlaps)
+    assert check.passed and "0 overlaps" not in check.detail, check.detail
+
+
+PRECISION_AGREEMENT = [MultiIndexSpec(link="square"), MultiIndexSpec(link="product"),
+                       MultiIndexSpec(link="sign_product"), DeepAttentionSpec(layers=1, tokens=2),
+                       DeepAttentionSpec(layers=1, tokens=4), DeepAttentionSpec()]
+
+
+@pytest.mark.parametrize("spec", PRECISION_AGREEMENT, ids=lambda s: str(s.to_dict()))
+def test_precisions_agree_within_their_combined_half_widths(spec):
+    """fast, standard and precise agree pairwise within the sum of their half-widths (every
+    threshold of the model).  committee_sign is left to the coverage benchmark: its staircase
+    takes tens of minutes at precise."""
+    results = {p: layer_thresholds(spec, p, seed=0) for p in PRECISIONS}
+    for a, b in itertools.combinations(PRECISIONS, 2):
+        for ta, tb in zip(results[a].thresholds, results[b].thresholds):
+            if ta.kind == "trivial" or not math.isfinite(ta.alpha):
+                assert ta.kind == tb.kind and ta.alpha == tb.alpha
+                continue
+            assert abs(ta.alpha - tb.alpha) <= ta.ci95 + tb.ci95, (spec, a, ta, b, tb)
+
+
+@pytest.mark.parametrize("name", [n for n, (_, cheap) in QUANTITIES.items() if cheap])
+def test_fast_half_widths_cover_the_precise_value(name):
+    """Over 20 seeds at fast, at least 85% of the 95% intervals contain the precise value (17 of
+    20: a true 95% coverage falls below that with probability 1.6%)."""
+    c = coverage(name, seeds=20)
+    assert c.reference.ci95 <= c.median_relative_ci95 * c.reference.alpha, c.reference  # no worse than fast
+    assert c.covered >= 17, (name, c.covered, c.reference, c.estimates)
