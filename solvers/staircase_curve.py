@@ -99,8 +99,9 @@ class StaircaseCurve:
 
     def pair(self, q: float) -> tuple[float, float]:
         """Two points around q for finite differences, on a scale where the per-sample
-        adaptive quadrature (changes ~1e-5) cannot disturb the slope."""
-        dq = max(1e-6, 2e-3 * (1.0 - q))
+        adaptive quadrature (changes ~1e-5) cannot disturb the slope: at least 1e-6 apart,
+        except within 5e-4 of q = 1, where the curve lives on the scale of 1 - q itself."""
+        dq = 2e-3 * (1.0 - q) if 1.0 - q < 5e-4 else max(1e-6, 2e-3 * (1.0 - q))
         return q - dq, min(q + dq, Q_MAX)
 
     def root_near(self, q: float, resolution: int = 1) -> float:

@@ -103,7 +103,11 @@ class _LearnedLayerCurve(StaircaseCurve):
     layer l is the root in q of alpha(q) F_l(q) = 1.  Curves of several layers on the same
     points may share one ``memo``: the statistics at q do not depend on l."""
 
-    GRID = (0.05, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999, 0.9995, 0.9999)
+    # dense towards q = 1: with a large skip c, z_1's information in a is masked by c times
+    # z_2's remaining uncertainty, so layer 1's root sits where 1 - q_2 ~ 0.05 / c^2 (THEORY.md
+    # section 7): 2e-5 at c = 50, 5e-8 at c = 1000 (the largest skip a spec allows)
+    GRID = (0.05, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999, 0.9995, 0.9999,
+            1 - 1e-5, 1 - 1e-6, 1 - 1e-7, 1 - 1e-8, 1 - 1e-9)
 
     def __init__(self, channel, learned, base_q, normals, layer, memo=None):
         super().__init__(channel, normals, memo)

@@ -78,6 +78,17 @@ def test_se_bracket_of_the_paper_model():
     assert all(c.passed for c in result.checks), result.checks
 
 
+def test_large_skip_layer_one_is_found_and_bracketed_by_state_evolution():
+    """c = 50: layer 1's staircase root sits at 1 - q_2 ~ 2e-5 (THEORY.md section 7), beyond
+    the old grid's last point (1 - q = 1e-4), so it was reported as never learned (null).  Now
+    it is found (0.725, as for c = 1: with z_2 known, a informs z_1 independently of c) and SE
+    from the uninformed start agrees at 0.95x and 1.05x."""
+    result = layer_thresholds(DeepAttentionSpec(skip=50.0), "fast", seed=0, se_bracket=True)
+    layer_one = [t for t in result.thresholds if t.layer == 1][0]
+    assert math.isfinite(layer_one.alpha) and 0.6 < layer_one.alpha < 0.85, layer_one
+    assert all(c.passed for c in result.checks), result.checks
+
+
 @pytest.mark.parametrize("spec,layer", [(DeepAttentionSpec(layers=3, tokens=2), 3),
                                         (DeepAttentionSpec(layers=2, tokens=3), 2)], ids=["L=3", "M=3"])
 def test_se_bracket_of_the_first_layer_beyond_the_paper(spec, layer):
