@@ -18,10 +18,12 @@ import solvers
 from . import metrics, problems
 from .api.deps import Services
 from .api.routes import operations, v1
+from .body import BodyLimits
 from .cache import make_store
 from .fastpath import FastPath, Memo
 from .jobs import Engine
 from .pool import Pool
+from .routemap import RouteMap
 from .schemas import Problem
 from .settings import Settings, get_settings
 from .sweeps import Sweeps
@@ -80,10 +82,6 @@ def custom_openapi(app: FastAPI) -> dict:
     for path in doc["paths"].values():
         for op in path.values():
             resp = op.get("responses", {})
-            if "requestBody" in op and "400" not in resp:  # undecodable bodies, on any route
-                resp["400"] = {"description": "Malformed body (not JSON, or not UTF-8)",
-                               "content": {"application/problem+json": {
-                                   "schema": {"$ref": "#/components/schemas/Problem"}}}}
             if "422" in resp:
                 content = resp["422"].get("content", {})
                 content.pop("application/json", None)
@@ -132,8 +130,11 @@ def create_app(settings: Optional[Settings] = None, pool: Optional[Pool] = None)
     problems.install(app)
     app.include_router(v1)
     app.include_router(operations)
+    app.state.route_map = RouteMap(app.routes)
     app.state.memo = memo
+    # the last added is the outermost: metrics -> body limits -> fast path -> FastAPI
     app.add_middleware(FastPath, owner=app)
+    app.add_middleware(BodyLimits, owner=app, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
     app.openapi = lambda: custom_openapi(app)
     return app

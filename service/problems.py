@@ -1,9 +1,12 @@
 """Errors as application/problem+json (RFC 9457), naming the field and its allowed range.
 
 The one place errors become problems: the service's exceptions (:class:`InvalidParameter`,
-:class:`Busy`, :class:`ComputationFailed`, :class:`NotFound`), request validation and HTTP
-errors are mapped by the handlers :func:`install` registers; :func:`solver_failure` turns a
-solver's refusal or failure (in a pool process) into the problem a job records.
+:class:`Busy`, :class:`ComputationFailed`, :class:`NotFound`, and the body's
+:class:`PayloadTooLarge` and :class:`UnsupportedMediaType`), request
+validation and HTTP errors are mapped by the handlers :func:`install` registers (the body's
+size and media type are refused earlier, by ``service.body``, with these same responses);
+:func:`solver_failure` turns a solver's refusal or failure (in a pool process) into the problem
+a job records.
 """
 from __future__ import annotations
 
@@ -81,6 +84,33 @@ class ComputationFailed(ServiceError):
         return problem(422, p.get("detail", "computation failed"),
                        type_=p.get("type", "/problems/computation-failed"),
                        field=p.get("field"), allowed=p.get("allowed"))
+
+
+class PayloadTooLarge(ServiceError):
+    """A body over STAIRCASE_MAX_BODY_BYTES: 413, answered before the body is read whole."""
+
+    def __init__(self, limit: int):
+        super().__init__(f"the request body is larger than {limit} bytes")
+        self.limit = limit
+
+    def response(self) -> Response:
+        # close: the client may still be sending the rest of the body, which is never read
+        return problem(413, str(self), type_="/problems/payload-too-large", field="body",
+                       allowed=f"at most {self.limit} bytes", headers={"Connection": "close"})
+
+
+class UnsupportedMediaType(ServiceError):
+    """A body that does not say it is JSON: 415."""
+
+    ALLOWED = "Content-Type: application/json (or application/*+json)"
+
+    def __init__(self, content_type: Optional[str]):
+        got = repr(content_type) if content_type else "no Content-Type"
+        super().__init__(f"the body must be JSON, not {got}")
+
+    def response(self) -> Response:
+        return problem(415, str(self), type_="/problems/unsupported-media-type",
+                       field="Content-Type", allowed=self.ALLOWED)
 
 
 class NotFound(ServiceError):

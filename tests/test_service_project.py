@@ -36,8 +36,20 @@ def test_openapi_has_an_example_per_endpoint():
             ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
             assert schemas[ref].get("examples"), ref
         for code, resp in op["responses"].items():
-            if code in ("401", "404", "422", "429"):
+            if code in ("400", "401", "404", "413", "415", "422", "429"):
                 assert list(resp["content"]) == ["application/problem+json"], (path, code)
+
+
+def test_openapi_documents_the_body_problems():
+    """Every operation that takes a body says what a bad body gets: 400 (not JSON), 413 (over
+    STAIRCASE_MAX_BODY_BYTES), 415 (not declared as JSON), 422 (invalid fields)."""
+    doc = json.loads((ROOT / "openapi" / "openapi.json").read_text())
+    with_body = [(m, p, op) for p, ops in doc["paths"].items() for m, op in ops.items()
+                 if "requestBody" in op]
+    assert len(with_body) >= 5
+    for method, path, op in with_body:
+        assert {"400", "413", "415", "422"} <= set(op["responses"]), (method, path)
+        assert list(op["requestBody"]["content"]) == ["application/json"], (method, path)
 
 
 def _repo_module(module: str) -> Path | None:

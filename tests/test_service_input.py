@@ -1,0 +1,156 @@
+"""Hostile and sloppy input: body size (413), media type (415), malformed JSON (400), strict
+types (422), and the fast path never answering what the normal path would refuse."""
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from service.body import BodyLimits
+from service.main import create_app
+from service.routemap import RouteMap
+from service.settings import Settings
+from service_support import PAPER, PHASE, pool, settings  # noqa: F401
+
+pytestmark = pytest.mark.timeout(600)
+
+CAP = 4096  # a small cap for the app under test, so the bodies stay small
+
+
+@pytest.fixture(scope="module")
+def app_client(pool, tmp_path_factory):  # noqa: F811
+    app = create_app(settings(tmp_path_factory.mktemp("cache"), max_body_bytes=CAP), pool=pool)
+    with TestClient(app) as c:
+        yield app, c
+
+
+@pytest.fixture(scope="module")
+def client(app_client):
+    return app_client[1]
+
+
+def assert_problem(r, status, field=None):
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    p = r.json()
+    assert p["status"] == status and p["title"] and p["detail"] and p["type"].startswith("/problems/")
+    if field is not None:
+        assert p["field"] == field, p
+    return p
+
+
+# ------------------------------------------------------------------ 413: the body's size
+
+def test_body_cap_setting(monkeypatch):
+    assert Settings(_env_file=None).max_body_bytes == 1_048_576
+    monkeypatch.setenv("STAIRCASE_MAX_BODY_BYTES", "2048")
+    assert Settings(_env_file=None).max_body_bytes == 2048
+
+
+def test_default_cap_refuses_a_body_over_one_mebibyte(pool, tmp_path):  # noqa: F811
+    """The default app: 1 MiB + 1 byte is 413 (whatever the route), 1 MiB is read."""
+    app = create_app(settings(tmp_path), pool=pool)
+    with TestClient(app) as c:
+        big = b" " * (1_048_576 + 1)
+        for path in ("/v1/thresholds", "/v1/sweeps", "/healthz"):
+            r = c.post(path, content=big, headers={"content-type": "application/json"})
+            p = assert_problem(r, 413, "body")
+            assert "1048576" in p["allowed"]
+        r = c.post("/v1/thresholds", content=b'{"model": {"family": "x"}}' + b" " * (1_048_576 - 26),
+                   headers={"content-type": "application/json"})
+        assert r.status_code == 422, r.text
+
+
+def test_over_the_cap_by_content_length_or_by_counting(client):
+    body = orjson.dumps({"model": PHASE, "precision": "fast", "pad": "x" * CAP})
+    r = client.post("/v1/thresholds", content=body, headers={"content-type": "application/json"})
+    assert_problem(r, 413, "body")
+    assert r.headers["connection"] == "close"
+    # no Content-Length (chunked): the bytes are counted
+    r = client.post("/v1/thresholds", content=iter([body[:1000], body[1000:]]),
+                    headers={"content-type": "application/json"})
+    assert "content-length" not in r.request.headers
+    assert_problem(r, 413, "body")
+    # under the cap: the body reaches validation
+    r = client.post("/v1/thresholds", content=orjson.dumps({"model": PHASE, "colour": "x" * 100}),
+                    headers={"content-type": "application/json"})
+    assert_problem(r, 422, "colour")
+
+
+def test_streamed_body_is_cut_off_at_the_cap():
+    """A body without Content-Length that never ends: read up to the cap, then 413; the app
+    behind never runs, and no more than cap + one chunk was ever received.  With a
+    Content-Length over the cap, nothing is received at all."""
+    chunk = b"x" * 1000
+    received = []
+    sent = []
+
+    async def receive():
+        received.append(len(chunk))
+        return {"type": "http.request", "body": chunk, "more_body": True}
+
+    async def send(message):
+        sent.append(message)
+
+    async def app(scope, receive, send):  # pragma: no cover - must not run
+        raise AssertionError("the app read an over-long body")
+
+    class Owner:  # what BodyLimits reads of the FastAPI app
+        class state:
+            route_map = RouteMap([])
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/thresholds", "headers": [
+        (b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")]}
+    asyncio.run(BodyLimits(app, Owner, max_bytes=CAP)(scope, receive, send))
+    assert sum(received) == (CAP // len(chunk) + 1) * len(chunk)
+    assert sent[0]["status"] == 413
+    assert orjson.loads(sent[1]["body"])["status"] == 413
+    # a Content-Length over the cap: answered before a byte is received
+    received.clear(), sent.clear()
+    scope["headers"] = [(b"content-type", b"application/json"), (b"content-length", b"%d" % (CAP + 1))]
+    asyncio.run(BodyLimits(app, Owner, max_bytes=CAP)(scope, receive, send))
+    assert received == [] and sent[0]["status"] == 413
+
+
+# ------------------------------------------------------------------ 415: the media type
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=x", "application/jsonx",
+                                          "text/json"])
+def test_not_json_is_415(client, content_type):
+    headers = {} if content_type is None else {"content-type": content_type}
+    body = orjson.dumps({"model": PHASE, "precision": "fast"})
+    for path in ("/v1/thresholds", "/v1/sweeps"):
+        r = client.post(path, content=body, headers=headers)
+        p = assert_problem(r, 415, "Content-Type")
+        assert "application/json" in p["allowed"]
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8",
+                                          "Application/JSON;charset=UTF-8",
+                                          "application/merge-patch+json", "application/vnd.api+json"])
+def test_json_media_types_are_read(client, content_type):
+    r = client.post("/v1/thresholds", content=orjson.dumps({"model": {"family": "transformer"}}),
+                    headers={"content-type": content_type})
+    assert_problem(r, 422, "model")
+
+
+def test_no_body_needs_no_content_type(client):
+    """415 is about a body: a POST without one is the usual 422 (the body is required)."""
+    assert client.post("/v1/thresholds").status_code == 422
+    assert client.get("/healthz", headers={"content-type": "text/plain"}).status_code == 200
+
+
+def test_fast_path_memo_does_not_skip_the_media_type(app_client):
+    """The fast path answers a body it has seen from its memo: not when it is not JSON."""
+    app, client = app_client
+    body = orjson.dumps({"model": PHASE, "precision": "fast", "seed": 3})
+    first = client.post("/v1/thresholds", content=body, headers={"content-type": "application/json"})
+    assert first.status_code == 200, first.text
+    assert app.state.memo.get("/v1/thresholds", body) is not None
+    assert_problem(client.post("/v1/thresholds", content=body, headers={"content-type": "text/plain"}), 415)
+    assert_problem(client.post("/v1/thresholds", content=body), 415)
+    again = client.post("/v1/thresholds", content=body, headers={"content-type": "application/json"})
+    assert again.status_code == 200 and again.json()["cache"] == "hit"
