@@ -2,7 +2,7 @@
 
 The one place errors become problems: the service's exceptions (:class:`InvalidParameter`,
 :class:`Busy`, :class:`ComputationFailed`, :class:`NotFound`, and the body's
-:class:`PayloadTooLarge` and :class:`UnsupportedMediaType`), request
+:class:`MalformedBody`, :class:`PayloadTooLarge`, :class:`UnsupportedMediaType`), request
 validation and HTTP errors are mapped by the handlers :func:`install` registers (the body's
 size and media type are refused earlier, by ``service.body``, with these same responses);
 :func:`solver_failure` turns a solver's refusal or failure (in a pool process) into the problem
@@ -84,6 +84,18 @@ class ComputationFailed(ServiceError):
         return problem(422, p.get("detail", "computation failed"),
                        type_=p.get("type", "/problems/computation-failed"),
                        field=p.get("field"), allowed=p.get("allowed"))
+
+
+class MalformedBody(ServiceError):
+    """A body that is not JSON (or not UTF-8): 400, before any field is looked at."""
+
+    def __init__(self, detail: str):
+        super().__init__(detail)
+        self.detail = detail
+
+    def response(self) -> Response:
+        return problem(400, self.detail, type_="/problems/malformed-body", field="body",
+                       allowed="a JSON object, UTF-8")
 
 
 class PayloadTooLarge(ServiceError):
@@ -195,10 +207,25 @@ def validation_errors(errors, path: Optional[str] = None) -> Response:
                    allowed=first["allowed"], errors=out)
 
 
+def malformed(errors) -> Optional[MalformedBody]:
+    """A body FastAPI could not parse as JSON (its validation error of type json_invalid)."""
+    for err in errors:
+        if err.get("type") == "json_invalid":
+            where = err.get("loc", ())[-1:]
+            at = f" at character {where[0]}" if where and isinstance(where[0], int) else ""
+            reason = (err.get("ctx") or {}).get("error", "")
+            return MalformedBody(f"the body is not valid JSON: {reason}{at}")
+    return None
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
-        return validation_errors(exc.errors(), request.url.path)
+        errors = exc.errors()
+        bad = malformed(errors)
+        if bad is not None:  # not JSON at all: no field to name (was a 422 naming "[21]")
+            return bad.response()
+        return validation_errors(errors, request.url.path)
 
     @app.exception_handler(ServiceError)
     async def _service(request: Request, exc: ServiceError):
@@ -207,6 +234,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
         detail = exc.detail if isinstance(exc.detail, str) else TITLES.get(exc.status_code, "Error")
+        if exc.status_code == 400:  # here FastAPI's only 400: a body json.loads raised on
+            return MalformedBody("the body could not be decoded as JSON (not UTF-8, or nested "
+                                 "too deeply)").response()
         return problem(exc.status_code, detail, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)

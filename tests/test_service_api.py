@@ -226,7 +226,7 @@ def test_state_evolution_limits_and_malformed_json(client):
     r = client.post("/v1/state-evolution", json={"model": PAPER, "alphas": []})
     assert r.status_code == 422 and r.json()["field"] == "alphas"
     r = client.post("/v1/thresholds", content=b"{not json", headers={"content-type": "application/json"})
-    assert r.status_code == 422
+    assert r.status_code == 400
     assert r.headers["content-type"].startswith("application/problem+json")
     r = client.post("/v1/thresholds", content=b'{"model": {"family": "deep_attention", "skip": NaN}}',
                     headers={"content-type": "application/json"})

@@ -154,3 +154,26 @@ def test_fast_path_memo_does_not_skip_the_media_type(app_client):
     assert_problem(client.post("/v1/thresholds", content=body), 415)
     again = client.post("/v1/thresholds", content=body, headers={"content-type": "application/json"})
     assert again.status_code == 200 and again.json()["cache"] == "hit"
+
+
+# ------------------------------------------------------------------ 400: not JSON
+
+@pytest.mark.parametrize("body", [
+    b'{"model": {"family": "deep_attention", "layers": 2',   # truncated
+    b"{not json",
+    b'{"model": {"family": "multi_index"}} trailing',
+    b'{"model": {"family": "multi_index",}}',
+    b'{"model": "\xff\xfe"}',                                 # not UTF-8
+    b"[" * 2000 + b"]" * 2000,                                # nested deeper than json.loads goes
+])
+def test_malformed_json_is_400(client, body):
+    for path in ("/v1/thresholds", "/v1/state-evolution", "/v1/sweeps"):
+        r = client.post(path, content=body, headers={"content-type": "application/json"})
+        p = assert_problem(r, 400, "body")
+        assert p["type"] == "/problems/malformed-body"
+
+
+def test_valid_json_of_the_wrong_shape_is_422(client):
+    """Parsed, but not the object the route takes: that is a field error, not a parse error."""
+    r = client.post("/v1/thresholds", content=b"[1, 2]", headers={"content-type": "application/json"})
+    assert_problem(r, 422, "body")
