@@ -6,9 +6,11 @@ import asyncio
 
 import orjson
 import pytest
+from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 
-from service.body import BodyLimits
+import service.body as body_module
+from service.body import BodyLimits, JSONRoute
 from service.main import create_app
 from service.routemap import RouteMap
 from service.settings import Settings
@@ -154,6 +156,41 @@ def test_fast_path_memo_does_not_skip_the_media_type(app_client):
     assert_problem(client.post("/v1/thresholds", content=body), 415)
     again = client.post("/v1/thresholds", content=body, headers={"content-type": "application/json"})
     assert again.status_code == 200 and again.json()["cache"] == "hit"
+
+
+# ------------------------------------------------------------------ parsing off the event loop
+
+def test_large_bodies_are_parsed_in_a_thread(pool, tmp_path, monkeypatch):  # noqa: F811
+    """A body over THREAD_PARSE_BYTES is parsed where no event loop runs (a thread); a small
+    one on the loop.  Both are parsed by the same function, so errors are the same."""
+    where = []
+
+    def parse(body):
+        try:
+            asyncio.get_running_loop()
+            where.append(("loop", len(body)))
+        except RuntimeError:
+            where.append(("thread", len(body)))
+        return body_module.json.loads(body)
+
+    monkeypatch.setattr(body_module, "parse", parse)
+    app = create_app(settings(tmp_path), pool=pool)
+    with TestClient(app) as c:
+        small = orjson.dumps({"model": PAPER, "alphas": [0.5] * 51})
+        large = orjson.dumps({"model": PAPER, "alphas": [0.5] * 51, "pad": "x" * body_module.THREAD_PARSE_BYTES})
+        for path in ("/v1/state-evolution", "/v1/sweeps"):
+            for body, place in ((small, "loop"), (large, "thread")):
+                where.clear()
+                r = c.post(path, content=body, headers={"content-type": "application/json"})
+                assert r.status_code == 422, r.text
+                assert where == [(place, len(body))], (path, where)
+
+
+def test_every_route_with_a_body_uses_the_json_route(app_client):
+    app, _ = app_client
+    with_body = [rc for rc in iter_route_contexts(app.routes) if getattr(rc, "body_field", None)]
+    assert len(with_body) >= 5
+    assert all(isinstance(rc.original_route, JSONRoute) for rc in with_body), with_body
 
 
 # ------------------------------------------------------------------ 400: not JSON

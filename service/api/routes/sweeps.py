@@ -4,11 +4,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from starlette.responses import Response
 
+from ...body import JSONRoute
 from ...sweeps import SweepRequest
 from ..deps import ServicesDep, accepted, require_api_key
 from ..responses import UNAUTHORIZED, body_responses, problem_response
 
-router = APIRouter(tags=["sweeps"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["sweeps"], dependencies=[Depends(require_api_key)], route_class=JSONRoute)
 
 SWEEP_ID = "0f3c5d0e9b8a4c7e8f1a2b3c4d5e6f70"
 
