@@ -159,7 +159,8 @@ def problem(status: int, detail: str, *, type_: str = "about:blank", field: Opti
 
 def _field(loc) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
-    parts = [p for p in parts if p not in _TAGS and not p.startswith(("literal[", "list[", "function"))]
+    parts = [p for p in parts if p not in _TAGS and not p.startswith(("literal[", "list[", "function",
+                                                                      "constrained-"))]
     out = ""
     for p in parts:
         out += f"[{p}]" if p.isdigit() else (("." if out else "") + p)

@@ -13,7 +13,9 @@ import service.body as body_module
 from service.body import BodyLimits, JSONRoute
 from service.main import create_app
 from service.routemap import RouteMap
+from service.schemas import AmpSimulationRequest, SampleSizeRequest, ThresholdsRequest
 from service.settings import Settings
+from service.sweeps import SweepRequest
 from service_support import PAPER, PHASE, pool, settings  # noqa: F401
 
 pytestmark = pytest.mark.timeout(600)
@@ -214,3 +216,68 @@ def test_valid_json_of_the_wrong_shape_is_422(client):
     """Parsed, but not the object the route takes: that is a field error, not a parse error."""
     r = client.post("/v1/thresholds", content=b"[1, 2]", headers={"content-type": "application/json"})
     assert_problem(r, 422, "body")
+
+
+# ------------------------------------------------------------------ 422: strict types
+
+SE = {"model": PAPER, "alphas": [0.5], "precision": "fast"}
+SAMPLE = {"model": PAPER, "dimension": 768, "precision": "fast",
+          "target": {"kind": "weak_recovery", "layers": "all"}}
+AMP = {"model": PHASE, "dimension": 100, "alpha": 2.0, "seeds": 1, "iterations": 5}
+SWEEP = {"model": PAPER, "compute": "thresholds", "grid": {"parameter": "skip", "values": [0.5, 1]},
+         "precision": "fast"}
+
+
+@pytest.mark.parametrize("path, body, field", [
+    ("/v1/thresholds", {"model": {**PAPER, "layers": True}}, "model.layers"),
+    ("/v1/thresholds", {"model": {**PAPER, "layers": "2"}}, "model.layers"),
+    ("/v1/thresholds", {"model": {**PAPER, "layers": 2.0}}, "model.layers"),
+    ("/v1/thresholds", {"model": {**PAPER, "tokens": False}}, "model.tokens"),
+    ("/v1/thresholds", {"model": {**PAPER, "skip": True}}, "model.skip"),
+    ("/v1/thresholds", {"model": {**PAPER, "beta": [1.0, "1"]}}, "model.beta"),
+    ("/v1/thresholds", {"model": {**PAPER, "noise": "0"}}, "model.noise"),
+    ("/v1/thresholds", {"model": {**PHASE, "indices": True}}, "model.indices"),
+    ("/v1/thresholds", {"model": PAPER, "dimension": "768"}, "dimension"),
+    ("/v1/thresholds", {"model": PAPER, "seed": True}, "seed"),
+    ("/v1/thresholds", {"model": PAPER, "se_bracket": 1}, "se_bracket"),
+    ("/v1/state-evolution", {**SE, "alphas": [True]}, "alphas[0]"),
+    ("/v1/state-evolution", {**SE, "alphas": [0.5, "1.0"]}, "alphas[1]"),
+    ("/v1/sample-size", {**SAMPLE, "dimension": True}, "dimension"),
+    ("/v1/sample-size", {**SAMPLE, "target": {"kind": "weak_recovery", "layers": True}}, "target.layers"),
+    ("/v1/sample-size", {**SAMPLE, "target": {"kind": "prediction_error", "max": "0.1"}}, "target.max"),
+    ("/v1/amp-simulations", {**AMP, "alpha": True}, "alpha"),
+    ("/v1/amp-simulations", {**AMP, "seeds": "1"}, "seeds"),
+    ("/v1/amp-simulations", {**AMP, "damping": False}, "damping"),
+    ("/v1/sweeps", {**SWEEP, "grid": {"parameter": "skip", "values": [0.5, True]}}, "grid.values[1]"),
+    ("/v1/sweeps", {**SWEEP, "seed": "0"}, "seed"),
+])
+def test_booleans_and_strings_are_not_numbers(client, path, body, field):
+    r = client.post(path, json=body)
+    p = assert_problem(r, 422, field)
+    assert all(e["field"] == field or e["field"].startswith(field + "[") for e in p["errors"]), p
+
+
+def test_json_integers_fill_float_fields():
+    """Strict floats still take integers: "skip": 1, "alpha": 2, "max": 1, sweep values 1."""
+    t = ThresholdsRequest.model_validate({"model": {**PAPER, "skip": 1, "beta": [1, 2], "noise": 0}})
+    assert t.model.skip == 1.0 and t.model.beta == [1.0, 2.0] and isinstance(t.model.noise, float)
+    assert AmpSimulationRequest.model_validate({**AMP, "alpha": 2, "damping": 0}).alpha == 2.0
+    target = {"kind": "prediction_error", "max": 1}
+    assert SampleSizeRequest.model_validate({**SAMPLE, "target": target}).target.max == 1.0
+    assert SweepRequest.model_validate({**SWEEP, "grid": {"parameter": "skip", "values": [1, 2]}}).grid.values == [1.0, 2.0]
+
+
+def test_the_fast_path_cannot_answer_a_body_the_schemas_refuse(app_client):
+    """The memo maps body bytes to questions only after they validated: a refused body is
+    refused every time, even next to its valid twin ("noise": 0 is a valid int-for-float)."""
+    app, client = app_client
+    valid = orjson.dumps({"model": {**PHASE, "noise": 0}, "precision": "fast", "seed": 5})
+    assert client.post("/v1/thresholds", content=valid, headers={"content-type": "application/json"}).status_code == 200
+    assert client.post("/v1/thresholds", content=valid, headers={"content-type": "application/json"}).json()["cache"] == "hit"
+    for bad in ({"model": {**PHASE, "noise": False}, "precision": "fast", "seed": 5},
+                {"model": {**PHASE, "noise": 0}, "precision": "fast", "seed": True}):
+        raw = orjson.dumps(bad)
+        for _ in range(2):
+            r = client.post("/v1/thresholds", content=raw, headers={"content-type": "application/json"})
+            assert r.status_code == 422, r.text
+        assert app.state.memo.get("/v1/thresholds", raw) is None
