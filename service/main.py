@@ -79,8 +79,13 @@ def custom_openapi(app: FastAPI) -> dict:
     schemas["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
+    key_optional = app.state.settings.api_key is None
     for path in doc["paths"].values():
         for op in path.values():
+            if key_optional and op.get("security"):
+                # no key configured: X-API-Key is not checked, so no operation requires it
+                # ({} in the list: no credentials is one of the ways to call it)
+                op["security"] = [{}, *op["security"]]
             resp = op.get("responses", {})
             if "422" in resp:
                 content = resp["422"].get("content", {})

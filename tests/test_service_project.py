@@ -52,6 +52,23 @@ def test_openapi_documents_the_body_problems():
         assert list(op["requestBody"]["content"]) == ["application/json"], (method, path)
 
 
+def test_api_key_is_required_only_when_configured():
+    """X-API-Key is a security scheme; the committed document (no key configured) lets every
+    operation be called without it, an app with a key requires it."""
+    from service.main import create_app
+    from service.settings import Settings
+
+    doc = json.loads((ROOT / "openapi" / "openapi.json").read_text())
+    (name, scheme), = doc["components"]["securitySchemes"].items()
+    assert scheme == {**scheme, "type": "apiKey", "in": "header", "name": "X-API-Key"}
+    secured = [op for ops in doc["paths"].values() for op in ops.values() if "security" in op]
+    assert len(secured) >= 10
+    assert all(op["security"] == [{}, {name: []}] for op in secured)
+    keyed = create_app(Settings(_env_file=None, redis_url=None, api_key="s3cret")).openapi()
+    assert all(op["security"] == [{name: []}] for ops in keyed["paths"].values()
+               for op in ops.values() if "security" in op)
+
+
 def _repo_module(module: str) -> Path | None:
     base = ROOT.joinpath(*module.split("."))
     for cand in (base.with_suffix(".py"), base / "__main__.py", base / "__init__.py"):
