@@ -41,10 +41,12 @@ field and its allowed range.
 
 
 class MetricsMiddleware:
-    """Pure ASGI: request counts and latency per route template, and a Server-Timing header."""
+    """Pure ASGI: request counts and latency per route template (the full one, /v1/...: the
+    app's route map), and a Server-Timing header."""
 
-    def __init__(self, app):
+    def __init__(self, app, owner):
         self.app = app
+        self.owner = owner  # the FastAPI instance (its route map)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -64,8 +66,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
+            path = self.owner.state.route_map.template(scope["path"])
             metrics.REQUESTS.labels(scope["method"], path, str(status[0])).inc()
             metrics.LATENCY.labels(path).observe(time.perf_counter() - t0)
 
@@ -140,7 +141,7 @@ def create_app(settings: Optional[Settings] = None, pool: Optional[Pool] = None)
     # the last added is the outermost: metrics -> body limits -> fast path -> FastAPI
     app.add_middleware(FastPath, owner=app)
     app.add_middleware(BodyLimits, owner=app, max_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware)
+    app.add_middleware(MetricsMiddleware, owner=app)
     app.openapi = lambda: custom_openapi(app)
     return app
 

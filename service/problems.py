@@ -238,7 +238,10 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 400:  # here FastAPI's only 400: a body json.loads raised on
             return MalformedBody("the body could not be decoded as JSON (not UTF-8, or nested "
                                  "too deeply)").response()
-        return problem(exc.status_code, detail, headers=getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:  # Starlette's Allow names the first route of the path only
+            headers = {**(headers or {}), "Allow": request.app.state.route_map.allow(request.url.path)}
+        return problem(exc.status_code, detail, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):  # pragma: no cover - a bug
