@@ -15,7 +15,7 @@ from fastapi.openapi.utils import get_openapi
 
 import solvers
 
-from . import metrics, problems
+from . import metrics, plots, problems
 from .api.deps import Services
 from .api.routes import operations, v1
 from .body import BodyLimits
@@ -100,6 +100,15 @@ def custom_openapi(app: FastAPI) -> dict:
     return doc
 
 
+async def load_plots() -> None:
+    """matplotlib, loaded in a thread at startup: imported with the app, its import held the
+    event loop (0.7 s here; seconds while it builds its font cache)."""
+    try:
+        await asyncio.to_thread(plots.load)
+    except Exception:  # pragma: no cover - the plots are optional; their requests will fail
+        log.exception("matplotlib could not be loaded")
+
+
 def create_app(settings: Optional[Settings] = None, pool: Optional[Pool] = None) -> FastAPI:
     settings = settings or get_settings()
     memo = Memo()
@@ -116,12 +125,15 @@ def create_app(settings: Optional[Settings] = None, pool: Optional[Pool] = None)
         warm = None
         if not p.ready:
             warm = asyncio.create_task(p.warm_up())
+        plotting = asyncio.create_task(load_plots())
         await store.ping()
         try:
             yield
         finally:
             if warm is not None and not warm.done():
                 warm.cancel()
+            if not plotting.done():
+                plotting.cancel()
             await app.state.services.sweeps.close()
             await engine.close()
             await store.close()

@@ -1,16 +1,22 @@
 """The REST API in-process (TestClient) on the embedded disk cache, with the real solvers."""
 from __future__ import annotations
 
+import asyncio
 import math
 import re
+import subprocess
+import sys
+import time
 
 import pytest
 from fastapi.testclient import TestClient
 
 import solvers
+from service import plots
 from service.cache import ResultCache, cache_key
 from service.main import create_app
-from service_support import PAPER, PHASE, computations, counter, pool, settings, wait_job  # noqa: F401
+from service_support import (PAPER, PHASE, ROOT, computations, counter, pool, settings,  # noqa: F401
+                             wait_job)
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -349,3 +355,32 @@ def test_metrics_label_each_route_once_by_its_v1_template(client):
                       "/v1/sweeps", "/v1/models", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/plot.png",
                       "/v1/jobs/{job_id}/plot.svg", "/healthz", "/readyz", "/metrics", "unmatched"}, routes
 
+
+# ------------------------------------------------------------------ matplotlib off the event loop
+
+def test_importing_the_app_does_not_import_matplotlib():
+    run = subprocess.run([sys.executable, "-c", "import sys, service.main; "
+                          "sys.exit('matplotlib' in sys.modules)"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, "service.main imports matplotlib" + run.stderr
+
+
+def test_startup_loads_matplotlib_in_a_thread(pool, tmp_path, monkeypatch):  # noqa: F811
+    """The lifespan loads the plotting library at startup, before any plot is asked for, and
+    where no event loop runs."""
+    calls = []
+
+    def load():
+        try:
+            asyncio.get_running_loop()
+            calls.append("loop")
+        except RuntimeError:
+            calls.append("thread")
+
+    monkeypatch.setattr(plots, "load", load)
+    with TestClient(create_app(settings(tmp_path), pool=pool)) as c:
+        assert c.get("/healthz").status_code == 200
+        deadline = time.monotonic() + 30
+        while not calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert calls == ["thread"]
