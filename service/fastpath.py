@@ -64,7 +64,6 @@ class FastPath:
             if raw is not None:
                 metrics.CACHE_HITS.labels(q.kind).inc()
                 out = orjson.dumps(COMPUTATIONS[q.view].render(raw, q.request, "hit"))
-                scope["route"] = _Route(scope["path"])
                 await send({"type": "http.response.start", "status": 200,
                             "headers": [(b"content-type", b"application/json"),
                                         (b"content-length", str(len(out)).encode())]})
@@ -82,11 +81,6 @@ class FastPath:
             if k == b"x-api-key":
                 return secrets.compare_digest(v, expected.get_secret_value().encode())
         return False
-
-
-class _Route:  # what the metrics middleware reads for its route label
-    def __init__(self, path):
-        self.path = path
 
 
 def _replay(chunks, extra, upstream):

@@ -15,13 +15,15 @@ from fastapi.openapi.utils import get_openapi
 
 import solvers
 
-from . import metrics, problems
+from . import metrics, plots, problems
 from .api.deps import Services
 from .api.routes import operations, v1
+from .body import BodyLimits
 from .cache import make_store
 from .fastpath import FastPath, Memo
 from .jobs import Engine
 from .pool import Pool
+from .routemap import RouteMap
 from .schemas import Problem
 from .settings import Settings, get_settings
 from .sweeps import Sweeps
@@ -39,10 +41,12 @@ field and its allowed range.
 
 
 class MetricsMiddleware:
-    """Pure ASGI: request counts and latency per route template, and a Server-Timing header."""
+    """Pure ASGI: request counts and latency per route template (the full one, /v1/...: the
+    app's route map), and a Server-Timing header."""
 
-    def __init__(self, app):
+    def __init__(self, app, owner):
         self.app = app
+        self.owner = owner  # the FastAPI instance (its route map)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -62,8 +66,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
+            path = self.owner.state.route_map.template(scope["path"])
             metrics.REQUESTS.labels(scope["method"], path, str(status[0])).inc()
             metrics.LATENCY.labels(path).observe(time.perf_counter() - t0)
 
@@ -77,13 +80,14 @@ def custom_openapi(app: FastAPI) -> dict:
     schemas["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
+    key_optional = app.state.settings.api_key is None
     for path in doc["paths"].values():
         for op in path.values():
+            if key_optional and op.get("security"):
+                # no key configured: X-API-Key is not checked, so no operation requires it
+                # ({} in the list: no credentials is one of the ways to call it)
+                op["security"] = [{}, *op["security"]]
             resp = op.get("responses", {})
-            if "requestBody" in op and "400" not in resp:  # undecodable bodies, on any route
-                resp["400"] = {"description": "Malformed body (not JSON, or not UTF-8)",
-                               "content": {"application/problem+json": {
-                                   "schema": {"$ref": "#/components/schemas/Problem"}}}}
             if "422" in resp:
                 content = resp["422"].get("content", {})
                 content.pop("application/json", None)
@@ -94,6 +98,15 @@ def custom_openapi(app: FastAPI) -> dict:
                 resp["422"]["description"] = resp["422"].get("description") or "Invalid input"
     app.openapi_schema = doc
     return doc
+
+
+async def load_plots() -> None:
+    """matplotlib, loaded in a thread at startup: imported with the app, its import held the
+    event loop (0.7 s here; seconds while it builds its font cache)."""
+    try:
+        await asyncio.to_thread(plots.load)
+    except Exception:  # pragma: no cover - the plots are optional; their requests will fail
+        log.exception("matplotlib could not be loaded")
 
 
 def create_app(settings: Optional[Settings] = None, pool: Optional[Pool] = None) -> FastAPI:
@@ -112,12 +125,15 @@ def create_app(settings: Optional[Settings] = None, pool: Optional[Pool] = None)
         warm = None
         if not p.ready:
             warm = asyncio.create_task(p.warm_up())
+        plotting = asyncio.create_task(load_plots())
         await store.ping()
         try:
             yield
         finally:
             if warm is not None and not warm.done():
                 warm.cancel()
+            if not plotting.done():
+                plotting.cancel()
             await app.state.services.sweeps.close()
             await engine.close()
             await store.close()
@@ -132,9 +148,12 @@ def create_app(settings: Optional[Settings] = None, pool: Optional[Pool] = None)
     problems.install(app)
     app.include_router(v1)
     app.include_router(operations)
+    app.state.route_map = RouteMap(app.routes)
     app.state.memo = memo
+    # the last added is the outermost: metrics -> body limits -> fast path -> FastAPI
     app.add_middleware(FastPath, owner=app)
-    app.add_middleware(MetricsMiddleware)
+    app.add_middleware(BodyLimits, owner=app, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, owner=app)
     app.openapi = lambda: custom_openapi(app)
     return app
 

@@ -1,6 +1,8 @@
 """Prometheus metrics (prometheus-client), exposed at GET /metrics."""
 from prometheus_client import Counter, Gauge, Histogram
 
+# route: the full route template (/v1/thresholds, /v1/jobs/{job_id}; service.routemap), or
+# "unmatched", so each endpoint has one label however it was answered
 REQUESTS = Counter("staircase_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram("staircase_request_seconds", "HTTP request latency", ["route"],
                     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,

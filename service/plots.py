@@ -6,20 +6,44 @@
   value), with the thresholds of each layer marked by dotted vertical lines.
 
 Points not finished yet are left out, so a running sweep plots its partial results.
+
+matplotlib is not imported with this module: :func:`load` imports it, which takes seconds on a
+cold machine (the font cache is built on the first import), and the app's lifespan runs it in
+a thread at startup, so neither the import nor a first plot holds up the event loop.
 """
 from __future__ import annotations
 
 import io
 import math
-
-import matplotlib
-
-matplotlib.use("Agg")
-
-from matplotlib.figure import Figure  # noqa: E402
+import threading
 
 LABELS = {"skip": "skip strength c", "beta": r"inverse temperature $\beta$", "noise": r"noise $\Delta$",
           "tokens": "tokens M", "layers": "layers L"}
+
+
+# set by load(): the matplotlib module and its Figure class
+matplotlib = None
+Figure = None
+_loading = threading.Lock()
+
+
+def load() -> None:
+    """Import matplotlib (Agg) and draw a small figure to PNG and SVG once (fonts, mathtext,
+    both backends).  Idempotent and thread-safe; :func:`render` calls it too."""
+    global matplotlib, Figure
+    with _loading:
+        if Figure is not None:
+            return
+        import matplotlib as mpl  # here, not at import: seconds; run in a thread at startup
+
+        mpl.use("Agg")
+        from matplotlib.figure import Figure as figure_class  # after use("Agg"), as above
+
+        fig = figure_class(figsize=(2, 2))
+        fig.add_subplot(111).set_xlabel(r"sample ratio $\alpha = N/D$")
+        for fmt in ("png", "svg"):
+            fig.savefig(io.BytesIO(), format=fmt)
+        matplotlib, Figure = mpl, figure_class
 
 
 def _label(t: dict, j: int) -> str:
@@ -42,7 +66,7 @@ def _threshold_series(points: list[dict]) -> tuple[list[float], dict[str, list[f
     return xs, series
 
 
-def phase_diagram(body: dict, fig: Figure) -> None:
+def phase_diagram(body: dict, fig) -> None:
     res = body["result"]
     param = res.get("parameter")
     ax = fig.add_subplot(111)
@@ -73,7 +97,7 @@ def phase_diagram(body: dict, fig: Figure) -> None:
     ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
 
 
-def overlap_curves(body: dict, fig: Figure) -> None:
+def overlap_curves(body: dict, fig) -> None:
     res = body["result"]
     param = res.get("parameter")
     ax = fig.add_subplot(111)
@@ -112,6 +136,7 @@ def overlap_curves(body: dict, fig: Figure) -> None:
 
 def render(body: dict, fmt: str) -> bytes:
     """PNG or SVG bytes of a sweep's job body (service.sweeps.view)."""
+    load()
     fig = Figure(figsize=(7.5, 5.0), dpi=110)
     if body["result"]["compute"] == "thresholds":
         phase_diagram(body, fig)

@@ -47,6 +47,7 @@ ALLOWED: dict[str, str] = {
     "kind": "one of: weak_recovery, prediction_error",
     "max": f"a number in (0, {MAX_PREDICTION_ERROR:g}]",
     "model": "an object with family deep_attention or multi_index",
+    "se_bracket": "true or false",
 }
 
 # the same for POST /v1/amp-simulations, whose fields have their own ranges
@@ -59,7 +60,14 @@ AMP_ALLOWED: dict[str, str] = {
     "damping": f"a number in [0, {AMP_MAX_DAMPING:g}], or null (0)",
 }
 
-Strict = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+def request_config(**extra) -> ConfigDict:
+    """The config of every request model: no unknown fields, no NaN or infinity, and strict
+    types, because a boolean or a string is not a number ("layers": true ran L = 1,
+    "alphas": [true] was alpha = 1.0, "dimension": "768" was read as 768).  Strict floats still
+    take JSON integers ("skip": 1); strict integers refuse 2.0 as well."""
+    return ConfigDict(extra="forbid", allow_inf_nan=False, strict=True, **extra)
+
 
 Skip = Annotated[float, Field(ge=0.0, le=MAX_SKIP)]
 Beta = Annotated[float, Field(gt=0.0, le=MAX_BETA)]
@@ -69,7 +77,7 @@ Alpha = Annotated[float, Field(gt=0.0, le=MAX_ALPHA)]
 class DeepAttentionModel(BaseModel):
     """Deep tied rank-1 attention: L layers on M tokens (THEORY.md section 2)."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra={
+    model_config = request_config(json_schema_extra={
         "example": {"family": "deep_attention", "layers": 2, "tokens": 2, "skip": 1.0, "beta": 1.0,
                     "noise": 0.0}})
 
@@ -86,7 +94,7 @@ class DeepAttentionModel(BaseModel):
 class MultiIndexModel(BaseModel):
     """A multi-index model y = g(W x / sqrt(D)) (+ noise) with a named link."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra={
+    model_config = request_config(json_schema_extra={
         "example": {"family": "multi_index", "link": "square", "indices": 1, "noise": 0.0}})
 
     family: Literal["multi_index"]
@@ -103,7 +111,7 @@ PAPER_MODEL = {"family": "deep_attention", "layers": 2, "tokens": 2, "skip": 1.0
 
 
 class ThresholdsRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra={
+    model_config = request_config(json_schema_extra={
         "examples": [{"model": PAPER_MODEL, "precision": "fast", "dimension": 768}]})
 
     model: Model
@@ -117,7 +125,7 @@ class ThresholdsRequest(BaseModel):
 
 
 class StateEvolutionRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra={
+    model_config = request_config(json_schema_extra={
         "examples": [{"model": PAPER_MODEL, "alphas": [0.1, 0.5, 1.0], "precision": "fast"}]})
 
     model: Model
@@ -128,7 +136,7 @@ class StateEvolutionRequest(BaseModel):
 
 
 class AmpSimulationRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra={
+    model_config = request_config(json_schema_extra={
         "examples": [{"model": {"family": "multi_index", "link": "square"}, "dimension": 1000,
                       "alpha": 1.5, "seeds": 5, "iterations": 50}]})
 
@@ -145,7 +153,7 @@ class AmpSimulationRequest(BaseModel):
 
 
 class WeakRecoveryTarget(BaseModel):
-    model_config = Strict
+    model_config = request_config()
 
     kind: Literal["weak_recovery"]
     layers: Union[Literal["all"], Annotated[int, Field(ge=1, le=MAX_LAYERS)]] = Field(
@@ -153,7 +161,7 @@ class WeakRecoveryTarget(BaseModel):
 
 
 class PredictionErrorTarget(BaseModel):
-    model_config = Strict
+    model_config = request_config()
 
     kind: Literal["prediction_error"]
     max: float = Field(gt=0.0, le=MAX_PREDICTION_ERROR,
@@ -164,7 +172,7 @@ Target = Annotated[Union[WeakRecoveryTarget, PredictionErrorTarget], Field(discr
 
 
 class SampleSizeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra={
+    model_config = request_config(json_schema_extra={
         "examples": [{"model": PAPER_MODEL, "dimension": 768,
                       "target": {"kind": "weak_recovery", "layers": "all"}, "precision": "fast"}]})
 

@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     worker_metrics_port: Optional[int] = Field(None, ge=1, le=65535)
     # Warm the numba kernels in every pool process at start (turn off only to start faster).
     warm_up: bool = True
+    # Largest request body (bytes) read; a larger one is answered 413 before it is read whole.
+    max_body_bytes: int = Field(1_048_576, ge=1024, le=1 << 30)
 
     @property
     def queued(self) -> bool:

@@ -24,7 +24,7 @@ import uuid
 from typing import Literal, Optional
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 import solvers
 from solvers.limits import MAX_ALPHA, MAX_SEED
@@ -35,7 +35,7 @@ from .cache import StoreUnavailable
 from .computations import Question, state_evolution_question, thresholds_question
 from .jobs import TERMINAL, Engine, Job
 from .problems import Busy, InvalidParameter
-from .schemas import Model, PAPER_MODEL, Precision
+from .schemas import Model, PAPER_MODEL, Precision, request_config
 
 log = logging.getLogger("staircase.sweeps")
 
@@ -48,7 +48,7 @@ ALLOWED_VALUES = "values the model accepts for the parameter (see GET /v1/models
 # ------------------------------------------------------------------ the request
 
 class SweepGrid(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = request_config()
 
     alpha: Optional[list[float]] = Field(
         None, min_length=1, max_length=MAX_POINTS,
@@ -72,7 +72,7 @@ class SweepGrid(BaseModel):
 
 
 class SweepRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra={
+    model_config = request_config(json_schema_extra={
         "examples": [{"model": PAPER_MODEL, "compute": "thresholds",
                       "grid": {"parameter": "skip", "values": [0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4]},
                       "precision": "fast"},

@@ -1,15 +1,22 @@
 """The REST API in-process (TestClient) on the embedded disk cache, with the real solvers."""
 from __future__ import annotations
 
+import asyncio
 import math
+import re
+import subprocess
+import sys
+import time
 
 import pytest
 from fastapi.testclient import TestClient
 
 import solvers
+from service import plots
 from service.cache import ResultCache, cache_key
 from service.main import create_app
-from service_support import PAPER, PHASE, computations, pool, settings, wait_job  # noqa: F401
+from service_support import (PAPER, PHASE, ROOT, computations, counter, pool, settings,  # noqa: F401
+                             wait_job)
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -226,7 +233,7 @@ def test_state_evolution_limits_and_malformed_json(client):
     r = client.post("/v1/state-evolution", json={"model": PAPER, "alphas": []})
     assert r.status_code == 422 and r.json()["field"] == "alphas"
     r = client.post("/v1/thresholds", content=b"{not json", headers={"content-type": "application/json"})
-    assert r.status_code == 422
+    assert r.status_code == 400
     assert r.headers["content-type"].startswith("application/problem+json")
     r = client.post("/v1/thresholds", content=b'{"model": {"family": "deep_attention", "skip": NaN}}',
                     headers={"content-type": "application/json"})
@@ -307,3 +314,73 @@ def test_api_key(pool, tmp_path):  # noqa: F811
         assert c.post("/v1/thresholds", json={"model": PAPER}).status_code == 401
         assert c.get("/healthz").status_code == 200
         assert c.get("/metrics").status_code == 200
+
+
+# ------------------------------------------------------------------ 405 and the metrics' routes
+
+@pytest.mark.parametrize("method, path, allow", [
+    ("PUT", "/v1/jobs/" + "0" * 32, "DELETE, GET"),
+    ("POST", "/v1/jobs/" + "0" * 32, "DELETE, GET"),
+    ("GET", "/v1/thresholds", "POST"),
+    ("DELETE", "/v1/sweeps", "POST"),
+    ("POST", "/healthz", "GET"),
+    ("POST", "/v1/jobs/" + "0" * 32 + "/plot.png", "GET"),
+])
+def test_405_allow_lists_every_method_of_the_path(client, method, path, allow):
+    r = client.request(method, path)
+    assert r.status_code == 405, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert r.headers["allow"] == allow
+
+
+def test_metrics_label_each_route_once_by_its_v1_template(client):
+    """A miss (FastAPI), a hit (the fast path) and a 413 (the body limits) of /v1/thresholds
+    all count under route="/v1/thresholds"; no label without its /v1 prefix."""
+    def count(text, route, status):
+        return counter(text, "staircase_requests_total", method="POST", route=route, status=status)
+
+    before = client.get("/metrics").text
+    body = {"model": PHASE, "precision": "fast", "seed": 9}
+    assert client.post("/v1/thresholds", json=body).json()["cache"] == "miss"
+    assert client.post("/v1/thresholds", json=body).json()["cache"] == "hit"
+    assert client.post("/v1/thresholds", content=b"x" * (1_048_576 + 1),
+                       headers={"content-type": "application/json"}).status_code == 413
+    assert client.get("/v1/jobs/not-a-job").status_code == 422
+    after = client.get("/metrics").text
+    assert count(after, "/v1/thresholds", "200") == count(before, "/v1/thresholds", "200") + 2
+    assert count(after, "/v1/thresholds", "413") == count(before, "/v1/thresholds", "413") + 1
+    assert counter(after, "staircase_requests_total", route="/v1/jobs/{job_id}", status="422") >= 1
+    routes = set(re.findall(r'staircase_requests_total\{[^}]*route="([^"]*)"', after))
+    assert routes <= {"/v1/thresholds", "/v1/state-evolution", "/v1/sample-size", "/v1/amp-simulations",
+                      "/v1/sweeps", "/v1/models", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/plot.png",
+                      "/v1/jobs/{job_id}/plot.svg", "/healthz", "/readyz", "/metrics", "unmatched"}, routes
+
+
+# ------------------------------------------------------------------ matplotlib off the event loop
+
+def test_importing_the_app_does_not_import_matplotlib():
+    run = subprocess.run([sys.executable, "-c", "import sys, service.main; "
+                          "sys.exit('matplotlib' in sys.modules)"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, "service.main imports matplotlib" + run.stderr
+
+
+def test_startup_loads_matplotlib_in_a_thread(pool, tmp_path, monkeypatch):  # noqa: F811
+    """The lifespan loads the plotting library at startup, before any plot is asked for, and
+    where no event loop runs."""
+    calls = []
+
+    def load():
+        try:
+            asyncio.get_running_loop()
+            calls.append("loop")
+        except RuntimeError:
+            calls.append("thread")
+
+    monkeypatch.setattr(plots, "load", load)
+    with TestClient(create_app(settings(tmp_path), pool=pool)) as c:
+        assert c.get("/healthz").status_code == 200
+        deadline = time.monotonic() + 30
+        while not calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert calls == ["thread"]

@@ -36,8 +36,37 @@ def test_openapi_has_an_example_per_endpoint():
             ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
             assert schemas[ref].get("examples"), ref
         for code, resp in op["responses"].items():
-            if code in ("401", "404", "422", "429"):
+            if code in ("400", "401", "404", "413", "415", "422", "429"):
                 assert list(resp["content"]) == ["application/problem+json"], (path, code)
+
+
+def test_openapi_documents_the_body_problems():
+    """Every operation that takes a body says what a bad body gets: 400 (not JSON), 413 (over
+    STAIRCASE_MAX_BODY_BYTES), 415 (not declared as JSON), 422 (invalid fields)."""
+    doc = json.loads((ROOT / "openapi" / "openapi.json").read_text())
+    with_body = [(m, p, op) for p, ops in doc["paths"].items() for m, op in ops.items()
+                 if "requestBody" in op]
+    assert len(with_body) >= 5
+    for method, path, op in with_body:
+        assert {"400", "413", "415", "422"} <= set(op["responses"]), (method, path)
+        assert list(op["requestBody"]["content"]) == ["application/json"], (method, path)
+
+
+def test_api_key_is_required_only_when_configured():
+    """X-API-Key is a security scheme; the committed document (no key configured) lets every
+    operation be called without it, an app with a key requires it."""
+    from service.main import create_app
+    from service.settings import Settings
+
+    doc = json.loads((ROOT / "openapi" / "openapi.json").read_text())
+    (name, scheme), = doc["components"]["securitySchemes"].items()
+    assert scheme == {**scheme, "type": "apiKey", "in": "header", "name": "X-API-Key"}
+    secured = [op for ops in doc["paths"].values() for op in ops.values() if "security" in op]
+    assert len(secured) >= 10
+    assert all(op["security"] == [{}, {name: []}] for op in secured)
+    keyed = create_app(Settings(_env_file=None, redis_url=None, api_key="s3cret")).openapi()
+    assert all(op["security"] == [{name: []}] for ops in keyed["paths"].values()
+               for op in ops.values() if "security" in op)
 
 
 def _repo_module(module: str) -> Path | None:

@@ -16,6 +16,17 @@ def problem_response(description: str, example=None) -> dict:
     return {"description": description, "content": {"application/problem+json": content}}
 
 
+def body_responses() -> dict:
+    """The problems of a request body, on every route that takes one (service.body, and the
+    parse errors service.problems maps)."""
+    return {
+        400: problem_response("Malformed body (not JSON, or not UTF-8)"),
+        413: problem_response("Body larger than STAIRCASE_MAX_BODY_BYTES (default 1 MiB)"),
+        415: problem_response("Body not declared as JSON (Content-Type: application/json or "
+                              "application/*+json)"),
+    }
+
+
 def accepted_response(description: str) -> dict:
     return {"model": JobAccepted, "description": description,
             "headers": {"Location": {"schema": {"type": "string"}, "description": "/v1/jobs/{id}"}},
@@ -29,7 +40,7 @@ def computation_responses(problem_example: dict, answer: Optional[dict] = None,
     out = {} if answer is None else {200: answer}
     out.update({
         202: accepted_response(accepted),
-        400: problem_response("Malformed body (not JSON, or not UTF-8)"),
+        **body_responses(),
         401: problem_response(UNAUTHORIZED),
         422: problem_response("Invalid input: names the field and its allowed range", problem_example),
         429: problem_response("Too many computations pending"),

@@ -8,11 +8,12 @@ from typing import Optional
 from fastapi import APIRouter, Depends, Header, Request
 from starlette.responses import Response
 
+from ...body import JSONRoute
 from ...computations import COMPUTATIONS, Computation
 from ..deps import ServicesDep, accepted, json, require_api_key
 from ..responses import computation_responses
 
-router = APIRouter(dependencies=[Depends(require_api_key)])
+router = APIRouter(dependencies=[Depends(require_api_key)], route_class=JSONRoute)
 
 PREFER = Header(None, description="'respond-async': answer 202 at once")
 

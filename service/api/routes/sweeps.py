@@ -4,11 +4,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from starlette.responses import Response
 
+from ...body import JSONRoute
 from ...sweeps import SweepRequest
 from ..deps import ServicesDep, accepted, require_api_key
-from ..responses import UNAUTHORIZED, problem_response
+from ..responses import UNAUTHORIZED, body_responses, problem_response
 
-router = APIRouter(tags=["sweeps"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["sweeps"], dependencies=[Depends(require_api_key)], route_class=JSONRoute)
 
 SWEEP_ID = "0f3c5d0e9b8a4c7e8f1a2b3c4d5e6f70"
 
@@ -19,7 +20,7 @@ SWEEP_ID = "0f3c5d0e9b8a4c7e8f1a2b3c4d5e6f70"
           "content": {"application/json": {"example": {
               "id": SWEEP_ID, "status": "queued", "location": f"/v1/jobs/{SWEEP_ID}",
               "points": 9, "backend": "arq"}}}},
-    400: problem_response("Malformed body (not JSON, or not UTF-8)"),
+    **body_responses(),
     401: problem_response(UNAUTHORIZED),
     422: problem_response("Invalid input: names the field and its allowed range"),
     429: problem_response("Too many sweeps running in this server's pool")})
