@@ -102,13 +102,16 @@ def _learned_by_threshold(thresholds: Sequence[Threshold], P: int) -> list[list[
 
 
 def se_bracket(thresholds: Sequence[Threshold], n_indices: int,
-               uninformed_overlaps: Callable[[float], tuple[np.ndarray, np.ndarray]]) -> Check:
+               uninformed_overlaps: Callable[[float], tuple[np.ndarray, np.ndarray]],
+               start_overlap: float = 0.0) -> Check:
     """State evolution from the uninformed start at 0.95x and 1.05x of each positive finite
-    threshold: the indices it names are at 0 below (within their half-width) and above 0
-    above, and every other threshold's indices are on iff that threshold is lower.  "Above 0"
-    is strict positivity: the SE driver sets an overlap exactly to 0 when its linear rate says
-    the zero fixed point attracts, and near a continuous transition the half-width of a small
-    positive overlap is wide (it propagates through (I - J)^-1).  Only
+    threshold: the indices it names are off below and on above, and every other threshold's
+    indices are on iff that threshold is lower.  Off: at 0 within the half-width, or not grown
+    beyond the uninformed start ``start_overlap`` (where the map's step is below its
+    statistical error, SE stops at the start: L = 3 at fast reports 0.001 +- 0.0003 there).
+    On: grown beyond the start (strictly positive when the start is 0); near a continuous
+    transition the half-width of a small overlap is wide (it propagates through
+    (I - J)^-1), so it is not asked to exclude 0.  Only
     thresholds that name coordinate directions (layers, or unit directions) are checked;
     thresholds within 5% of each other are not compared at the shared alpha.
 
@@ -126,8 +129,8 @@ def se_bracket(thresholds: Sequence[Threshold], n_indices: int,
                 if not oidx or (other is not t and abs(other.alpha - alpha) <= 0.05 * alpha):
                     continue
                 expected = factor > 1 if other is t else other.alpha < alpha  # inf: never on
-                on = bool(np.all(q[oidx] > 0.0))
-                off = bool(np.all(q[oidx] <= ci[oidx]))
+                on = bool(np.all(q[oidx] > start_overlap))
+                off = bool(np.all(q[oidx] <= np.maximum(ci[oidx], start_overlap)))
                 checked += 1
                 if (expected and not on) or (not expected and not off):
                     failures.append(f"at alpha = {alpha:.4g} ({factor:g} x {t.alpha:.4g}) index {[i + 1 for i in oidx]} "

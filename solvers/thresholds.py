@@ -40,7 +40,7 @@ from .precision import (MAX_STAIRCASE_POINTS, PILOT_POINTS, PRECISION_TARGETS, S
 from .quadrature import t_halfwidth
 from .results import Settings, Threshold, ThresholdsResult
 from .staircase_curve import StaircaseCurve, refine_root
-from .state_evolution import fixed_point
+from .state_evolution import UNINFORMED_START, fixed_point
 from .statistics import outer_normals, output_statistics
 from .version import __version__
 
@@ -394,7 +394,7 @@ def layer_thresholds(spec: ModelSpec, precision: str = "standard", seed: int = 0
             fp = fixed_point(spec, alpha, "uninformed", precision, seed)
             return fp.layer_overlaps, fp.overlap_ci95
 
-        result_checks.append(checks.se_bracket(thresholds, channel.n_indices, uninformed_overlaps))
+        result_checks.append(checks.se_bracket(thresholds, channel.n_indices, uninformed_overlaps, UNINFORMED_START))
     settings = Settings(precision=precision, seed=seed, method=method, outer_points=points,
                         scrambles=SCRAMBLES, inner_resolution=1)
     return ThresholdsResult(model=spec.to_dict(), thresholds=tuple(thresholds),

@@ -52,6 +52,12 @@ def test_se_bracket_compares_each_threshold_with_state_evolution():
     swapped = [Threshold(0.2, 0.001, "linear_stability", layer=1), Threshold(0.7, 0.01, "staircase", layer=2)]
     assert not checks.se_bracket(swapped, 2, overlaps).passed
 
+    def stuck_at_start(alpha):  # SE that never leaves its start 1e-3 below the threshold
+        return np.where(alpha > on_at, 0.1, 1e-3), np.full(2, 1e-4)
+
+    assert checks.se_bracket(right, 2, stuck_at_start, start_overlap=1e-3).passed
+    assert not checks.se_bracket(right, 2, stuck_at_start).passed  # 1e-3 > its half-width: not 0
+
 
 def _point(alpha, uninformed, informed, ci=0.01, converged=True):
     def fp(start, q):
