@@ -43,6 +43,8 @@ def thresholds(raw: dict, request: dict, cache: str) -> dict[str, Any]:
             e["layer"] = t["layer"]
         if t.get("direction") is not None:
             e["direction"] = [float(v) for v in t["direction"]]
+        if t.get("reason"):
+            e["reason"] = str(t["reason"])
         if dimension is not None:
             e["samples_needed"] = samples(e["alpha"], dimension)
         entries.append(e)

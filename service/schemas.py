@@ -211,6 +211,7 @@ class ThresholdEntry(BaseModel):
     ci95: Optional[float] = Field(description="95% half-width of alpha")
     kind: Literal["trivial", "linear_stability", "staircase"]
     samples_needed: Optional[int] = Field(None, description="ceil(alpha * dimension)")
+    reason: Optional[str] = Field(None, description="why alpha is null: what the search found")
 
 
 class ThresholdsResponse(BaseModel):

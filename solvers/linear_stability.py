@@ -477,7 +477,10 @@ def staircase_after_trivial(channel, precision: str = "standard", seed: int = 0,
         return StaircaseAfterTrivial(tuple(s), math.inf, math.inf, float("nan"), (), float("nan"),
                                      float(pilot.statistics(pilot.GRID[-1])[2].max()),
                                      tuple(Threshold(alpha=math.inf, ci95=math.inf, kind="staircase",
-                                                     direction=tuple(float(x) for x in _canonical(Uc[:, i])))
+                                                     direction=tuple(float(x) for x in _canonical(Uc[:, i])),
+                                                     reason="no staircase root: alpha(q) rho(F_q) stays below 1 "
+                                                            f"for every overlap q < {pilot.GRID[-1]} of the "
+                                                            "trivial direction")
                                            for i in range(r)), pilot_points, time.perf_counter() - t0)
     # the pilot's rough root is refined only on new points (unlike the learned-layer staircase)
     root = refine_root(root, seed, target, cap, 8, refine_on_pilot_points=False)

@@ -56,6 +56,7 @@ class Threshold:
     eigenvector of the Perron eigenmatrix) for multi-index models.
     kind: "trivial" (learned for every alpha > 0), "linear_stability" (instability of
     Q = 0), "staircase" (instability around the fixed point of the layers already learned).
+    reason: when alpha is infinite, what the search found (a threshold is never a bare null).
     """
 
     alpha: float
@@ -63,6 +64,7 @@ class Threshold:
     kind: Literal["trivial", "linear_stability", "staircase"]
     layer: Optional[int] = None
     direction: Optional[tuple[float, ...]] = None
+    reason: Optional[str] = None  # why alpha is infinite (not found), when it is
 
 
 @dataclass(frozen=True)

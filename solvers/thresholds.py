@@ -242,8 +242,14 @@ def staircase(channel: Channel, precision: str = "standard", seed: int = 0,
         else:
             step, Q_prev = _multi_learned_step(channel, learned, remaining, alpha_prev, Q_prev, precision, seed)
         if not math.isfinite(step.alpha):
+            reason = (f"no staircase root: with layer(s) {sorted(k + 1 for k in learned)} learned, "
+                      f"alpha * E||Cov[z_l | y, omega] - I||^2 stays below 1 along their fixed points "
+                      f"(searched up to 1 - q = {1 - _LearnedLayerCurve.GRID[-1]:.0e})")
+            if channel.reports_perfect_recovery:
+                reason += ("; Q_0 (every layer recovered) is still a stable fixed point above "
+                           "perfect_recovery_alpha, reached by SE from the informed start")
             for l in remaining:
-                out.append(Threshold(alpha=math.inf, ci95=math.inf, kind="staircase", layer=l + 1))
+                out.append(Threshold(alpha=math.inf, ci95=math.inf, kind="staircase", layer=l + 1, reason=reason))
             break
         out.append(Threshold(alpha=step.alpha, ci95=step.ci95, kind="staircase", layer=step.layer + 1))
         learned.append(step.layer)
@@ -379,6 +385,8 @@ def layer_thresholds(spec: ModelSpec, precision: str = "standard", seed: int = 0
             if st is not None and math.isfinite(st.alpha) and not (ls.alpha_c < st.alpha):
                 thresholds = [t for t in thresholds if t.kind == "trivial"] + list(st.thresholds)
                 method += "; staircase after the trivial direction (root in its overlap)"
+            elif st is not None and not any(t.kind != "trivial" for t in thresholds):
+                thresholds += list(st.thresholds)  # not found: say so, with the reason
         points = ls.settings.outer_points if hasattr(ls, "settings") else 0
     result_checks = [checks.staircase_order(thresholds)]
     pr_alpha = pr_ci = None

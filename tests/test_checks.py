@@ -82,3 +82,17 @@ def test_real_results_carry_their_checks():
     curve = state_evolution(MultiIndexSpec(link="square"), [0.4, 0.8], precision="fast")
     assert [c.name for c in curve.checks] == ["converged", "branch order"]
     assert all(c.passed for c in curve.checks)
+
+
+def test_a_threshold_not_found_carries_its_reason_to_the_response():
+    """An infinite threshold is rendered as alpha null with the solver's reason beside it."""
+    from service import render
+
+    raw = {"thresholds": [{"alpha": 0.1855, "ci95": 1e-9, "kind": "linear_stability", "layer": 2},
+                          {"alpha": math.inf, "ci95": math.inf, "kind": "staircase", "layer": 1,
+                           "reason": "no staircase root: ..."}]}
+    body = render.thresholds(raw, {"precision": "fast", "seed": 0, "dimension": 768}, "miss")
+    never = body["thresholds"][1]
+    assert never["alpha"] is None and never["samples_needed"] is None
+    assert never["reason"].startswith("no staircase root")
+    assert "reason" not in body["thresholds"][0]
