@@ -53,6 +53,7 @@ class Channel(ABC):
     noiseless: bool = True
     indices_are_layers: bool = False  # thresholds name a layer (else a direction in R^P)
     reports_perfect_recovery: bool = False  # thresholds include alpha_PR (Q = Q_0 stable)
+    closed_form_posterior: bool = False  # posterior moments without an inner sampler: cheap per sample
 
     def revealed_statistic(self, Z: np.ndarray) -> np.ndarray:
         """The smooth statistic a(Z) in R^K a noiseless observation reveals exactly (up to a

@@ -40,6 +40,7 @@ class DeepAttentionChannel(Channel):
         self.noise = float(spec.noise)
         self.noiseless = self.noise == 0.0
         self.reports_perfect_recovery = self.noiseless
+        self.closed_form_posterior = self.noiseless and spec.layers == 1  # a_1 = z_1 up to sign
         self._noisy = None if self.noiseless else self.noisy_channel()
 
     def noisy_channel(self, bank_size: int = DEFAULT_BANK_SIZE, seed: int = 0) -> NoisyChannel:

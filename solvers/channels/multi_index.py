@@ -93,6 +93,7 @@ class MultiIndexChannel(Channel):
         if not (self.noise >= 0.0 and math.isfinite(self.noise)):
             raise ValueError("noise must be a finite number >= 0")
         self.noiseless = self.noise == 0.0
+        self.closed_form_posterior = self.noiseless  # noisy links use the importance sampler
         self.index_names = ("z",) if self.n_indices == 1 else tuple(
             f"z{p + 1}" for p in range(self.n_indices))
         self._noisy = None
