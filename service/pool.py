@@ -26,6 +26,7 @@ import signal
 import threading
 import time
 import traceback
+from concurrent.futures.process import BrokenProcessPool
 from importlib import import_module
 from typing import Callable, Optional
 
@@ -206,7 +207,15 @@ class Pool:
         this future breaks."""
         self.start()
         ex = slot.executor
-        return ex.submit(run, kind, spec, params, Progress(self.table, job_id)), ex
+        if getattr(ex, "_broken", False):  # its process died with nobody left to replace it
+            self.restart(slot, ex)
+            ex = slot.executor
+        try:
+            return ex.submit(run, kind, spec, params, Progress(self.table, job_id)), ex
+        except BrokenProcessPool:  # broke just now
+            self.restart(slot, ex)
+            ex = slot.executor
+            return ex.submit(run, kind, spec, params, Progress(self.table, job_id)), ex
 
     def restart(self, slot: Slot, broken=None) -> None:
         """After the slot's process died (BrokenProcessPool, or killed by a cancel): a fresh
