@@ -501,14 +501,14 @@ class Engine:
             pass
 
     async def _cancelled_elsewhere(self, job: Job) -> None:
-        """Stop ``job`` if its stored record says cancelled (through another replica, or the API
-        of a worker's job)."""
+        """Stop ``job`` if it was cancelled through another replica (or, for a worker's job,
+        through the API): the mark ``cancel:<id>``, which the running side's own record writes
+        cannot overwrite."""
         try:
-            raw = await self.store.get("job:" + job.id)
+            mark = await self.store.get("cancel:" + job.id)
         except (StoreUnavailable, redis.exceptions.RedisError):
             return
-        stored = Job.load(raw) if raw is not None else None
-        if stored is not None and stored.status == "cancelled" and job.status != "cancelled":
+        if mark is not None and job.status != "cancelled":
             job.status = "cancelled"
             self._stop(job.id)
 
@@ -579,6 +579,10 @@ class Engine:
         job.status = "cancelled"
         await self.save(job)
         if job.owner == job.id:
+            try:  # for the process running it, if that is not this one
+                await self.store.set("cancel:" + job.id, b"1", ttl=self.settings.job_ttl)
+            except StoreUnavailable:
+                pass
             local = self.jobs.get(job.id)
             if local is not None:
                 local.status = "cancelled"

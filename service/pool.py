@@ -226,7 +226,8 @@ class Pool:
         if old is not None:
             old.shutdown(wait=False, cancel_futures=True)
         self.start()
-        slot.executor.submit(ping)  # spawn (and warm) the new process now, not with the next job
+        # spawn (and warm) the new process now, not with the next job
+        slot.executor.submit(ping).add_done_callback(lambda f: f.cancelled() or f.exception())
 
     def kill(self, job_id: str) -> bool:
         """Stop the process running a job at once (a cancel): only its slot breaks, and is

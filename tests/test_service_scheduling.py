@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 
+import httpx
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from service import cost
 from service.main import create_app
 from service.scheduler import Lane, Ticket, retry_after
-from service_support import settings, wait_job
+from service_support import REDIS_URL, requires_redis, settings, wait_job
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -198,3 +201,102 @@ def test_queue_position_eta_admission_and_cancel(client):
     assert body["status"] == "cancelled" and body["queue_position"] is None
     # and the refused client may queue again
     assert _slow(client, 15).status_code == 202
+
+
+# ------------------------------------------------------------------ the same on Redis workers
+
+@requires_redis
+def test_lanes_on_redis_workers(slow_pool, tmp_path):
+    """STAIRCASE_QUEUE=redis: the two arq queues of the lanes, served by one worker (both lanes,
+    the slow pool).  Cheap cold requests pass two running expensive jobs; waiting expensive jobs
+    are in fair order across clients with positions; 429 beyond a client's share or the
+    capacity; a cancel kills the running job in the worker and the next one starts."""
+    from service.worker import Worker
+
+    p = f"staircase-test:{uuid.uuid4().hex[:12]}:"
+    s = settings(tmp_path, redis_url=REDIS_URL, redis_prefix=p, queue="redis",
+                 max_queued_expensive=3, max_queued_per_client=2)
+    app = create_app(s, pool=slow_pool)
+    worker = Worker(s, pool=slow_pool)
+
+    def client(host):
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=(host, 1234)),
+                                 base_url="http://test", timeout=120)
+
+    async def slow(c, seed):
+        return await c.post("/v1/thresholds", json={"model": SLOW, "precision": "standard",
+                                                    "seed": seed}, headers={"Prefer": "respond-async"})
+
+    async def until(c, loc, pred, timeout=60.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            body = (await c.get(loc)).json()
+            if pred(body):
+                return body
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{loc}: {(await c.get(loc)).json()}")
+
+    async def scenario():
+        out = {}
+        async with app.router.lifespan_context(app), client("10.0.0.1") as a, client("10.0.0.2") as b, \
+                client("10.0.0.3") as c:
+            serving = asyncio.create_task(worker.serve())
+            locs = []
+            try:
+                for seed in (41, 42):
+                    r = await slow(a, seed)
+                    assert r.status_code == 202, r.text
+                    locs.append(r.headers["location"])
+                for loc in locs:
+                    body = await until(a, loc, lambda b_: b_["status"] == "running", timeout=300)
+                    assert body["lane"] == "expensive"
+                overheads = []
+                for i in range(20):
+                    t0 = time.perf_counter()
+                    r = await c.post("/v1/thresholds", json={
+                        "model": {"family": "multi_index", "link": CHEAP_LINKS[i % 4]},
+                        "precision": "fast", "seed": 200 + i})
+                    wall = time.perf_counter() - t0
+                    assert r.status_code == 200 and r.json()["cache"] == "miss", r.text
+                    overheads.append(wall - r.json()["solver"]["seconds"])
+                out["overheads"] = overheads
+                # fair order: a's second waiting job goes after b's first
+                a1, a2 = (await slow(a, 43)).headers["location"], (await slow(a, 44)).headers["location"]
+                r = await slow(b, 45)
+                assert r.status_code == 202, r.text
+                b1 = r.headers["location"]
+                positions = [(await a.get(loc)).json() for loc in (a1, b1, a2)]
+                out["positions"] = [(j["status"], j["queue_position"]) for j in positions]
+                out["eta"] = [j["eta_seconds"] for j in positions]
+                # a has its share (2); the list is full (3) for anyone else
+                out["refused"] = [await slow(a, 46), await slow(c, 47)]
+                # cancel a running job: the worker kills it, the first waiting one starts
+                t0 = time.perf_counter()
+                assert (await a.delete(locs[0])).json()["status"] == "cancelled"
+                await until(a, a1, lambda b_: b_["status"] == "running", timeout=30)
+                out["restart"] = time.perf_counter() - t0
+                out["after"] = [(await a.get(loc)).json()["queue_position"] for loc in (b1, a2)]
+                for loc in (locs[1], a1, b1, a2):
+                    await a.delete(loc)
+            finally:
+                worker.stop.set()
+                await serving
+                await worker.close()
+        return out
+
+    try:
+        out = asyncio.run(scenario())
+    finally:
+        r = redis.Redis.from_url(REDIS_URL)
+        keys = list(r.scan_iter(p + "*"))
+        if keys:
+            r.delete(*keys)
+    print(f"\nredis lanes: cheap overhead max {max(out['overheads']):.3f} s; "
+          f"cancel -> next running {out['restart']:.2f} s")
+    assert max(out["overheads"]) <= 2.0, out["overheads"]
+    assert out["positions"] == [("queued", 1), ("queued", 2), ("queued", 3)], out["positions"]
+    assert all(e is not None and e > 0 for e in out["eta"]), out["eta"]
+    for r in out["refused"]:
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1, r.text
+    assert out["restart"] < 10.0
+    assert out["after"] == [1, 2]
