@@ -428,6 +428,7 @@ class Engine:
             await self.save(job)
             return
         slot = ticket.future.result()
+        metrics.QUEUE_SECONDS.labels(job.lane).observe(time.monotonic() - ticket.queued_at)
         raw = await self.cache.get(job.cache_key, job.kind)
         if raw is not None:  # computed elsewhere while this one waited
             job.finish(raw, "hit")
@@ -480,6 +481,8 @@ class Engine:
         job.seconds = time.perf_counter() - t0
         metrics.COMPUTATIONS.labels(job.kind, outcome).inc()
         metrics.COMPUTE_SECONDS.labels(job.kind).observe(job.seconds)
+        if outcome == "ok" and job.estimated_seconds:
+            metrics.ESTIMATE_RATIO.labels(job.kind, job.lane).observe(job.seconds / job.estimated_seconds)
         if outcome == "ok":
             await self.cache.put(job.cache_key, info)
             if job.status != "cancelled":

@@ -300,3 +300,16 @@ def test_lanes_on_redis_workers(slow_pool, tmp_path):
         assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1, r.text
     assert out["restart"] < 10.0
     assert out["after"] == [1, 2]
+
+
+def test_thresholds_report_progress_from_the_start():
+    """Thresholds progress: (0, P + 1) at once, one step per placed layer, (P + 1, P + 1) at the
+    end (the solvers' staircase reports per layer; the pool's Progress forwards it)."""
+    import solvers
+    from service.computations import solve_thresholds
+
+    seen = []
+    spec = solvers.spec_from_dict({"family": "deep_attention", "layers": 1, "tokens": 2})
+    solve_thresholds(spec, {"precision": "fast", "seed": 0}, lambda d, t: seen.append((d, t)))
+    assert seen[0] == (0, 2) and seen[-1] == (2, 2), seen
+    assert all(t == 2 for _, t in seen) and [d for d, _ in seen] == sorted(d for d, _ in seen)
