@@ -63,6 +63,11 @@ class Worker:
         """One queued owner job (``spec``: its solver spec, from the API)."""
         engine, tries = self.engine, ctx["job_try"]
         job = await engine.load(job_id)
+        if job is not None:  # taken up: no longer waiting in its client's share (any outcome)
+            try:
+                await self.queue.started(job.id, job.lane, job.client)
+            except Exception:  # noqa: BLE001 - only the fair order's bookkeeping
+                log.warning("could not mark job %s started", job.id)
         if job is None or job.status in TERMINAL:
             return "skipped"
         if tries > self.settings.max_tries:
@@ -75,10 +80,6 @@ class Worker:
             await engine.save(job)
             return "following " + holder
         job.solver_spec = spec
-        try:
-            await self.queue.started(job.id, job.lane, job.client)
-        except Exception:  # noqa: BLE001 - only the fair order's bookkeeping
-            log.warning("could not mark job %s started", job.id)
         await engine.leases.give(job.cache_key, job.id)
         in_progress, redis = in_progress_key_prefix + ctx["job_id"], ctx["redis"]
 
