@@ -125,8 +125,20 @@ def ask_thresholds(body: ThresholdsRequest) -> Question:
 
 
 def solve_thresholds(spec, params: dict, progress) -> dict:
-    return solvers.layer_thresholds(spec, precision=params["precision"], seed=params["seed"],
-                                    progress=progress, se_bracket=bool(params.get("se_bracket"))).to_dict()
+    """Progress: one step per layer (direction) the solvers have placed on the staircase, plus
+    a last one for perfect recovery and the checks (total P + 1), reported from the start."""
+    model = spec.to_dict()
+    P = int(model.get("layers") or model.get("indices") or 1)
+    total = P + 1
+    cb = None
+    if progress is not None:
+        progress(0, total)
+        cb = lambda done, _P: progress(min(int(done), P), total)  # noqa: E731
+    out = solvers.layer_thresholds(spec, precision=params["precision"], seed=params["seed"],
+                                   progress=cb, se_bracket=bool(params.get("se_bracket"))).to_dict()
+    if progress is not None:
+        progress(total, total)
+    return out
 
 
 def state_evolution_question(spec, precision: str, seed: int, alphas) -> Question:

@@ -39,7 +39,9 @@ ACCEPTED = {"id": "5f0c6f1c2b7e4b1e9a8f3a6d2c1b0e9f", "status": "queued",
             "location": "/v1/jobs/5f0c6f1c2b7e4b1e9a8f3a6d2c1b0e9f"}
 
 JOB = {"id": "5f0c6f1c2b7e4b1e9a8f3a6d2c1b0e9f", "kind": "thresholds", "status": "running",
-       "progress": {"done": 3, "total": 8}, "created_at": 1764385200.0, "updated_at": 1764385203.5,
+       "progress": {"done": 1, "total": 3}, "estimated_seconds": 60.0, "lane": "expensive",
+       "queue_position": None, "eta_seconds": 56.5,
+       "created_at": 1764385200.0, "updated_at": 1764385203.5,
        "request": {"model": PAPER_MODEL, "precision": "standard", "seed": 0, "dimension": None,
                    "se_bracket": False},
        "result": None, "error": None}
@@ -65,7 +67,9 @@ AMP_PROBLEM = {"type": "/problems/validation-error", "title": "Invalid request",
 _AMP_REQUEST = {"model": {"family": "multi_index", "link": "square", "indices": 1, "noise": 0.0},
                 "dimension": 200, "alpha": 2.0, "seeds": 2, "iterations": 3, "damping": 0.0}
 AMP_JOB = {"id": "9b1d3c5e7f9a4b2c8d6e0f1a3b5c7d9e", "kind": "amp_simulation", "status": "done",
-           "progress": {"done": 7, "total": 7}, "created_at": 1764385200.0, "updated_at": 1764385201.2,
+           "progress": {"done": 7, "total": 7}, "estimated_seconds": 0.23, "lane": "cheap",
+           "queue_position": None, "eta_seconds": None,
+           "created_at": 1764385200.0, "updated_at": 1764385201.2,
            "request": _AMP_REQUEST,
            "result": {**{k: v for k, v in _AMP_REQUEST.items()}, "samples": 400, "index_names": ["w1"],
                       "runs": [{"seed": 0, "layer_overlaps": [[0.0], [0.12], [0.71], [0.99]],

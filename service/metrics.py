@@ -14,6 +14,11 @@ COMPUTATIONS = Counter("staircase_computations_total", "Computations run by the 
                        ["kind", "outcome"])
 COMPUTE_SECONDS = Histogram("staircase_computation_seconds", "Solver wall time", ["kind"],
                             buckets=(0.1, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600))
+# the cost estimate against the time taken (service.cost): a ratio far from 1 asks for new constants
+ESTIMATE_RATIO = Histogram("staircase_estimate_ratio", "Computation seconds / estimated seconds",
+                           ["kind", "lane"], buckets=(0.1, 0.25, 0.5, 1, 2, 4, 10, 100))
+QUEUE_SECONDS = Histogram("staircase_queue_seconds", "Seconds a computation waited for a slot",
+                          ["lane"], buckets=(0.01, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800))
 JOBS_ACTIVE = Gauge("staircase_jobs_active", "Jobs queued or running in this process")
 STORE_AVAILABLE = Gauge("staircase_store_available", "1 when the cache store answers, 0 when degraded")
 STORE_AVAILABLE.set(1)

@@ -1,12 +1,19 @@
-"""The numerical process pool, and what runs inside its processes.
+"""The numerical pool: lanes of single-process slots, and what runs inside their processes.
 
-:class:`Pool` is a ProcessPoolExecutor (spawn) with a manager dict for progress reports, cancel
-flags and the pid running each job.  The API runs cold computations in one (``STAIRCASE_QUEUE=
-local``); each ``python -m service.worker`` runs the queued ones in its own.
+:class:`Pool` holds two lanes (``service.cost``): ``cheap`` (``STAIRCASE_CHEAP_WORKERS``
+slots) and ``expensive`` (``STAIRCASE_WORKERS`` slots).  A slot is a ProcessPoolExecutor (spawn)
+with one process, so cancelling a job kills exactly the process running it (the slot is then
+replaced, the other slots are untouched); a manager dict carries progress reports, cancel flags
+and the pid running each job.  Which job runs in which slot, and in what order the waiting ones
+start, is the engine's business (``service.scheduler``); a slot never holds more than one job.
+The API runs cold computations in its pool (``STAIRCASE_QUEUE=local``); each
+``python -m service.worker`` runs the queued ones in its own.
 
 Inside a pool process nothing touches asyncio: :func:`run` looks the kind up in the registry
 and returns ("ok", raw result) or (error kind, info), because SpecError does not survive
-pickling with its attributes.
+pickling with its attributes.  A pool built with ``hook="module:function"`` (tests only: a
+model made slow on purpose) calls that function first in every process; a dict it returns is
+the result, None lets the solvers compute.
 """
 from __future__ import annotations
 
@@ -19,7 +26,9 @@ import signal
 import threading
 import time
 import traceback
-from typing import Optional
+from concurrent.futures.process import BrokenProcessPool
+from importlib import import_module
+from typing import Callable, Optional
 
 import solvers
 
@@ -39,11 +48,23 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
-def init_worker(warm: bool = True, parent: Optional[int] = None) -> None:
+_HOOK: Optional[Callable] = None  # set in a pool process by init_worker (tests only)
+
+
+def load_hook(path: Optional[str]) -> Optional[Callable]:
+    if not path:
+        return None
+    module, _, name = path.partition(":")
+    return getattr(import_module(module), name)
+
+
+def init_worker(warm: bool = True, parent: Optional[int] = None, hook: Optional[str] = None) -> None:
     """Pool initializer: watch the parent, compile the solvers' numba kernels once."""
+    global _HOOK
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     if parent is not None:
         threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    _HOOK = load_hook(hook)
     if warm:
         solvers.warm_up()
 
@@ -93,7 +114,9 @@ def run(kind: str, spec, params: dict, progress: Progress):
         if isinstance(spec, dict):
             spec = solvers.spec_from_dict(dict(spec))
         t0 = time.perf_counter()
-        out = COMPUTATIONS[kind].solve(spec, params, progress)
+        out = _HOOK(kind, spec, params, progress) if _HOOK is not None else None
+        if out is None:
+            out = COMPUTATIONS[kind].solve(spec, params, progress)
         out.setdefault("seconds", time.perf_counter() - t0)
         return ("ok", out)
     except JobCancelled:
@@ -106,14 +129,41 @@ def run(kind: str, spec, params: dict, progress: Progress):
                           "traceback": traceback.format_exc(limit=5)})
 
 
-class Pool:
-    """ProcessPoolExecutor (spawn) + a manager dict for progress and cancel flags."""
+LANES = ("cheap", "expensive")
 
-    def __init__(self, workers: int, warm: bool = True):
-        self.workers = workers
-        self.warm = warm
-        self.ctx = multiprocessing.get_context("spawn")
+
+class Slot:
+    """One process of a lane: a ProcessPoolExecutor with a single worker process."""
+
+    def __init__(self, lane: str, index: int):
+        self.lane, self.index = lane, index
         self.executor: Optional[concurrent.futures.ProcessPoolExecutor] = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.lane}-{self.index}"
+
+    def pids(self) -> set[int]:
+        # ProcessPoolExecutor has no public list of its processes
+        return set(getattr(self.executor, "_processes", None) or {})
+
+
+class Pool:
+    """Lanes of single-process slots (spawn) + a manager dict for progress and cancel flags.
+
+    ``workers``: slots of the expensive lane; ``cheap_workers``: slots of the cheap lane (either
+    may be 0 in a worker that serves one lane)."""
+
+    def __init__(self, workers: int, warm: bool = True, cheap_workers: int = 1,
+                 hook: Optional[str] = None):
+        self.workers = workers
+        self.cheap_workers = cheap_workers
+        self.warm = warm
+        self.hook = hook
+        self.ctx = multiprocessing.get_context("spawn")
+        self.slots: dict[str, list[Slot]] = {
+            "cheap": [Slot("cheap", i) for i in range(cheap_workers)],
+            "expensive": [Slot("expensive", i) for i in range(workers)]}
         self.manager = None
         self.table = None
         self.ready = False
@@ -121,60 +171,86 @@ class Pool:
         self.warm_seconds: Optional[float] = None
         self.error: Optional[str] = None
 
+    def all_slots(self) -> list[Slot]:
+        return [s for lane in LANES for s in self.slots[lane]]
+
+    def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
+        return concurrent.futures.ProcessPoolExecutor(
+            max_workers=1, mp_context=self.ctx, initializer=init_worker,
+            initargs=(self.warm, os.getpid(), self.hook))
+
     def start(self) -> None:
         if self.manager is None:
             self.manager = self.ctx.Manager()
             self.table = self.manager.dict()
-        if self.executor is None:
-            self.executor = concurrent.futures.ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=self.ctx,
-                initializer=init_worker, initargs=(self.warm, os.getpid()))
+        for slot in self.all_slots():
+            if slot.executor is None:
+                slot.executor = self._executor()
 
     async def warm_up(self) -> None:
-        """Start every worker process (its initializer compiles the kernels) and wait."""
+        """Start every slot's process (its initializer compiles the kernels) and wait."""
         t0 = time.perf_counter()
         try:
             loop = asyncio.get_running_loop()
-            outs = await asyncio.gather(*[loop.run_in_executor(self.executor, ping)
-                                          for _ in range(self.workers)])
-            self.version = outs[0]["version"]
+            outs = await asyncio.gather(*[loop.run_in_executor(s.executor, ping)
+                                          for s in self.all_slots()])
+            if outs:
+                self.version = outs[0]["version"]
             self.ready = True
             self.warm_seconds = time.perf_counter() - t0
         except Exception as exc:  # solvers missing or broken: readyz reports it
             self.error = f"{type(exc).__name__}: {exc}"
             log.exception("warm-up failed")
 
-    def submit(self, kind: str, spec, params: dict, job_id: str):
-        """(future, executor): the executor is what to restart if this future breaks."""
+    def submit(self, kind: str, spec, params: dict, job_id: str, slot: Slot):
+        """(future, executor) of ``job_id`` run in ``slot``: the executor is what to restart if
+        this future breaks."""
         self.start()
-        ex = self.executor
-        return ex.submit(run, kind, spec, params, Progress(self.table, job_id)), ex
+        ex = slot.executor
+        if getattr(ex, "_broken", False):  # its process died with nobody left to replace it
+            self.restart(slot, ex)
+            ex = slot.executor
+        try:
+            return ex.submit(run, kind, spec, params, Progress(self.table, job_id)), ex
+        except BrokenProcessPool:  # broke just now
+            self.restart(slot, ex)
+            ex = slot.executor
+            return ex.submit(run, kind, spec, params, Progress(self.table, job_id)), ex
 
-    def restart(self, broken=None) -> None:
-        """After a worker died (BrokenProcessPool): a fresh executor (once per breakage)."""
-        if broken is not None and broken is not self.executor:
+    def restart(self, slot: Slot, broken=None) -> None:
+        """After the slot's process died (BrokenProcessPool, or killed by a cancel): a fresh
+        process (once per breakage)."""
+        if broken is not None and broken is not slot.executor:
             return  # someone already replaced it
-        old, self.executor = self.executor, None
+        old, slot.executor = slot.executor, None
         if old is not None:
             old.shutdown(wait=False, cancel_futures=True)
         self.start()
+        # spawn (and warm) the new process now, not with the next job
+        slot.executor.submit(ping).add_done_callback(lambda f: f.cancelled() or f.exception())
 
     def kill(self, job_id: str) -> bool:
-        """Stop the process running a job that ignores its cancel flag (the pool then breaks
-        and is replaced; other jobs in it are resubmitted)."""
-        try:
-            pid = self.table.get("pid:" + job_id) if self.table is not None else None
-        except Exception:
-            pid = None
+        """Stop the process running a job at once (a cancel): only its slot breaks, and is
+        replaced by whoever waits on the job's future."""
+        pid = self.pid_of(job_id)
         if pid is None or pid not in self.pids():
             return False
         log.warning("killing pool process %s to cancel job %s", pid, job_id)
-        os.kill(pid, signal.SIGKILL)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return False
         return True
 
+    def pid_of(self, job_id: str) -> Optional[int]:
+        """The pid of the process running ``job_id``, once it has started it."""
+        try:
+            return self.table.get("pid:" + job_id) if self.table is not None else None
+        except Exception:
+            return None
+
     def pids(self) -> set[int]:
-        # ProcessPoolExecutor has no public list of its processes
-        return set(getattr(self.executor, "_processes", None) or {})
+        return set().union(*(s.pids() for s in self.all_slots()))
 
     def progress(self, job_id: str) -> Optional[tuple[int, int]]:
         try:
@@ -198,12 +274,13 @@ class Pool:
             pass
 
     def close(self, kill: bool = False) -> None:
-        ex, self.executor = self.executor, None
-        if ex is not None:
-            if kill:
-                for p in list(getattr(ex, "_processes", {}).values()):
-                    p.terminate()
-            ex.shutdown(wait=not kill, cancel_futures=True)
+        for slot in self.all_slots():
+            ex, slot.executor = slot.executor, None
+            if ex is not None:
+                if kill:
+                    for p in list(getattr(ex, "_processes", {}).values()):
+                        p.terminate()
+                ex.shutdown(wait=not kill, cancel_futures=True)
         if self.manager is not None:
             self.manager.shutdown()
             self.manager = None

@@ -62,14 +62,18 @@ class InvalidParameter(ServiceError):
 
 
 class Busy(ServiceError):
-    """Too many computations (or sweeps) pending in this process: 429."""
+    """Beyond capacity: too many computations (or sweeps) pending in this process, or the
+    expensive lane's waiting list full (service.scheduler): 429 with Retry-After (seconds)."""
 
-    def __init__(self, detail: str = "too many computations pending; retry later"):
+    def __init__(self, detail: str = "too many computations pending; retry later",
+                 retry_after: int = 5):
         super().__init__(detail)
         self.detail = detail
+        self.retry_after = retry_after
 
     def response(self) -> Response:
-        return problem(429, self.detail, type_="/problems/busy", headers={"Retry-After": "5"})
+        return problem(429, self.detail, type_="/problems/busy",
+                       headers={"Retry-After": str(int(self.retry_after))})
 
 
 class ComputationFailed(ServiceError):

@@ -335,6 +335,17 @@ class JobOut(BaseModel):
     kind: Literal["thresholds", "state_evolution", "sample_size", "sweep", "amp_simulation"]
     status: Literal["queued", "running", "done", "failed", "cancelled"]
     progress: JobProgress
+    estimated_seconds: Optional[float] = Field(
+        None, description="the cost estimate made before it started (seconds on one pool process; "
+                          "from the kind, model size, precision and number of alphas)")
+    lane: Optional[Literal["cheap", "expensive"]] = Field(
+        None, description="where it runs: cheap work (estimate at most STAIRCASE_CHEAP_SECONDS) "
+                          "has its own processes and never waits behind expensive work")
+    queue_position: Optional[int] = Field(
+        None, ge=1, description="while queued: 1 for the next job of its lane to start")
+    eta_seconds: Optional[float] = Field(
+        None, description="while queued or running: seconds until it is expected to be done "
+                          "(null when unknown, e.g. once a computation has overrun its estimate)")
     created_at: float
     updated_at: float
     request: dict[str, Any]

@@ -28,8 +28,19 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "staircase")
     # Optional API key, sent by clients in the X-API-Key header; off when unset.
     api_key: Optional[SecretStr] = None
-    # Processes of the numerical pool (the API's, and each `python -m service.worker`'s).
+    # Processes of the expensive lane of the numerical pool (the API's, and each
+    # `python -m service.worker`'s): at most this many expensive computations run at once there.
     workers: int = Field(default_factory=_default_workers, ge=1, le=64)
+    # Processes of the cheap lane: computations estimated at most STAIRCASE_CHEAP_SECONDS run
+    # there, never queued behind expensive ones (service.cost has the estimate).
+    cheap_workers: int = Field(1, ge=1, le=64)
+    # The estimate (seconds) up to which a computation is cheap.
+    cheap_seconds: float = Field(5.0, ge=0.0, le=86400.0)
+    # Expensive computations waiting at most (in this API process's lane, or in the arq queue
+    # of the expensive lane); beyond this a new expensive question gets 429 with Retry-After.
+    max_queued_expensive: int = Field(16, ge=0, le=100000)
+    # Expensive computations one client (its host; a sweep counts as one) may have waiting at most.
+    max_queued_per_client: int = Field(4, ge=1, le=100000)
     # Where cold computations and sweep points run: "local" (this process's pool) or "redis"
     # (the arq queue, served by `python -m service.worker`; needs STAIRCASE_REDIS_URL).
     queue: Literal["local", "redis"] = "local"
@@ -48,8 +59,9 @@ class Settings(BaseSettings):
     # Longest a queued computation may run (seconds).
     computation_timeout: float = Field(
         3 * 3600.0, ge=1.0, validation_alias=_env("computation_timeout", "sweep_point_timeout"))
-    # A cancelled job still running after this many seconds has its process killed.
-    cancel_grace: float = Field(2.0, ge=0.0, le=600.0)
+    # A cancelled job still running after this many seconds has its process killed (0: at
+    # once; a slot is one process, so killing it stops only that job).
+    cancel_grace: float = Field(0.0, ge=0.0, le=600.0)
     # Job and sweep records are kept this long (seconds).
     job_ttl: int = Field(7 * 24 * 3600, ge=60)
     # `python -m service.worker` serves its Prometheus metrics on this port when set.

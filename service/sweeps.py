@@ -266,8 +266,9 @@ class Sweeps:
                "status": "active", "backend": self.backend, "created_at": time.time()}
         await self._save(rec)
         if rec["backend"] == "arq":
-            for p, q in zip(points, questions):
-                await self.engine.submit(q, job_id=point_job_id(sid, p["i"]))
+            for p, q in zip(points, questions):  # admitted as a sweep: one client, no 429 per point
+                await self.engine.submit(q, job_id=point_job_id(sid, p["i"]), client="sweep:" + sid,
+                                         admit=False)
         else:
             await self.engine.leases.take("sweep:" + sid, self.holder)
             self._start_local(rec, questions)
@@ -355,7 +356,8 @@ class Sweeps:
                     if (job is not None and job.status in ("done", "failed")) or await self._cancelled(sid):
                         return  # finished (maybe before an interruption), or cancelled
                     try:
-                        job = await self.engine.submit(q, job_id=job_id)
+                        job = await self.engine.submit(q, job_id=job_id, client="sweep:" + sid,
+                                                       admit=False)
                     except Busy:
                         await asyncio.sleep(0.5)
                         continue

@@ -1,19 +1,27 @@
-"""The worker: ``python -m service.worker`` (docker-compose's ``worker``; needs STAIRCASE_REDIS_URL).
+"""The worker: ``python -m service.worker [--lane cheap|expensive|all]`` (docker-compose's
+``worker``; needs STAIRCASE_REDIS_URL).
 
-An arq worker on the queue ``<STAIRCASE_REDIS_PREFIX>computations``, where the API puts the
-owner jobs of cold computations and sweep points when ``STAIRCASE_QUEUE=redis``.  Each job runs
-through the same code as in the API without Redis (``Engine.execute``: the cache, else this
-worker's process pool, warmed up at start), heart-beating its lease and arq's in-progress key
-every ``STAIRCASE_LEASE / 3`` seconds.  A worker that dies (even SIGKILL) stops heart-beating:
-within a lease arq hands the job to another worker, up to ``STAIRCASE_MAX_TRIES`` tries.
-SIGTERM/SIGINT stop it; its running jobs go back to the queue.
+An arq worker per lane it serves, on ``<STAIRCASE_REDIS_PREFIX>computations:<lane>``, where the
+API puts the owner jobs of cold computations and sweep points when ``STAIRCASE_QUEUE=redis``
+(the lane from the job's cost estimate, ``service.cost``).  ``--lane all`` (the default) serves
+both with one pool: ``STAIRCASE_CHEAP_WORKERS`` cheap slots and ``STAIRCASE_WORKERS`` expensive
+ones, so cheap work never waits behind expensive work; ``--lane cheap`` or ``--lane expensive``
+serve one (scale them apart).  Each job runs through the same code as in the API without Redis
+(``Engine.execute``: the cache, else a slot of this worker's pool, warmed up at start),
+heart-beating its lease and arq's in-progress key every ``STAIRCASE_LEASE / 3`` seconds, and
+looking every second whether it was cancelled (then its process is killed at once).  A worker
+that dies (even SIGKILL) stops heart-beating: within a lease arq hands the job to another
+worker, up to ``STAIRCASE_MAX_TRIES`` tries.  SIGTERM/SIGINT stop it; its running jobs go back
+to the queue.
 """
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import signal
 import sys
+import uuid
 from typing import Optional
 
 from arq.connections import RedisSettings
@@ -24,21 +32,30 @@ from prometheus_client import start_http_server
 
 from .cache import RedisStore
 from .jobs import TERMINAL, Engine
-from .pool import Pool
-from .queue import FUNCTION, queue_name
+from .pool import LANES, Pool
+from .queue import FUNCTION, ArqQueue, queue_name
 from .settings import Settings, get_settings
 
 log = logging.getLogger("staircase.worker")
 
 
+def lane_pool(settings: Settings, lane: str = "all") -> Pool:
+    """The pool of a worker serving ``lane`` (cheap, expensive or all)."""
+    return Pool(settings.workers if lane in ("all", "expensive") else 0, warm=settings.warm_up,
+                cheap_workers=settings.cheap_workers if lane in ("all", "cheap") else 0)
+
+
 class Worker:
-    def __init__(self, settings: Settings, pool: Optional[Pool] = None):
+    def __init__(self, settings: Settings, pool: Optional[Pool] = None, lane: str = "all"):
         if not settings.redis_url:
             raise SystemExit("service.worker needs STAIRCASE_REDIS_URL (the queue lives in Redis)")
         self.settings = settings
         self.store = RedisStore(settings.redis_url, settings.redis_prefix)
-        self.pool = pool or Pool(settings.workers, warm=settings.warm_up)
+        self.pool = pool or lane_pool(settings, lane)
+        self.lanes = [name for name in LANES if self.pool.slots[name]]  # served: those with slots
         self.engine = Engine(settings, self.store, self.pool)
+        self.queue = ArqQueue(settings.redis_url, settings.redis_prefix, settings.job_ttl)
+        self.id = uuid.uuid4().hex[:12]
         self.stop = asyncio.Event()
         self.processed = 0
 
@@ -46,6 +63,11 @@ class Worker:
         """One queued owner job (``spec``: its solver spec, from the API)."""
         engine, tries = self.engine, ctx["job_try"]
         job = await engine.load(job_id)
+        if job is not None:  # taken up: no longer waiting in its client's share (any outcome)
+            try:
+                await self.queue.started(job.id, job.lane, job.client)
+            except Exception:  # noqa: BLE001 - only the fair order's bookkeeping
+                log.warning("could not mark job %s started", job.id)
         if job is None or job.status in TERMINAL:
             return "skipped"
         if tries > self.settings.max_tries:
@@ -71,38 +93,53 @@ class Worker:
         log.info("job %s: %s", job.id, job.status)
         return job.status
 
-    def arq_worker(self) -> ArqWorker:
+    def arq_worker(self, lane: str) -> ArqWorker:
         s = self.settings
         return ArqWorker(
             functions=[func(self.compute, name=FUNCTION, max_tries=s.max_tries + 1,
                             timeout=s.computation_timeout)],
-            redis_settings=RedisSettings.from_dsn(s.redis_url), queue_name=queue_name(s.redis_prefix),
-            max_jobs=self.pool.workers, keep_result=0, poll_delay=0.2, handle_signals=False,
+            redis_settings=RedisSettings.from_dsn(s.redis_url), queue_name=queue_name(s.redis_prefix, lane),
+            max_jobs=len(self.pool.slots[lane]), keep_result=0, poll_delay=0.2, handle_signals=False,
             health_check_interval=30)
+
+    async def _announce(self) -> None:
+        """Tell the API how many slots this worker has per lane (its ETAs divide by them)."""
+        while True:
+            for lane in self.lanes:
+                try:
+                    await self.queue.announce(lane, self.id, len(self.pool.slots[lane]))
+                except Exception:  # noqa: BLE001 - Redis away: the ETAs go unknown meanwhile
+                    pass
+            await asyncio.sleep(10)
 
     async def serve(self) -> None:
         self.pool.start()
         await self.pool.warm_up()
-        log.info("worker ready: %d processes, solvers %s, queue %s", self.pool.workers,
-                 self.pool.version, queue_name(self.settings.redis_prefix))
-        arq = self.arq_worker()
-        running = asyncio.create_task(arq.async_run())
+        log.info("worker ready: lanes %s (%s processes), solvers %s", ", ".join(self.lanes),
+                 ", ".join(str(len(self.pool.slots[lane])) for lane in self.lanes), self.pool.version)
+        arqs = [self.arq_worker(lane) for lane in self.lanes]
+        running = [asyncio.create_task(a.async_run()) for a in arqs]
+        announcing = asyncio.create_task(self._announce())
         stopping = asyncio.create_task(self.stop.wait())
-        await asyncio.wait([running, stopping], return_when=asyncio.FIRST_COMPLETED)
-        await arq.close()  # cancels running jobs: arq queues them again
+        await asyncio.wait([*running, stopping], return_when=asyncio.FIRST_COMPLETED)
+        for a in arqs:
+            await a.close()  # cancels running jobs: arq queues them again
         stopping.cancel()
-        if running.done() and not running.cancelled() and running.exception() is not None:
-            raise running.exception()  # the worker itself failed (e.g. no Redis)
+        announcing.cancel()
+        for t in running:
+            if t.done() and not t.cancelled() and t.exception() is not None:
+                raise t.exception()  # the worker itself failed (e.g. no Redis)
 
     async def close(self) -> None:
+        await self.queue.close()
         await self.engine.close()
         await self.store.close()
         self.pool.close(kill=True)
 
 
-async def amain() -> int:
+async def amain(lane: str = "all") -> int:
     settings = get_settings()
-    worker = Worker(settings)
+    worker = Worker(settings, lane=lane)
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port)
     loop = asyncio.get_running_loop()
@@ -115,10 +152,14 @@ async def amain() -> int:
     return 0
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m service.worker", description=__doc__.split("\n")[0])
+    parser.add_argument("--lane", choices=("all", *LANES), default="all",
+                        help="the lane(s) to serve (default: all, with one pool)")
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         stream=sys.stderr)
-    return asyncio.run(amain())
+    return asyncio.run(amain(args.lane))
 
 
 if __name__ == "__main__":

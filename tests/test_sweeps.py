@@ -226,7 +226,8 @@ class ArqWorkers:
         r = redis.Redis.from_url(REDIS_URL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if r.exists(self.prefix + "computations:health-check"):
+            if all(r.exists(f"{self.prefix}computations:{lane}:health-check")
+                   for lane in ("cheap", "expensive")):
                 return
             assert all(p.poll() is None for p in self.procs), "an arq worker exited"
             time.sleep(0.1)

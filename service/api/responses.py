@@ -43,6 +43,10 @@ def computation_responses(problem_example: dict, answer: Optional[dict] = None,
         **body_responses(),
         401: problem_response(UNAUTHORIZED),
         422: problem_response("Invalid input: names the field and its allowed range", problem_example),
-        429: problem_response("Too many computations pending"),
+        429: {**problem_response("Beyond capacity: too many computations pending, or the expensive "
+                                 "lane's waiting list full (or holding this client's share); retry "
+                                 "after Retry-After seconds"),
+              "headers": {"Retry-After": {"schema": {"type": "integer"},
+                                          "description": "seconds until a place is expected to free up"}}},
     })
     return out

@@ -23,10 +23,12 @@ async def answer(c: Computation, body, http: Request, svc, prefer: Optional[str]
 
     A 200 answer teaches the fast path (service.fastpath) this request body's question."""
     q = c.ask(body)
+    client = http.client.host if http.client is not None else ""  # the expensive lane's fair order
     if c.always_job:  # even a cached answer is a (finished) job, so every answer looks alike
-        job = await svc.engine.submit(q)
+        job = await svc.engine.submit(q, client=client)
         return accepted(job.id, job.status)
-    ans = await svc.engine.answer(q, respond_async=bool(prefer) and "respond-async" in prefer.lower())
+    ans = await svc.engine.answer(q, respond_async=bool(prefer) and "respond-async" in prefer.lower(),
+                                  client=client)
     if ans.job is not None:
         return accepted(ans.job.id, ans.job.status)
     raw_body = http.scope.get("state", {}).get("raw_body")

@@ -27,6 +27,7 @@ async def readyz(svc: ServicesDep) -> Response:
     pool = svc.pool
     store_ok = await svc.store.ping()
     solvers_info = {"ready": pool.ready, "version": pool.version, "workers": pool.workers,
+                    "cheap_workers": pool.cheap_workers,
                     "warm_up_seconds": pool.warm_seconds}
     if pool.error:
         solvers_info["error"] = pool.error

@@ -38,13 +38,17 @@ async def _job(job_id: str, of_sweep, of_job) -> Response:
 
 @router.get("/jobs/{job_id}", responses=RESPONSES)
 async def get_job(job_id: JobId, svc: ServicesDep) -> Response:
-    """Status (queued, running, done, failed, cancelled), progress and, when done, the result."""
+    """Status (queued, running, done, failed, cancelled), progress, the cost estimate
+    (`estimated_seconds`) and lane, while queued its `queue_position`, while queued or running
+    its `eta_seconds`, and, when done, the result."""
     return await _job(job_id, svc.sweeps.get, svc.engine.get)
 
 
 @router.delete("/jobs/{job_id}", responses=RESPONSES)
 async def cancel_job(job_id: JobId, svc: ServicesDep) -> Response:
-    """Cancel a queued or running job (a finished one is returned unchanged)."""
+    """Cancel a queued or running job (a finished one is returned unchanged): a queued one
+    leaves its lane's waiting list, a running one has its process killed, so its slot is free
+    at once for the next job."""
     return await _job(job_id, svc.sweeps.cancel, svc.engine.cancel)
 
 

@@ -1,0 +1,107 @@
+"""The cost of a computation before it starts: one estimate, in seconds on one pool process.
+
+:func:`estimate` reads a question's kind, its canonical model (family, layers L and tokens M, or
+the link's number of indices P, noise), its precision and how many alphas it asks for; the lane
+it runs in follows from it (:func:`lane`: ``cheap`` at most ``STAIRCASE_CHEAP_SECONDS``, else
+``expensive``).  Jobs report it as ``estimated_seconds``; queue positions' ETAs add it up.
+
+The constants are wall times at precision ``fast`` on the 2-CPU development machine, measured
+once (2026-11-30, ``solvers.layer_thresholds`` / ``solvers.state_evolution`` called directly
+after ``solvers.warm_up()``, the machine shared with other work), or taken from the README's
+benchmarks where a measurement takes minutes:
+
+* thresholds, multi-index P = 1: square 0.04 s, sign 0.03 s (fast and standard alike);
+  P = 2: product 1.3 s (the calibration table: 2.5 s per run on a busier machine);
+* thresholds, deep attention L = 1: M = 2 0.22 s (standard 0.30 s, precise 2.2 s), M = 3
+  0.21 s, M = 4 0.37 s; sign at precise 0.50 s; L = 2, M = 2: about 20 s (README: 13-58 s per sweep point at fast, the staircase step
+  at standard 38 s); L = 2, M = 3: about 70 s (README, calibration); L = 3: the issue's report
+  (over 30 minutes at standard on a busy machine); L = 4 extrapolated;
+* state evolution per alpha: phase retrieval 0.17 s, sign 0.05 s, product 5.6 s, deep attention
+  L = 1 4.4 to 7.5 s, the paper's model 1.7 s (README: 30 alphas, both starts, 51 s).
+
+Estimates err on the expensive side where nothing was measured (committee_sign, L >= 3, noisy
+models): misfiling a cheap question as expensive costs it a wait, the other way round makes the
+cheap lane wait behind it.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+# seconds at precision fast, thresholds of one model (see the module docstring)
+THRESHOLDS_MULTI_INDEX = {1: 0.05, 2: 2.0, 3: 30.0}          # by the link's indices P
+THRESHOLDS_DEEP_ATTENTION = {1: 0.3, 2: 20.0, 3: 600.0, 4: 3600.0}  # by layers L, at M = 2
+# state evolution, seconds per alpha (both starts) at fast
+SE_MULTI_INDEX = {1: 0.2, 2: 6.0, 3: 20.0}
+SE_DEEP_ATTENTION = {1: 6.0, 2: 2.0, 3: 20.0, 4: 60.0}
+# more tokens: the inner integrals grow (L = 1 has a closed-form posterior: no growth)
+TOKENS = {2: 1.0, 3: 3.5, 4: 10.0}
+# a noisy channel uses the generic importance sampler (not measured: a guess on the safe side)
+NOISY = 3.0
+# relative to fast (L = 1: standard 1.4x, precise 10x; sign: precise 15x; the paper's
+# staircase step: standard about 2x)
+PRECISION = {"fast": 1.0, "standard": 3.0, "precise": 20.0}
+# sample size to a prediction error: a bisection over SE fixed points
+SAMPLE_SIZE_FIXED_POINTS = 12
+# GAMP: seconds per (sample x dimension x iteration x token x layer), plus its SE fixed point
+AMP_PER_ENTRY = 1e-8
+
+LANES = ("cheap", "expensive")
+
+
+def _size(model: dict) -> tuple[float, float]:
+    """(thresholds seconds, state-evolution seconds per alpha) at fast for ``model``."""
+    noisy = NOISY if float(model.get("noise") or 0.0) > 0.0 else 1.0
+    if model.get("family") == "multi_index":
+        P = int(model.get("indices") or 1)
+        return (THRESHOLDS_MULTI_INDEX.get(P, 60.0 * P) * noisy,
+                SE_MULTI_INDEX.get(P, 20.0 * P) * noisy)
+    L, M = int(model.get("layers") or 2), int(model.get("tokens") or 2)
+    tokens = 1.0 if L == 1 else TOKENS.get(M, 10.0 * M)
+    return (THRESHOLDS_DEEP_ATTENTION.get(L, 3600.0 * L) * tokens * noisy,
+            SE_DEEP_ATTENTION.get(L, 60.0 * L) * tokens * noisy)
+
+
+def estimate(kind: str, model: dict, params: dict) -> float:
+    """Estimated seconds of one computation of ``kind`` (the registry's name) on ``model`` (its
+    canonical dict) with the solve function's ``params``."""
+    thresholds, se_per_alpha = _size(model)
+    factor = PRECISION.get(str(params.get("precision", "standard")), PRECISION["precise"])
+    if kind == "thresholds":
+        seconds = thresholds * factor
+        if params.get("se_bracket"):  # two SE fixed points per threshold
+            seconds += factor * se_per_alpha * _indices(model)
+        return seconds
+    if kind == "state_evolution":
+        return factor * se_per_alpha * max(1, len(params.get("alphas") or ()))
+    if kind == "sample_size":
+        return factor * se_per_alpha * SAMPLE_SIZE_FIXED_POINTS / 2
+    if kind == "amp_simulation":
+        dim, alpha = float(params.get("dimension", 1000)), float(params.get("alpha", 1.0))
+        work = float(params.get("seeds", 1)) * float(params.get("iterations", 50)) * alpha * dim * dim
+        layers = _indices(model) * int(model.get("tokens") or 1)
+        se = se_per_alpha * PRECISION.get(str(params.get("se_precision", "fast")), 1.0)
+        return AMP_PER_ENTRY * work * layers + se
+    return 60.0  # a kind without an estimate yet: not cheap
+
+
+def _indices(model: dict) -> int:
+    if model.get("family") == "multi_index":
+        return int(model.get("indices") or 1)
+    return int(model.get("layers") or 2)
+
+
+def lane(seconds: float, cheap_seconds: float) -> str:
+    """The lane of a computation estimated at ``seconds``."""
+    return "cheap" if seconds <= cheap_seconds else "expensive"
+
+
+def remaining(estimated: float, elapsed: float, done: int = 0, total: int = 0) -> Optional[float]:
+    """Seconds a running computation still needs: its estimate less the time spent; once it
+    has overrun its estimate, extrapolated from its progress (its steps are not equal: the
+    first threshold is the quick one), else None (unknown)."""
+    left = estimated - elapsed
+    if left > 0:
+        return left
+    if total > 0 and 0 < done < total and elapsed > 0:
+        return elapsed * (total - done) / done
+    return None
