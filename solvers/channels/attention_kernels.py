@@ -395,13 +395,14 @@ def posterior_grid_L2(a, omega, v, skip1, beta1, n, max_passes, tol=GRID_TOL):
 
 
 @njit(cache=True)
-def _posterior_is_one(a, omega, v, skips, betas, bank, adapt, mean_out, cov_out):
+def _posterior_is_one(a, omega, v, skips, betas, bank, adapt, mean_out, cov_out, first_stage=0):
     """Importance-sampling posterior for one sample, any L >= 2, M.
 
     Stage 1 draws the inner variables from their prior N(omega_l, v_l) with the shared
     bank; if the effective sample size is below a quarter of the bank, stage 2 redraws
     from a diagonal Gaussian fitted to stage 1 (widened 1.5x) and reweights by
-    prior / proposal.  Returns log Z_out."""
+    prior / proposal.  With ``first_stage = 1`` stage 1's moments are already in mean_out and
+    cov_out (:func:`_posterior_prior_bank_one`) and only stage 2 runs.  Returns log Z_out."""
     K = bank.shape[0]
     L = omega.shape[0]
     m = omega.shape[1]
@@ -424,7 +425,11 @@ def _posterior_is_one(a, omega, v, skips, betas, bank, adapt, mean_out, cov_out)
         mu[i] = omega[i // m, i % m]
         sdv[i] = math.sqrt(v[i // m])
     logz = 0.0
-    for stage in range(2):
+    if first_stage == 1:
+        for i in range(n_in):
+            mu[i] = mean_out[i]
+            sdv[i] = 1.5 * math.sqrt(max(cov_out[i, i], 1e-24))
+    for stage in range(first_stage, 2):
         mx = -1e300
         for k in range(K):
             lq = 0.0  # log prior - log proposal of the inner variables
@@ -484,6 +489,158 @@ def _posterior_is_one(a, omega, v, skips, betas, bank, adapt, mean_out, cov_out)
             mu[i] = mean_out[i]
             sdv[i] = 1.5 * math.sqrt(max(cov_out[i, i], 1e-24))
     return logz
+
+
+@njit(cache=True)
+def prior_bank_inverses(bank, skips, betas, m):
+    """For each inner point u_k of a prior bank (K, (L-1) M): B_{L-1}(u_k)^{-1} (K, M, M) and
+    log det B_{L-1}(u_k) (K,), NaN where det B <= 0 (no such point has weight).  Shared by every
+    sample whose inner layers are at their prior (omega_l = 0, v_l = 1 for l < L)."""
+    K = bank.shape[0]
+    L = bank.shape[1] // m + 1
+    z = np.empty((L, m))
+    B = np.empty((m, m))
+    A = np.empty((m, m))
+    work = np.empty((m, m))
+    avec = np.empty(m)
+    e = np.empty(m)
+    x = np.empty(m)
+    inv = np.empty((K, m, m))
+    logdet = np.empty(K)
+    for k in range(K):
+        for i in range((L - 1) * m):
+            z[i // m, i % m] = bank[k, i]
+        inner_product_matrix(z, skips, betas, L - 1, B, A, work, avec)
+        det = 0.0
+        for j in range(m):
+            for i in range(m):
+                e[i] = 1.0 if i == j else 0.0
+            det = solve_small(B, e, x, work)
+            for i in range(m):
+                inv[k, i, j] = x[i]
+        logdet[k] = math.log(det) if det > 0.0 else np.nan
+    return inv, logdet
+
+
+@njit(cache=True)
+def _posterior_prior_bank_one(a, omega, v, bank, inv, logdet, mean_out, cov_out, logw):
+    """Stage 1 of :func:`_posterior_is_one` (the inner variables drawn from their prior, here
+    N(0, I)) with B^{-1} and log det B read from the shared tables instead of recomputed: the
+    same estimate, without the forward map per point.  Returns (log Z_out, effective sample
+    size)."""
+    K = bank.shape[0]
+    L = omega.shape[0]
+    m = omega.shape[1]
+    n_in = (L - 1) * m
+    d = L * m
+    vl = v[L - 1]
+    x = np.empty(m)
+    mx = -1e300
+    kbest = -1
+    sbest = 0
+    for k in range(K):
+        if logdet[k] != logdet[k]:  # NaN: det B <= 0
+            logw[k, 0] = -1e300
+            logw[k, 1] = -1e300
+            continue
+        xx = 0.0
+        xo = 0.0
+        for i in range(m):
+            s = 0.0
+            for j in range(m):
+                s += inv[k, i, j] * a[j]
+            xx += (s - omega[L - 1, i]) ** 2
+            xo += (-s - omega[L - 1, i]) ** 2
+        lp = -0.5 * xx / vl - logdet[k]
+        lm = -0.5 * xo / vl - logdet[k]
+        logw[k, 0] = lp
+        logw[k, 1] = lm
+        if lp > mx:
+            mx, kbest, sbest = lp, k, 0
+        if lm > mx:
+            mx, kbest, sbest = lm, k, 1
+    ref = np.empty(d)
+    for i in range(n_in):
+        ref[i] = bank[kbest, i]
+    sg = 1.0 if sbest == 0 else -1.0
+    for i in range(m):
+        s = 0.0
+        for j in range(m):
+            s += inv[kbest, i, j] * a[j]
+        ref[n_in + i] = sg * s
+    S0 = 0.0
+    S0sq = 0.0
+    S1 = np.zeros(d)
+    S2 = np.zeros((d, d))
+    du = np.empty(n_in)
+    dp = np.empty(m)
+    dm = np.empty(m)
+    c = np.empty(m)
+    for k in range(K):
+        lp = logw[k, 0]
+        lm = logw[k, 1]
+        wp = math.exp(lp - mx) if lp >= mx - 60.0 else 0.0
+        wm = math.exp(lm - mx) if lm >= mx - 60.0 else 0.0
+        w = wp + wm
+        if w == 0.0:
+            continue
+        S0 += w
+        S0sq += wp * wp + wm * wm
+        for i in range(m):
+            s = 0.0
+            for j in range(m):
+                s += inv[k, i, j] * a[j]
+            dp[i] = s - ref[n_in + i]
+            dm[i] = -s - ref[n_in + i]
+            c[i] = wp * dp[i] + wm * dm[i]
+        for i in range(n_in):
+            du[i] = bank[k, i] - ref[i]
+        for i in range(n_in):
+            S1[i] += w * du[i]
+            for j in range(i, n_in):
+                S2[i, j] += w * du[i] * du[j]
+            for j in range(m):
+                S2[i, n_in + j] += du[i] * c[j]
+        for i in range(m):
+            S1[n_in + i] += c[i]
+            for j in range(i, m):
+                S2[n_in + i, n_in + j] += wp * dp[i] * dp[j] + wm * dm[i] * dm[j]
+    _finish(S0, S1, S2, ref, d, mean_out, cov_out)
+    logz = mx + math.log(S0 / K) - 0.5 * m * (LOG_2PI + math.log(vl))
+    return logz, S0 * S0 / S0sq
+
+
+@njit(cache=True, parallel=True)
+def posterior_prior_bank(a, omega, v, skips, betas, bank, inv, logdet, adapt):
+    """Batch posterior for samples whose inner layers are at their prior (omega_l = 0, v_l = 1
+    for l < L; Q = 0 and the staircase while only the last layer is learned): stage 1 from the
+    shared tables of :func:`prior_bank_inverses`; a sample whose effective sample size is below
+    a quarter of the bank goes on to stage 2 of :func:`_posterior_is_one` (one whose inner omega is
+    not 0 goes through it whole): the result is that of :func:`posterior_importance`.""" 
+    N = a.shape[0]
+    L = omega.shape[1]
+    m = omega.shape[2]
+    d = L * m
+    K = bank.shape[0]
+    mean = np.empty((N, d))
+    cov = np.empty((N, d, d))
+    logz = np.empty(N)
+    for t in prange(N):
+        inner_prior = True
+        for l in range(L - 1):
+            for j in range(m):
+                if omega[t, l, j] != 0.0:
+                    inner_prior = False
+        if not inner_prior:
+            logz[t] = _posterior_is_one(a[t], omega[t], v, skips, betas, bank, adapt, mean[t], cov[t], 0)
+            continue
+        logw = np.empty((K, 2))
+        lz, ess = _posterior_prior_bank_one(a[t], omega[t], v, bank, inv, logdet, mean[t], cov[t], logw)
+        if not adapt or ess > 0.25 * K:
+            logz[t] = lz
+        else:  # stage 2 from stage 1's moments
+            logz[t] = _posterior_is_one(a[t], omega[t], v, skips, betas, bank, adapt, mean[t], cov[t], 1)
+    return mean, cov, logz
 
 
 @njit(cache=True, parallel=True)

@@ -42,6 +42,7 @@ class DeepAttentionChannel(Channel):
         self.reports_perfect_recovery = self.noiseless
         self.closed_form_posterior = self.noiseless and spec.layers == 1  # a_1 = z_1 up to sign
         self._noisy = None if self.noiseless else self.noisy_channel()
+        self._inverses: dict = {}  # inner bank shape -> (B^{-1}, log det B) at its points
 
     def noisy_channel(self, bank_size: int = DEFAULT_BANK_SIZE, seed: int = 0) -> NoisyChannel:
         """The noisy channel y = S_L(a_L) + sqrt(noise) N(0, I_{M x M}) by importance sampling
@@ -122,6 +123,13 @@ class DeepAttentionChannel(Channel):
         sgn[sgn == 0] = 1.0
         return a * sgn
 
+    def _bank_inverses(self, bank: np.ndarray):
+        """B^{-1} and log det B at the prior bank's inner points (K.prior_bank_inverses), once per bank."""
+        key = bank.shape
+        if key not in self._inverses:
+            self._inverses[key] = K.prior_bank_inverses(bank, self.skips, self.betas, self.n_tokens)
+        return self._inverses[key]
+
     # -- posterior -------------------------------------------------------------------
     def posterior_moments(self, obs, omega, V, resolution=1):
         if not self.noiseless:
@@ -138,7 +146,11 @@ class DeepAttentionChannel(Channel):
                                                   GRID_TOLERANCE / 10 ** (resolution - 1))
         else:
             bank = inner_bank((L - 1) * M, BANK_POINTS * resolution)
-            mean, cov, logz = K.posterior_importance(a, om, v, self.skips, self.betas, bank, True)
+            if np.all(v[:-1] == 1.0):  # inner layers at their prior for every sample: shared tables
+                inv, logdet = self._bank_inverses(bank)
+                mean, cov, logz = K.posterior_prior_bank(a, om, v, self.skips, self.betas, bank, inv, logdet, True)
+            else:
+                mean, cov, logz = K.posterior_importance(a, om, v, self.skips, self.betas, bank, True)
         n = a.shape[0]
         return PosteriorMoments(mean.reshape(n, L, M), cov.reshape(n, L, M, L, M), logz)
 
