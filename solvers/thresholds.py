@@ -31,11 +31,11 @@ from scipy import optimize
 
 from . import checks
 from .channels.base import Channel
-from .fixed_point_iteration import iterate_fixed_point
+from .fixed_point_iteration import Q_MAX, SMALL_OVERLAP, iterate_fixed_point
 from .linear_stability import linear_stability, staircase_after_trivial
 from .models import ModelSpec
 from .precision import (CLOSED_FORM_MAX_POINTS, MAX_STAIRCASE_POINTS, PILOT_POINTS, PRECISION_TARGETS, SCRAMBLES,
-                        THRESHOLD_MAX_POINTS, THRESHOLD_POINTS, check_precision)
+                        THRESHOLD_MAX_POINTS, THRESHOLD_POINTS, check_precision, points_for)
 from .quadrature import t_halfwidth
 from .results import Settings, Threshold, ThresholdsResult
 from .staircase_curve import StaircaseCurve, refine_root
@@ -168,11 +168,145 @@ def _single_learned_step(channel: Channel, learned: int, remaining: list[int], b
     return best
 
 
+class _LearnedOverlapsRoot:
+    """The staircase threshold of one inactive layer l while the layers S are learned, as a root
+    in their overlaps (no fixed-point iteration): with u = logit(q_S) and the others at 0,
+        G_i(u) = log alpha_i(Q) + log F_l(Q) = 0 for i in S,  alpha_i(Q) = q_i / ((1 - q_i) H_ii(Q)),
+    i.e. every learned layer is at its SE fixed point for the same alpha (q_i = alpha H_ii /
+    (1 + alpha H_ii)) and alpha F_l(Q) = 1, F_l = E||Cov[z_l | y, omega] - I||^2 (the one-layer
+    staircase's alpha(q) F_l(q) = 1, with the other learned layers solved alongside).  Newton
+    with a finite-difference Jacobian in u, from a point on the SE branch.
+
+    Per-scramble roots linearise around the pooled root u*: du_s = -J^{-1} G^s(u*) and
+    alpha_s = 1 / F^s_l(u*) exp(-grad log F_l . du_s), so the half-width covers the outer
+    error of every learned overlap, not only of F_l; the root's shift at double inner
+    resolution (on a subset of the points, linearised the same way) is added to it."""
+
+    STEP = 2e-3  # finite-difference step in logit q (relative 2e-3 in q or in 1 - q)
+    MAX_MOVE = 1.5  # largest Newton move in logit q
+    TOL = 1e-5  # |G| at the root (relative change of alpha): far below any statistical error
+    MAX_STEPS = 12
+
+    def __init__(self, channel, learned, layer):
+        self.channel, self.learned, self.layer = channel, list(learned), layer
+        self.evaluations = 0
+
+    def overlaps(self, u):
+        Q = np.zeros((self.channel.n_indices,) * 2)
+        q = np.clip(1.0 / (1.0 + np.exp(-u)), 1e-12, Q_MAX)
+        Q[self.learned, self.learned] = q
+        return Q, q
+
+    def residuals(self, u, normals, resolution=1):
+        """(pooled G, per-scramble G (R, |S|), pooled log F_l, per-scramble log F_l)."""
+        self.evaluations += 1
+        Q, q = self.overlaps(u)
+        st = output_statistics(self.channel, Q, normals, resolution)
+        h = np.stack([st.H[:, i, i] for i in self.learned], axis=1)  # (R, |S|)
+        F = st.cov_deviation[:, self.layer]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_odds = np.log(q / (1.0 - q))
+            logF, logF_pooled = np.log(F), np.log(F.mean())
+            G_s = log_odds - np.log(h) + logF[:, None]
+            G = log_odds - np.log(h.mean(0)) + logF_pooled
+        return G, G_s, logF_pooled, logF
+
+    def jacobian(self, u, G, logF, normals):
+        """Finite-difference Jacobian of the pooled G and gradient of the pooled log F_l."""
+        n = len(u)
+        J, gradF = np.empty((n, n)), np.empty(n)
+        for j in range(n):
+            du = np.zeros(n)
+            du[j] = self.STEP
+            Gj, _, logFj, _ = self.residuals(u + du, normals)
+            J[:, j] = (Gj - G) / self.STEP
+            gradF[j] = (logFj - logF) / self.STEP
+        return J, gradF
+
+    def solve(self, u, normals, min_subset_points, jacobian=None):
+        """The root from the start u on these outer points: (alpha, ci95, u*, (J, grad log F_l)),
+        or None when Newton does not converge.  With ``jacobian`` (the last root's, on other
+        points: it hardly changes with them) the steps are chord steps, and a new Jacobian is
+        taken only when a step does not halve |G|."""
+        last = np.inf
+        for _ in range(self.MAX_STEPS):
+            G, G_s, logF, logF_s = self.residuals(u, normals)
+            if not np.all(np.isfinite(G)):
+                return None
+            size = np.max(np.abs(G))
+            if jacobian is None or size > 0.5 * last:
+                jacobian = self.jacobian(u, G, logF, normals)
+            J, gradF = jacobian
+            if not (np.all(np.isfinite(J)) and np.all(np.isfinite(gradF))) or abs(np.linalg.det(J)) < 1e-300:
+                return None
+            if size <= self.TOL:
+                break
+            last = size
+            step = -np.linalg.solve(J, G)
+            u = u + step * min(1.0, self.MAX_MOVE / np.max(np.abs(step)))
+        else:
+            return None
+
+        def log_alpha_shift(dG, dlogF):  # change of the root's log alpha for changes of G, log F_l
+            return -(dlogF + gradF @ -np.linalg.solve(J, dG))
+
+        alpha = float(np.exp(-logF))
+        alpha_s = alpha * np.exp(log_alpha_shift(G_s.T - G[:, None], logF_s - logF))
+        sub = normals[:4, : max(min_subset_points, normals.shape[1] // 4)]
+        G1, _, logF1, _ = self.residuals(u, sub, 1)
+        G2, _, logF2, _ = self.residuals(u, sub, 2)
+        quadrature = alpha * abs(float(log_alpha_shift(G2 - G1, logF2 - logF1)))
+        return alpha, float(t_halfwidth(alpha_s)) + quadrature, u, jacobian
+
+
 def _multi_learned_step(channel: Channel, learned: list[int], remaining: list[int], alpha_prev: float,
                         Q_prev: np.ndarray, precision: str, seed: int) -> tuple[StaircaseStep, np.ndarray]:
-    """Next threshold with several active layers: a root in alpha, Q*_S(alpha) by SE iteration."""
+    """Next threshold with several learned layers: for each remaining layer a root in the learned
+    overlaps (:class:`_LearnedOverlapsRoot`), started from the SE fixed point a little above the
+    last threshold (where the newest layer has left 0), its outer points grown (``points_for``)
+    until the precision's target or MAX_STAIRCASE_POINTS, each time from the last root.  When
+    Newton does not converge, or finds a root behind the last threshold (not on SE's branch),
+    every layer is decided by a root in alpha with SE iteration
+    (:func:`_multi_learned_step_by_iteration`, slower)."""
+    target = PRECISION_TARGETS[precision][1]
     n = THRESHOLD_POINTS[precision]
     normals = outer_normals(channel, n, SCRAMBLES, seed)
+    P = channel.n_indices
+    frozen = np.ones(P, dtype=bool)
+    frozen[learned] = False
+    start = None
+    alpha = alpha_prev
+    for _ in range(10):
+        alpha *= 1.1
+        fp = iterate_fixed_point(channel, alpha, Q_prev, normals, frozen=frozen)
+        q = np.diag(fp.Q)[learned]
+        if np.all(q > SMALL_OVERLAP) and np.all(q < Q_MAX):
+            start = np.log(q / (1.0 - q))
+            break
+    best = None
+    for l in remaining if start is not None else []:
+        root = _LearnedOverlapsRoot(channel, learned, l)
+        m, u = n, start.copy()
+        found = root.solve(u, normals, PILOT_POINTS)
+        while found is not None and found[1] > target * found[0] and m < MAX_STAIRCASE_POINTS:
+            m = points_for(m, found[1] / found[0], target, MAX_STAIRCASE_POINTS)
+            found = root.solve(found[2], outer_normals(channel, m, SCRAMBLES, seed), PILOT_POINTS, found[3])
+        if found is None or found[0] <= alpha_prev:
+            best = None
+            break  # one layer not solved on SE's branch: decide every layer the slow, sure way
+        alpha_l, ci_l, u_l, _ = found
+        if best is None or alpha_l < best[0].alpha:
+            Q, q = root.overlaps(u_l)
+            best = (StaircaseStep(l, alpha_l, ci_l, float(np.mean(q))), Q)
+    if best is not None:
+        return best
+    return _multi_learned_step_by_iteration(channel, learned, remaining, alpha_prev, Q_prev, normals)
+
+
+def _multi_learned_step_by_iteration(channel: Channel, learned: list[int], remaining: list[int], alpha_prev: float,
+                                     Q_prev: np.ndarray, normals: np.ndarray) -> tuple[StaircaseStep, np.ndarray]:
+    """Next threshold with several learned layers: a root in alpha, Q*_S(alpha) by SE iteration
+    (each evaluation a fixed point, so slow; the fallback of :func:`_multi_learned_step`)."""
     P = channel.n_indices
     frozen = np.ones(P, dtype=bool)
     frozen[learned] = False

@@ -10,10 +10,12 @@ import pytest
 from solvers import DeepAttentionSpec, SpecError, layer_thresholds, state_evolution
 from solvers.channels import attention_kernels as K
 from solvers.channels.deep_attention import inner_bank
-from solvers.statistics import outer_normals, output_statistics, overlap_update
+from solvers.statistics import outer_normals, output_statistics, overlap_update, sample_outer
 from solvers.precision import PRECISION_TARGETS
 from solvers.quadrature import t_halfwidth
-from solvers.thresholds import contraction_rates, perfect_recovery, rates_at_zero, revealed_jacobians
+from solvers.fixed_point_iteration import iterate_fixed_point
+from solvers.thresholds import (_LearnedOverlapsRoot, contraction_rates, perfect_recovery, rates_at_zero,
+                               revealed_jacobians)
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 PAPER = DeepAttentionSpec(layers=2, tokens=2, skip=1.0, beta=1.0)
@@ -128,6 +130,51 @@ def test_grid_and_importance_sampling_posteriors_agree():
         np.testing.assert_allclose(mg, mi, atol=0.03)
         np.testing.assert_allclose(cg, ci, atol=0.03)
         np.testing.assert_allclose(lg, li, atol=0.03)
+
+
+@pytest.mark.parametrize("layers,tokens", [(3, 2), (2, 3)])
+def test_prior_bank_tables_give_the_importance_sampler_exactly(layers, tokens):
+    """While the inner layers are at their prior (Q = 0, or only the last layer learned), the
+    posterior reads B^{-1} and log det B from tables shared by every sample instead of running
+    the forward map per sample and inner point: the same estimate (stage 1, and stage 2 where
+    the effective sample size is low), so equal to rounding."""
+    spec = DeepAttentionSpec(layers=layers, tokens=tokens)
+    ch = spec.channel()
+    L, M = layers, tokens
+    bank = inner_bank((L - 1) * M, 512)
+    inv, logdet = K.prior_bank_inverses(bank, ch.skips, ch.betas, M)
+    normals = outer_normals(ch, 16, 16, 3).reshape(256, -1)
+    stage_two = 0
+    for q in (0.0, 0.95):
+        Q = np.zeros((L, L))
+        Q[L - 1, L - 1] = q
+        omega, _, obs, V = sample_outer(ch, Q, normals)
+        a, om, v = np.ascontiguousarray(obs), np.ascontiguousarray(omega), np.diag(V).copy()
+        shared = K.posterior_prior_bank(a, om, v, ch.skips, ch.betas, bank, inv, logdet, True)
+        direct = K.posterior_importance(a, om, v, ch.skips, ch.betas, bank, True)
+        for x, y in zip(shared, direct):
+            np.testing.assert_allclose(x, y, rtol=1e-9, atol=1e-10)
+        stage1 = K.posterior_prior_bank(a, om, v, ch.skips, ch.betas, bank, inv, logdet, False)
+        stage_two += int(np.sum(np.abs(stage1[2] - shared[2]) > 1e-12))
+    assert stage_two > 0  # the comparison covered samples that needed stage 2
+
+
+def test_learned_overlaps_root_is_where_se_leaves_the_next_layer():
+    """L = 3 with layers 3 and 1 learned: the root in their overlaps (Newton on the fixed-point
+    equations plus alpha F_2 = 1) is, on the same outer points, an SE fixed point (by iteration
+    from the last step's overlaps) at which alpha F_2 = 1: the two solve the same equations."""
+    ch = DeepAttentionSpec(layers=3, tokens=2).channel()
+    normals = outer_normals(ch, 32, 16, 0)
+    root = _LearnedOverlapsRoot(ch, [2, 0], 1)
+    alpha, ci, u, _ = root.solve(np.log(np.array([0.98, 0.2]) / np.array([0.02, 0.8])), normals, 16)
+    assert 1.0 < alpha < 1.3 and 0 < ci < 0.2 * alpha
+    q = 1.0 / (1.0 + np.exp(-u))
+    fp = iterate_fixed_point(ch, alpha, np.diag([0.0, 0.0, 0.9788]), normals, tol=1e-9,
+                             frozen=np.array([False, True, False]))
+    assert fp.converged
+    np.testing.assert_allclose(np.diag(fp.Q)[[2, 0]], q, rtol=1e-3)
+    rate = alpha * output_statistics(ch, fp.Q, normals, 1).cov_deviation[:, 1].mean()
+    assert abs(rate - 1.0) < 1e-3
 
 
 def test_posterior_moments_stay_converged_as_the_posterior_collapses(paper_channel):
