@@ -454,15 +454,19 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
     - the components within NEAR_ONE of 1 are settled by :func:`perfect_recovery_verdict`
       (marginal when their step is within the statistical error); otherwise the iteration
       goes on;
-    - a component below SMALL_OVERLAP is set to exactly 0 if its linear rate there,
-      alpha E||Cov[z_l | y, omega] - I||^2, is below 1, and grown to its least positive root
-      otherwise (iterating on from there).  So a layer just above its staircase threshold,
-      which first decays while the others are learned and grows only afterwards, is never
-      reported as converged at a tiny value.
+    - a component at or below SMALL_OVERLAP (the uninformed start included) is set to exactly
+      0 if its linear rate there, alpha E||Cov[z_l | y, omega] - I||^2, is below 1, and grown
+      to its least positive root otherwise (iterating on from there); one that falls back
+      below SMALL_OVERLAP after being grown is held at 0 (its rate exceeded 1 only within the
+      Monte-Carlo error).  So a layer near its staircase threshold, which first decays while
+      the others are learned and grows only afterwards, is never reported as converged at a
+      tiny value, nor left at its start when the map's step there is below the statistical error.
     ``frozen``: mask of order parameters held at their start value (the staircase keeps
     not-yet-learned layers at exactly 0)."""
     x = order_vector(channel, Q_start)
     mask = np.ones_like(x, dtype=bool) if frozen is None else ~frozen
+    grown = np.zeros(x.shape, dtype=bool)  # grown from 0 to the least root of their own map
+    fallen = np.zeros(x.shape, dtype=bool)  # grown and fallen back to 0: settled there
     symmetric = channel.sign_symmetric
     se_map = SEMap(channel, alpha, normals, resolution, mask)
     stopping = StoppingRule(tol, statistical_tolerance, relative_near_one=symmetric)
@@ -482,7 +486,7 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
         # sign-symmetric channels: q_l = 0 is an exact fixed point of each layer, whose
         # stability is decided at the end by its linear rate, not by a residual near 0;
         # likewise Q_0 (perfect recovery, noiseless channels) near q = 1
-        small = mask & (x < SMALL_OVERLAP) if symmetric else none
+        small = mask & (x <= SMALL_OVERLAP) if symmetric else none  # the uninformed start included
         near_one = mask & (1.0 - x < NEAR_ONE) & (x < Q_MAX) if symmetric else none
         res, done = stopping.converged(x, f, se_map.standard_error, ~small & ~near_one)
         if done and np.any(near_one):
@@ -497,7 +501,7 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
             x0 = np.where(small, 0.0, x)
             at_zero = se_map.output_statistics(x0)
             rate = alpha * at_zero.cov_deviation.mean(0)
-            unstable = small & (rate > 1.0)
+            unstable = small & (rate > 1.0) & ~fallen
             if not np.any(unstable):
                 x, f = x0, np.where(small, 0.0, f)
                 se_map.remember(x0, at_zero)
@@ -506,6 +510,13 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
             # the fastest-growing layer leaves 0: to the least root of its own map
             l = int(np.argmax(np.where(unstable, rate, -np.inf)))
             x = np.where(small & ~unstable, 0.0, x)
+            if grown[l]:
+                # grown once already and fallen back: its rate at 0 is above 1 only within the
+                # Monte-Carlo error (its map has no fixed point above 0), so it stays at 0
+                fallen[l] = True
+                x[l] = 0.0
+                continue
+            grown[l] = True
             x[l] = coordinate_root(se_map, l, x)
             moves.reset_growing()
             newton.forget_step()

@@ -177,6 +177,23 @@ def test_learned_overlaps_root_is_where_se_leaves_the_next_layer():
     assert abs(rate - 1.0) < 1e-3
 
 
+@pytest.mark.parametrize("tokens", [2, 3])
+def test_uninformed_state_evolution_brackets_the_exact_threshold(tokens):
+    """L = 1 observes +-z: alpha_c = 1 / (M^2 + M) exactly (THEORY.md).  From the uninformed
+    start, SE at fast reports exactly 0 at 0.95x and 0.99x and a positive overlap at 1.01x and
+    1.05x.  (It used to stop at its start 1e-3, where the map's step is below its statistical
+    error, at 0.99x for M = 2, and to report 0.012 at 0.95x for M = 3.)"""
+    spec = DeepAttentionSpec(layers=1, tokens=tokens)
+    alpha_c = 1.0 / (tokens ** 2 + tokens)
+    for factor in (0.95, 0.99, 1.01, 1.05):
+        fp = state_evolution(spec, [factor * alpha_c], precision="fast").points[0].uninformed
+        assert fp.converged
+        if factor < 1:
+            assert fp.layer_overlaps[0] == 0.0, factor
+        else:
+            assert fp.layer_overlaps[0] > 0.0, factor
+
+
 def test_posterior_moments_stay_converged_as_the_posterior_collapses(paper_channel):
     """At Q = 0.99 on both layers the posterior is narrow; refining the grid 4x changes nothing."""
     normals = outer_normals(paper_channel, 64, 2, 11)
