@@ -103,7 +103,22 @@ class RedisServer:
 
     def stop(self):
         if self.proc is not None:
+            self.proc.send_signal(signal.SIGCONT)  # a paused server cannot act on SIGTERM
             self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+    def pause(self):
+        """SIGSTOP: the server hangs (connections accepted by the kernel, never answered)."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        self.proc.send_signal(signal.SIGCONT)
+
+    def kill(self):
+        """SIGKILL: Redis gone at once (no shutdown)."""
+        if self.proc is not None:
+            self.proc.kill()
             self.proc.wait(10)
             self.proc = None
 
