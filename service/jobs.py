@@ -115,7 +115,8 @@ class Engine:
     def __init__(self, settings, store: Store, pool: Pool):
         self.settings = settings
         self.store = store
-        self.cache = ResultCache(store)
+        self.cache = ResultCache(store, ttl=settings.cache_ttl,
+                                 memory_bytes=settings.memory_cache_bytes)
         self.pool = pool
         self.leases = Leases(store, settings.lease)
         self.queue = ArqQueue(settings.redis_url, settings.redis_prefix) if settings.queued else None
@@ -129,14 +130,18 @@ class Engine:
     # ---- records (degrade on outage)
     async def save(self, job: Job) -> None:
         job.updated_at = time.time()
+        self._remember(job)
+        try:  # kept for replay when the store is out: a record is never lost to an outage
+            await self.store.set("job:" + job.id, job.dump(), ttl=self.settings.job_ttl, keep=True)
+        except StoreUnavailable:
+            pass
+
+    def _remember(self, job: Job) -> None:
+        """This process's copy of a record (what it reads while the store is out)."""
         self.jobs[job.id] = job
         if len(self.jobs) > 20000:  # keep memory bounded: drop the oldest finished
             for jid in [j for j, v in self.jobs.items() if v.status in TERMINAL][:5000]:
                 self.jobs.pop(jid, None)
-        try:
-            await self.store.set("job:" + job.id, job.dump(), ttl=self.settings.job_ttl)
-        except StoreUnavailable:
-            pass
 
     async def load(self, job_id: str) -> Optional[Job]:
         local = self.jobs.get(job_id)
@@ -151,6 +156,8 @@ class Engine:
             return local
         if local is not None and local.updated_at >= job.updated_at:
             return local
+        if job.status in TERMINAL:  # finished: stays readable here through an outage
+            self._remember(job)
         return job
 
     async def load_many(self, job_ids: list[str]) -> list[Optional[Job]]:
@@ -159,7 +166,15 @@ class Engine:
             raws = await self.store.mget(["job:" + j for j in job_ids])
         except StoreUnavailable:
             raws = [None] * len(job_ids)
-        return [Job.load(r) if r is not None else self.jobs.get(j) for j, r in zip(job_ids, raws)]
+        out = []
+        for j, r in zip(job_ids, raws):
+            job = Job.load(r) if r is not None else None
+            if job is None:
+                job = self.jobs.get(j)
+            elif job.status in TERMINAL:  # finished: stays readable here through an outage
+                self._remember(job)
+            out.append(job)
+        return out
 
     def pending(self) -> int:
         return len(self.events)
@@ -231,7 +246,8 @@ class Engine:
         if self.queue is not None:
             await self.save(job)
             try:
-                await self.queue.put(job.id, job.solver_spec)
+                # under the store's guard: a stuck Redis fails at once, and the job runs here
+                await self.store.guard(self.queue.put(job.id, job.solver_spec))
                 return
             except (StoreUnavailable, redis.exceptions.RedisError, OSError):
                 log.warning("the queue is unreachable: job %s runs here", job.id)
@@ -374,7 +390,7 @@ class Engine:
         try:
             await self.leases.renew(job.cache_key)
             if renew is not None:
-                await renew()
+                await self.store.guard(renew())
             stored = await self.load(job.id)  # cancelled through another replica?
             if stored is not None and stored.status == "cancelled" and job.status != "cancelled":
                 job.status = "cancelled"

@@ -17,7 +17,6 @@ import sys
 from typing import Optional
 
 from arq.connections import RedisSettings
-from arq.constants import in_progress_key_prefix
 from arq.worker import Worker as ArqWorker
 from arq.worker import func
 from prometheus_client import start_http_server
@@ -25,7 +24,7 @@ from prometheus_client import start_http_server
 from .cache import RedisStore
 from .jobs import TERMINAL, Engine
 from .pool import Pool
-from .queue import FUNCTION, queue_name
+from .queue import FUNCTION, in_progress_key, queue_name, use_prefix
 from .settings import Settings, get_settings
 
 log = logging.getLogger("staircase.worker")
@@ -36,7 +35,8 @@ class Worker:
         if not settings.redis_url:
             raise SystemExit("service.worker needs STAIRCASE_REDIS_URL (the queue lives in Redis)")
         self.settings = settings
-        self.store = RedisStore(settings.redis_url, settings.redis_prefix)
+        self.store = RedisStore.of(settings)  # every call bounded, behind the circuit breaker
+        use_prefix(settings.redis_prefix)  # arq's keys too
         self.pool = pool or Pool(settings.workers, warm=settings.warm_up)
         self.engine = Engine(settings, self.store, self.pool)
         self.stop = asyncio.Event()
@@ -59,7 +59,7 @@ class Worker:
             return "following " + holder
         job.solver_spec = spec
         await engine.leases.give(job.cache_key, job.id)
-        in_progress, redis = in_progress_key_prefix + ctx["job_id"], ctx["redis"]
+        in_progress, redis = in_progress_key(ctx["job_id"]), ctx["redis"]
 
         async def renew() -> None:
             await redis.pexpire(in_progress, int(self.settings.lease * 1000))

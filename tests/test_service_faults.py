@@ -177,3 +177,52 @@ def test_redis_gone_sweeps_are_accepted_and_finished_ones_stay_readable(pool, se
         assert log["during"] == "done"
     else:
         assert log["retry_after"] and log["content_type"] == "application/problem+json"
+
+
+def test_queue_keys_live_under_the_prefix_and_a_stuck_queue_runs_here(pool, server, tmp_path):  # noqa: F811
+    """STAIRCASE_QUEUE=redis: every key in the (private) Redis, arq's included, starts with
+    STAIRCASE_REDIS_PREFIX, and cache entries carry a TTL.  With the Redis paused, a cold
+    request is computed here (the enqueue is under the guard) and a sweep runs here."""
+    from service.worker import Worker
+
+    p = "faults-test:"
+    s = settings(tmp_path, redis_url=server.url, redis_prefix=p, queue="redis", cache_ttl=3600)
+    app = create_app(s, pool=pool)
+    worker = Worker(s, pool=pool)
+    req = {"model": PHASE, "precision": "fast", "seed": 51}
+    sweep = {"model": ONE_LAYER, "compute": "thresholds", "precision": "fast", "seed": 52,
+             "grid": {"parameter": "skip", "values": [0.5]}}
+    r = redis.Redis.from_url(server.url)
+    log = {}
+
+    async def scenario(c):
+        queued = await c.post("/v1/thresholds", json=req, headers={"Prefer": "respond-async"})
+        assert queued.status_code == 202
+        log["keys_queued"] = sorted(k.decode() for k in r.scan_iter("*"))  # no worker yet
+        serving = asyncio.create_task(worker.serve())
+        try:
+            log["done"] = (await finish(c, queued.headers["location"]))["status"]
+            log["keys_done"] = sorted(k.decode() for k in r.scan_iter("*"))
+            log["fp_ttl"] = [r.ttl(k) for k in r.scan_iter(p + "fp:*")]
+            server.pause()
+            x, log["hung_cold"] = await timed(c.post("/v1/thresholds", json={**req, "seed": 53}))
+            log["hung_cold_status"] = (x.status_code, x.json().get("cache"))
+            x = await c.post("/v1/sweeps", json=sweep)
+            log["hung_sweep"] = (x.status_code, x.json().get("backend"))
+            log["hung_sweep_done"] = (await finish(c, x.headers["location"]))["status"]
+        finally:
+            server.resume()
+            worker.stop.set()
+            await serving
+            await worker.store.close()
+
+    run_app(app, scenario)
+    print("\n", log)
+    assert log["done"] == "done"
+    arq_keys = [k for k in log["keys_queued"] if "arq:" in k]
+    assert arq_keys, log["keys_queued"]  # the queued job's arq key, named under the prefix
+    for keys in (log["keys_queued"], log["keys_done"]):
+        assert keys and all(k.startswith(p) for k in keys), keys
+    assert log["fp_ttl"] and all(0 < t <= 3600 for t in log["fp_ttl"])
+    assert log["hung_cold_status"] == (200, "miss") and log["hung_cold"] < 5.0
+    assert log["hung_sweep"] == (202, "local") and log["hung_sweep_done"] == "done"
