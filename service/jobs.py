@@ -422,8 +422,11 @@ class Engine:
         return job
 
     async def _resume_if_orphaned(self, job: Job) -> None:
-        """A job whose lease lapsed unanswered (its process went away): start it again."""
-        if job.id in self.events or await self.leases.holder(job.cache_key) is not None:
+        """A job whose lease lapsed unanswered (its process went away): start it again.
+        (Not while the store is out: then no lease can be read, and nothing is known to lapse.)"""
+        if job.id in self.events or not self.store.available:
+            return
+        if await self.leases.holder(job.cache_key) is not None or not self.store.available:
             return
         if await self.leases.take(job.cache_key, job.id, ttl=self.claim_ttl) and job.id not in self.events:
             log.warning("resuming interrupted job %s", job.id)

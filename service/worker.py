@@ -17,6 +17,7 @@ import sys
 from typing import Optional
 
 from arq.connections import RedisSettings
+from arq.worker import Retry
 from arq.worker import Worker as ArqWorker
 from arq.worker import func
 from prometheus_client import start_http_server
@@ -46,6 +47,8 @@ class Worker:
         """One queued owner job (``spec``: its solver spec, from the API)."""
         engine, tries = self.engine, ctx["job_try"]
         job = await engine.load(job_id)
+        if job is None and not self.store.available:  # its record is out of reach: not lost
+            raise Retry(defer=self.settings.redis_probe_interval * 2)
         if job is None or job.status in TERMINAL:
             return "skipped"
         if tries > self.settings.max_tries:

@@ -226,3 +226,21 @@ def test_queue_keys_live_under_the_prefix_and_a_stuck_queue_runs_here(pool, serv
     assert log["fp_ttl"] and all(0 < t <= 3600 for t in log["fp_ttl"])
     assert log["hung_cold_status"] == (200, "miss") and log["hung_cold"] < 5.0
     assert log["hung_sweep"] == (202, "local") and log["hung_sweep_done"] == "done"
+
+
+def test_compose_bounds_redis_memory(tmp_path):
+    """docker-compose's Redis runs with a maxmemory and an eviction policy that spares keys
+    without a TTL (the queue): its own command, run here on a private port, says so."""
+    import yaml
+
+    from service_support import ROOT
+
+    command = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["redis"]["command"]
+    assert command[0] == "redis-server"
+    s = RedisServer(args=[*command[1:], "--dir", str(tmp_path)]).start()
+    try:
+        config = redis.Redis.from_url(s.url).config_get("maxmemory*")
+    finally:
+        s.stop()
+    assert config["maxmemory-policy"] == "volatile-lru"
+    assert int(config["maxmemory"]) > 0
