@@ -244,3 +244,80 @@ def test_compose_bounds_redis_memory(tmp_path):
         s.stop()
     assert config["maxmemory-policy"] == "volatile-lru"
     assert int(config["maxmemory"]) > 0
+
+
+def test_worker_result_survives_a_hang_mid_computation(pool, server, tmp_path):  # noqa: F811
+    """STAIRCASE_QUEUE=redis: Redis hangs while a worker computes; the worker's result and
+    record are kept and replayed when Redis is back, so the job reads done and the answer is
+    cached (nothing computed is lost), and the API never waits on the stuck Redis meanwhile."""
+    from service.worker import Worker
+
+    p = "faults-worker:"
+    s = settings(tmp_path, redis_url=server.url, redis_prefix=p, queue="redis")
+    app = create_app(s, pool=pool)
+    worker = Worker(s, pool=pool)
+    # a few seconds of computing (one layer, M = 3, ten alphas)
+    req = {"model": {**ONE_LAYER, "tokens": 3}, "precision": "standard", "seed": 61,
+           "alphas": [0.2 * i for i in range(1, 11)]}
+    log = {}
+
+    async def scenario(c):
+        serving = asyncio.create_task(worker.serve())
+        try:  # first a quick question through the queue: the worker is up, the API connected
+            warm = await c.post("/v1/thresholds", json={"model": PHASE, "precision": "fast", "seed": 60})
+            assert warm.status_code == 200
+            r = await c.post("/v1/state-evolution", json=req, headers={"Prefer": "respond-async"})
+            assert r.status_code == 202
+            loc = r.headers["location"]
+            for _ in range(600):  # until the worker has it
+                status = (await c.get(loc)).json()["status"]
+                if status != "queued":
+                    break
+                await asyncio.sleep(0.02)
+            assert status == "running", status
+            server.pause()
+            polls = []
+            for _ in range(30):  # 1.5 s of polling the job while Redis is stuck
+                x, t = await timed(c.get(loc))
+                polls.append((x.status_code, t))
+                await asyncio.sleep(0.05)
+            log["poll_status"] = {code for code, _ in polls}
+            log["poll_max"] = max(t for _, t in polls)
+            server.resume()
+            log["job"] = (await finish(c, loc, timeout=120))["status"]
+            await asyncio.sleep(1.0)  # the worker's probe replays what it kept
+            log["stored"] = len(list(redis.Redis.from_url(server.url).scan_iter(p + "fp:*")))
+            again = await c.post("/v1/state-evolution", json=req)
+            log["again"] = (again.status_code, again.json()["cache"])
+            log["worker_jobs"] = worker.processed
+        finally:
+            server.resume()
+            worker.stop.set()
+            await serving
+            await worker.store.close()
+
+    run_app(app, scenario)
+    print("\n", log)
+    assert log["poll_status"] == {200} and log["poll_max"] < SLACK
+    assert log["job"] == "done" and log["stored"] == 2  # the warm-up's answer and this one
+    assert log["again"] == (200, "hit")
+
+
+def test_an_outage_that_reaches_a_route_is_a_503_problem(tmp_path):
+    """The safety net: a StoreUnavailable that escapes the layers that degrade is a 503 problem
+    with Retry-After (it was a 500)."""
+    from service.cache import StoreUnavailable
+
+    app = create_app(settings(tmp_path))
+
+    async def boom():
+        raise StoreUnavailable("redis is unavailable")
+
+    app.add_api_route("/boom", boom)
+    async def main():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            return await c.get("/boom")
+
+    r = asyncio.run(main())
+    assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
+    assert int(r.headers["retry-after"]) > 0 and r.json()["status"] == 503
