@@ -62,10 +62,11 @@ class RedisStore(Store):
 
     A call (connect, send and read alike) that has no answer after ``timeout`` seconds, while
     Redis answered no other call in that time either, has failed: Redis is stuck.  (When other
-    calls were answered meanwhile, Redis is alive and this process merely busy -- a burst of
-    requests holds the event loop -- so the call waits on; a burst must not open the breaker,
-    or every lease would be granted and identical questions computed many times.  redis-py's
-    own socket timeouts, 20x longer, are the backstop.)  A failure or a stuck call opens the
+    calls were answered meanwhile, or the guard itself woke late, Redis is alive and this
+    process merely busy -- a burst of requests holds the event loop, or the machine did not
+    schedule it -- so the call waits on; a busy process must not open the breaker, or every
+    lease would be granted and identical questions computed many times.  redis-py's own socket
+    timeouts, 20x longer but at least 1 s, are the backstop.)  A failure or a stuck call opens the
     circuit breaker: while it is open no call touches Redis (each raises
     :class:`StoreUnavailable` at once, so callers degrade without waiting), and a background
     probe pings Redis every ``probe_interval`` seconds; when Redis answers, the writes kept
@@ -120,6 +121,10 @@ class RedisStore(Store):
                     out = call.result()
                     self.last_answer = time.monotonic()
                     return out
+                late = time.monotonic() - since - self.timeout
+                if late > self.timeout / 2:  # this process was busy (or not scheduled): not a
+                    log.debug("redis guard woke %.3f s late; waiting on", late)  # verdict on Redis
+                    continue
                 if self.last_answer <= since:  # no answer to anyone for `timeout` s: stuck
                     call.cancel()
                     raise asyncio.TimeoutError(f"no answer from redis within {self.timeout} s")
