@@ -254,11 +254,15 @@ class DiskStore(Store):
 
     def _call(self, fn, *args, **kw):
         try:
-            return fn(*args, **kw)
+            out = fn(*args, **kw)
         except OSError as exc:  # disk full, permissions
             self.available = False
             metrics.STORE_AVAILABLE.set(0)
             raise StoreUnavailable(str(exc)) from exc
+        if not self.available:  # the disk works again
+            self.available = True
+            metrics.STORE_AVAILABLE.set(1)
+        return out
 
     async def get(self, key):
         v = self._call(self.cache.get, key)
@@ -286,7 +290,7 @@ class DiskStore(Store):
         self.cache.close()
 
     def info(self):
-        return {"backend": "disk", "directory": self.directory, "available": True}
+        return {"backend": "disk", "directory": self.directory, "available": self.available}
 
 
 def make_store(settings) -> Store:
@@ -316,6 +320,10 @@ class Memory:
             return None
         self.entries.move_to_end(key)
         return entry[0]
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.bytes = 0
 
     def put(self, key: str, result: dict, size: int) -> None:
         if size > self.max_bytes:
