@@ -22,7 +22,7 @@ from arq.worker import Worker as ArqWorker
 from arq.worker import func
 from prometheus_client import start_http_server
 
-from .cache import RedisStore
+from .cache import RedisStore, StoreUnavailable
 from .jobs import TERMINAL, Engine
 from .pool import Pool
 from .queue import FUNCTION, in_progress_key, queue_name, use_prefix
@@ -67,7 +67,10 @@ class Worker:
         async def renew() -> None:
             await redis.pexpire(in_progress, int(self.settings.lease * 1000))
 
-        await renew()
+        try:
+            await self.store.guard(renew())
+        except StoreUnavailable:  # Redis stuck: compute anyway (the heartbeat renews it later)
+            pass
         log.info("running job %s (%s, try %d)", job.id, job.kind, tries)
         await engine.execute(job, tries=tries, renew=renew)
         self.processed += 1
