@@ -136,7 +136,8 @@ class Engine:
     def __init__(self, settings, store: Store, pool: Pool):
         self.settings = settings
         self.store = store
-        self.cache = ResultCache(store)
+        self.cache = ResultCache(store, ttl=settings.cache_ttl,
+                                 memory_bytes=settings.memory_cache_bytes)
         self.pool = pool
         self.leases = Leases(store, settings.lease)
         self.queue = (ArqQueue(settings.redis_url, settings.redis_prefix, settings.job_ttl)
@@ -157,14 +158,18 @@ class Engine:
     # ---- records (degrade on outage)
     async def save(self, job: Job) -> None:
         job.updated_at = time.time()
+        self._remember(job)
+        try:  # kept for replay when the store is out: a record is never lost to an outage
+            await self.store.set("job:" + job.id, job.dump(), ttl=self.settings.job_ttl, keep=True)
+        except StoreUnavailable:
+            pass
+
+    def _remember(self, job: Job) -> None:
+        """This process's copy of a record (what it reads while the store is out)."""
         self.jobs[job.id] = job
         if len(self.jobs) > 20000:  # keep memory bounded: drop the oldest finished
             for jid in [j for j, v in self.jobs.items() if v.status in TERMINAL][:5000]:
                 self.jobs.pop(jid, None)
-        try:
-            await self.store.set("job:" + job.id, job.dump(), ttl=self.settings.job_ttl)
-        except StoreUnavailable:
-            pass
 
     async def load(self, job_id: str) -> Optional[Job]:
         local = self.jobs.get(job_id)
@@ -179,6 +184,8 @@ class Engine:
             return local
         if local is not None and local.updated_at >= job.updated_at:
             return local
+        if job.status in TERMINAL:  # finished: stays readable here through an outage
+            self._remember(job)
         return job
 
     async def load_many(self, job_ids: list[str]) -> list[Optional[Job]]:
@@ -187,7 +194,15 @@ class Engine:
             raws = await self.store.mget(["job:" + j for j in job_ids])
         except StoreUnavailable:
             raws = [None] * len(job_ids)
-        return [Job.load(r) if r is not None else self.jobs.get(j) for j, r in zip(job_ids, raws)]
+        out = []
+        for j, r in zip(job_ids, raws):
+            job = Job.load(r) if r is not None else None
+            if job is None:
+                job = self.jobs.get(j)
+            elif job.status in TERMINAL:  # finished: stays readable here through an outage
+                self._remember(job)
+            out.append(job)
+        return out
 
     def pending(self) -> int:
         return len(self.events)
@@ -298,8 +313,8 @@ class Engine:
         s = self.settings
         if self.queue is not None:
             try:
-                if await self.queue.admit(job.lane, job.client, s.max_queued_expensive,
-                                          s.max_queued_per_client):
+                if await self.store.guard(self.queue.admit(job.lane, job.client, s.max_queued_expensive,
+                                                           s.max_queued_per_client)):
                     return None
                 return max(5.0, float(job.estimated_seconds or 0.0))
             except (StoreUnavailable, redis.exceptions.RedisError, OSError):
@@ -318,7 +333,8 @@ class Engine:
         if self.queue is not None:
             await self.save(job)
             try:
-                await self.queue.put(job.id, job.solver_spec, job.lane, job.client)
+                # under the store's guard: a stuck Redis fails at once, and the job runs here
+                await self.store.guard(self.queue.put(job.id, job.solver_spec, job.lane, job.client))
                 return
             except (StoreUnavailable, redis.exceptions.RedisError, OSError):
                 log.warning("the queue is unreachable: job %s runs here", job.id)
@@ -498,7 +514,7 @@ class Engine:
         try:
             await self.leases.renew(job.cache_key)
             if renew is not None:
-                await renew()
+                await self.store.guard(renew())
             await self._cancelled_elsewhere(job)
         except (StoreUnavailable, redis.exceptions.RedisError):
             pass
@@ -553,11 +569,11 @@ class Engine:
                                              time.time() - job.started_at, job.done, job.total)
         elif job.status == "queued" and self.queue is not None and job.lane in LANES:
             try:
-                ids = await self.queue.waiting(job.lane)
+                ids = await self.store.guard(self.queue.waiting(job.lane))
                 if job.id not in ids:
                     return
                 pos = ids.index(job.id) + 1
-                slots = await self.queue.slots(job.lane)
+                slots = await self.store.guard(self.queue.slots(job.lane))
             except (StoreUnavailable, redis.exceptions.RedisError, OSError):
                 return
             job.queue_position = pos
@@ -567,8 +583,11 @@ class Engine:
                                    + float(job.estimated_seconds or 0.0))
 
     async def _resume_if_orphaned(self, job: Job) -> None:
-        """A job whose lease lapsed unanswered (its process went away): start it again."""
-        if job.id in self.events or await self.leases.holder(job.cache_key) is not None:
+        """A job whose lease lapsed unanswered (its process went away): start it again.
+        (Not while the store is out: then no lease can be read, and nothing is known to lapse.)"""
+        if job.id in self.events or not self.store.available:
+            return
+        if await self.leases.holder(job.cache_key) is not None or not self.store.available:
             return
         if await self.leases.take(job.cache_key, job.id, ttl=self.claim_ttl) and job.id not in self.events:
             log.warning("resuming interrupted job %s", job.id)
@@ -592,7 +611,7 @@ class Engine:
             self._stop(job.id)
             if self.queue is not None and job.id not in self.events and job.lane in LANES:
                 try:  # still waiting in the arq queue: its place frees now
-                    await self.queue.drop(job.id, job.lane, job.client)
+                    await self.store.guard(self.queue.drop(job.id, job.lane, job.client))
                 except (StoreUnavailable, redis.exceptions.RedisError, OSError):
                     pass  # a worker skips it when it comes up (its record says cancelled)
         return job

@@ -1,7 +1,8 @@
 """Errors as application/problem+json (RFC 9457), naming the field and its allowed range.
 
 The one place errors become problems: the service's exceptions (:class:`InvalidParameter`,
-:class:`Busy`, :class:`ComputationFailed`, :class:`NotFound`, and the body's
+:class:`Busy`, :class:`ComputationFailed`, :class:`NotFound`, :class:`Unavailable` (and the
+store's ``StoreUnavailable``, should one ever escape the layers that degrade), and the body's
 :class:`MalformedBody`, :class:`PayloadTooLarge`, :class:`UnsupportedMediaType`), request
 validation and HTTP errors are mapped by the handlers :func:`install` registers (the body's
 size and media type are refused earlier, by ``service.body``, with these same responses);
@@ -19,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from .cache import StoreUnavailable
 from .schemas import ALLOWED, AMP_ALLOWED
 
 # routes whose fields have their own ranges (looked up before ALLOWED)
@@ -29,7 +31,8 @@ log = logging.getLogger("staircase.problems")
 PROBLEM = "application/problem+json"
 TITLES = {400: "Bad request", 401: "Unauthorized", 404: "Not found", 405: "Method not allowed",
           406: "Not acceptable", 413: "Payload too large", 415: "Unsupported media type",
-          422: "Invalid request", 429: "Too many pending computations", 500: "Internal error"}
+          422: "Invalid request", 429: "Too many pending computations", 500: "Internal error",
+          503: "Service unavailable"}
 
 # The union tags pydantic puts in error locations; they are not field names.
 _TAGS = {"deep_attention", "multi_index", "weak_recovery", "prediction_error", "float", "int",
@@ -127,6 +130,20 @@ class UnsupportedMediaType(ServiceError):
     def response(self) -> Response:
         return problem(415, str(self), type_="/problems/unsupported-media-type",
                        field="Content-Type", allowed=self.ALLOWED)
+
+
+class Unavailable(ServiceError):
+    """The store (Redis) is down or stuck and this answer needs it: 503 with Retry-After.
+    (The service degrades instead wherever it can: answers from memory, computations and
+    sweeps run here; this is the safety net that keeps an outage from ever being a 500.)"""
+
+    def __init__(self, detail: str = "the cache store is unavailable; retry later", retry_after: int = 2):
+        super().__init__(detail)
+        self.detail, self.retry_after = detail, retry_after
+
+    def response(self) -> Response:
+        return problem(503, self.detail, type_="/problems/store-unavailable",
+                       headers={"Retry-After": str(self.retry_after)})
 
 
 class NotFound(ServiceError):
@@ -245,6 +262,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def _service(request: Request, exc: ServiceError):
         return exc.response()
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store(request: Request, exc: StoreUnavailable):
+        log.warning("store unavailable on %s: %s", request.url.path, exc)
+        return Unavailable().response()
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):

@@ -20,15 +20,42 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
 
+import arq.connections
+import arq.constants
+import arq.jobs
+import arq.worker
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
-from arq.constants import in_progress_key_prefix
 
 FUNCTION = "compute"
 LANES = ("cheap", "expensive")
 ROUND_MS = 3600 * 1000     # a round of the fair order
 MAX_ROUNDS = 1000          # rounds beyond this share the last one (a sweep has at most 400 points)
 SLOTS_TTL = 30             # seconds a worker's announcement of its slots lives (renewed every 10 s)
+
+# arq (0.28) names its keys with module constants ("arq:job:<id>", "arq:result:<id>",
+# "arq:retry:<id>", "arq:in-progress:<id>", the sorted set "arq:abort"), imported by name into
+# its modules, and offers no option for them.  use_prefix puts them under the prefix.
+ARQ_KEYS = {name: getattr(arq.constants, name) for name in (
+    "job_key_prefix", "in_progress_key_prefix", "result_key_prefix", "retry_key_prefix",
+    "abort_jobs_ss")}
+_ARQ_MODULES = (arq.constants, arq.connections, arq.jobs, arq.worker)
+
+
+def use_prefix(prefix: str) -> None:
+    """Name arq's own keys ``<prefix>arq:...``, like every other key of the service (the queue
+    itself is ``queue_name(prefix)``, its health check ``queue_name(prefix):health-check``).
+    Process-wide: a process serves one STAIRCASE_REDIS_PREFIX (the API and every worker set it
+    from the same setting)."""
+    for name, original in ARQ_KEYS.items():
+        for module in _ARQ_MODULES:
+            if hasattr(module, name):
+                setattr(module, name, prefix + original)
+
+
+def in_progress_key(arq_job_id: str) -> str:
+    """arq's in-progress key of a job (a worker renews it while the job runs)."""
+    return arq.worker.in_progress_key_prefix + arq_job_id
 
 
 def queue_name(prefix: str, lane: str) -> str:
@@ -62,6 +89,7 @@ class ArqQueue:
         self.prefix = prefix
         self.job_ttl = job_ttl
         self._redis: Optional[ArqRedis] = None
+        use_prefix(prefix)
 
     async def redis(self) -> ArqRedis:
         if self._redis is None:
@@ -104,7 +132,7 @@ class ArqQueue:
             return []
         async with r.pipeline(transaction=False) as pipe:
             for j in ids:
-                pipe.exists(in_progress_key_prefix + j)
+                pipe.exists(in_progress_key(j))  # under the prefix (use_prefix renamed it)
             running = await pipe.execute()
         return [j for j, busy in zip(ids, running) if not busy]
 

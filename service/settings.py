@@ -48,8 +48,21 @@ class Settings(BaseSettings):
     sync_timeout: float = Field(120.0, ge=0.0, le=3600.0)
     # Jobs waiting or running at once in one API process; beyond this a cold request gets 429.
     max_pending_jobs: int = Field(64, ge=1, le=100000)
-    # Keys in Redis start with this prefix (cache entries, leases, jobs, sweeps, the queue).
+    # Keys in Redis start with this prefix (cache entries, leases, jobs, sweeps, the queue and
+    # arq's own job, result, retry and in-progress keys).
     redis_prefix: str = "staircase:"
+    # Longest a Redis command (or a connect) may take, seconds; one that takes longer opens the
+    # circuit breaker: Redis is skipped (answers from this process's memory, or computed here)
+    # until a background probe gets an answer again.
+    redis_timeout: float = Field(0.05, ge=0.001, le=30.0)
+    # Seconds between the breaker's probes of a Redis that failed (recovery is automatic).
+    redis_probe_interval: float = Field(0.5, ge=0.01, le=60.0)
+    # Cache entries (fixed points) expire after this many seconds (Redis and disk alike), so the
+    # cache's footprint stays bounded; see also docker-compose's maxmemory policy.
+    cache_ttl: int = Field(30 * 24 * 3600, ge=60)
+    # Bytes of answers each process keeps in its own memory (an LRU, read- and write-through),
+    # served while the store is unreachable and written back when it lost them.  0: off.
+    memory_cache_bytes: int = Field(64 * 1024 * 1024, ge=0)
     # A computation's lease expires this long after its last heartbeat (seconds); then another
     # process may take the computation over.  (Formerly STAIRCASE_LOCK_TTL and STAIRCASE_SWEEP_LEASE.)
     lease: float = Field(15.0, ge=1.0, le=3600.0,

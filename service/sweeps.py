@@ -251,6 +251,7 @@ class Sweeps:
         self.engine = engine
         self.store = engine.store
         self.runners: dict[str, asyncio.Task] = {}
+        self.records: dict[str, dict] = {}  # this process's copy of sweep records (outages)
         self.holder = f"{os.getpid()}:{uuid.uuid4().hex}"  # this process, as a lease holder
 
     @property
@@ -264,7 +265,10 @@ class Sweeps:
         sid = uuid.uuid4().hex
         rec = {"id": sid, "request": body.model_dump(mode="json"), "points": points,
                "status": "active", "backend": self.backend, "created_at": time.time()}
-        await self._save(rec)
+        await self._save(rec)  # kept for replay if the store is out
+        if rec["backend"] == "arq" and not self.store.available:
+            rec["backend"] = "local"  # Redis is down or stuck: the points run in this pool
+            await self._save(rec)
         if rec["backend"] == "arq":
             for p, q in zip(points, questions):  # admitted as a sweep: one client, no 429 per point
                 await self.engine.submit(q, job_id=point_job_id(sid, p["i"]), client="sweep:" + sid,
@@ -300,14 +304,31 @@ class Sweeps:
 
     # ---- records
     async def _load(self, sid: str) -> Optional[dict]:
+        """The record from the store, else this process's copy (the store is out, or lost it)."""
         try:
-            return _loads(await self.store.get(record_key(sid)))
+            rec = _loads(await self.store.get(record_key(sid)))
         except StoreUnavailable:
-            return None
+            rec = None
+        local = self.records.get(sid)
+        if rec is None or (local is not None and local.get("updated_at", 0) > rec.get("updated_at", 0)):
+            return local
+        self._remember(rec)
+        return rec
 
     async def _save(self, rec: dict) -> None:
         rec["updated_at"] = time.time()
-        await self.store.set(record_key(rec["id"]), orjson.dumps(rec), ttl=self.settings.job_ttl)
+        self._remember(rec)
+        try:  # kept for replay when the store is out (then this process's copy answers)
+            await self.store.set(record_key(rec["id"]), orjson.dumps(rec), ttl=self.settings.job_ttl,
+                                 keep=True)
+        except StoreUnavailable:
+            log.warning("sweep %s: the store is unavailable; its record is kept here", rec["id"])
+
+    def _remember(self, rec: dict) -> None:
+        self.records[rec["id"]] = rec
+        if len(self.records) > 2000:  # bounded: the oldest go first
+            for sid in list(self.records)[:500]:
+                self.records.pop(sid, None)
 
     async def _jobs(self, rec: dict) -> list[Optional[Job]]:
         """The points' job records, followers resolved through the jobs they follow."""

@@ -25,15 +25,15 @@ import uuid
 from typing import Optional
 
 from arq.connections import RedisSettings
-from arq.constants import in_progress_key_prefix
+from arq.worker import Retry
 from arq.worker import Worker as ArqWorker
 from arq.worker import func
 from prometheus_client import start_http_server
 
-from .cache import RedisStore
+from .cache import RedisStore, StoreUnavailable
 from .jobs import TERMINAL, Engine
 from .pool import LANES, Pool
-from .queue import FUNCTION, ArqQueue, queue_name
+from .queue import FUNCTION, ArqQueue, in_progress_key, queue_name, use_prefix
 from .settings import Settings, get_settings
 
 log = logging.getLogger("staircase.worker")
@@ -50,7 +50,8 @@ class Worker:
         if not settings.redis_url:
             raise SystemExit("service.worker needs STAIRCASE_REDIS_URL (the queue lives in Redis)")
         self.settings = settings
-        self.store = RedisStore(settings.redis_url, settings.redis_prefix)
+        self.store = RedisStore.of(settings)  # every call bounded, behind the circuit breaker
+        use_prefix(settings.redis_prefix)  # arq's keys too
         self.pool = pool or lane_pool(settings, lane)
         self.lanes = [name for name in LANES if self.pool.slots[name]]  # served: those with slots
         self.engine = Engine(settings, self.store, self.pool)
@@ -63,9 +64,11 @@ class Worker:
         """One queued owner job (``spec``: its solver spec, from the API)."""
         engine, tries = self.engine, ctx["job_try"]
         job = await engine.load(job_id)
+        if job is None and not self.store.available:  # its record is out of reach: not lost
+            raise Retry(defer=self.settings.redis_probe_interval * 2)
         if job is not None:  # taken up: no longer waiting in its client's share (any outcome)
             try:
-                await self.queue.started(job.id, job.lane, job.client)
+                await self.store.guard(self.queue.started(job.id, job.lane, job.client))
             except Exception:  # noqa: BLE001 - only the fair order's bookkeeping
                 log.warning("could not mark job %s started", job.id)
         if job is None or job.status in TERMINAL:
@@ -81,12 +84,15 @@ class Worker:
             return "following " + holder
         job.solver_spec = spec
         await engine.leases.give(job.cache_key, job.id)
-        in_progress, redis = in_progress_key_prefix + ctx["job_id"], ctx["redis"]
+        in_progress, redis = in_progress_key(ctx["job_id"]), ctx["redis"]
 
         async def renew() -> None:
             await redis.pexpire(in_progress, int(self.settings.lease * 1000))
 
-        await renew()
+        try:
+            await self.store.guard(renew())
+        except StoreUnavailable:  # Redis stuck: compute anyway (the heartbeat renews it later)
+            pass
         log.info("running job %s (%s, try %d)", job.id, job.kind, tries)
         await engine.execute(job, tries=tries, renew=renew)
         self.processed += 1
@@ -107,7 +113,7 @@ class Worker:
         while True:
             for lane in self.lanes:
                 try:
-                    await self.queue.announce(lane, self.id, len(self.pool.slots[lane]))
+                    await self.store.guard(self.queue.announce(lane, self.id, len(self.pool.slots[lane])))
                 except Exception:  # noqa: BLE001 - Redis away: the ETAs go unknown meanwhile
                     pass
             await asyncio.sleep(10)

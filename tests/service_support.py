@@ -83,8 +83,9 @@ def free_port() -> int:
 class RedisServer:
     """A private, throw-away redis-server (so stopping it disturbs nobody)."""
 
-    def __init__(self):
+    def __init__(self, args=("--save", "", "--appendonly", "no")):
         self.port = free_port()
+        self.args = list(args)  # the server's options beside its port
         self.proc = None
         self.url = f"redis://127.0.0.1:{self.port}/0"
 
@@ -92,9 +93,8 @@ class RedisServer:
         exe = shutil.which("redis-server")
         if exe is None:
             pytest.skip("redis-server is not installed")
-        self.proc = subprocess.Popen([exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no"], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen([exe, "--port", str(self.port), "--bind", "127.0.0.1", *self.args],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(100):
             if redis_up(self.url):
                 return self
@@ -103,7 +103,22 @@ class RedisServer:
 
     def stop(self):
         if self.proc is not None:
+            self.proc.send_signal(signal.SIGCONT)  # a paused server cannot act on SIGTERM
             self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+    def pause(self):
+        """SIGSTOP: the server hangs (connections accepted by the kernel, never answered)."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        self.proc.send_signal(signal.SIGCONT)
+
+    def kill(self):
+        """SIGKILL: Redis gone at once (no shutdown)."""
+        if self.proc is not None:
+            self.proc.kill()
             self.proc.wait(10)
             self.proc = None
 

@@ -103,7 +103,9 @@ def test_corrupt_entry_is_ignored_and_recomputed(app_client):
     services = app.state.services
     spec = first["model"]
     key = cache_key("thresholds", spec, solvers.__version__, precision="fast", seed=0)
+    memory = services.engine.cache.memory  # this process's own copy, cleared: as on a replica
     services.store.cache.set(key, b"\x00garbage{not json")
+    memory.clear()
     before = computations(client)
     r = client.post("/v1/thresholds", json=req).json()
     assert r["cache"] == "miss"
@@ -111,8 +113,14 @@ def test_corrupt_entry_is_ignored_and_recomputed(app_client):
     assert r["thresholds"] == first["thresholds"]
     # a well-formed entry stored under another key (foreign) is ignored too
     services.store.cache.set(key, ResultCache.encode("fp:thresholds:other", {"thresholds": []}))
+    memory.clear()
     assert client.post("/v1/thresholds", json=req).json()["cache"] == "miss"
     assert client.post("/v1/thresholds", json=req).json()["cache"] == "hit"
+    # with its own verified copy, the process answers from it and repairs the store
+    services.store.cache.set(key, b"\x00garbage{not json")
+    r = client.post("/v1/thresholds", json=req).json()
+    assert r["cache"] == "hit" and r["thresholds"] == first["thresholds"]
+    assert ResultCache.decode(key, services.store.cache.get(key)) is not None
 
 
 def test_phase_retrieval_threshold_is_one_half(client):

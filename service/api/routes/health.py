@@ -18,8 +18,9 @@ async def healthz() -> Health:
 
 
 @router.get("/readyz", responses={
-    200: {"model": Ready, "description": "ready, or degraded (cache store down: answers are "
-                                         "computed but not cached)",
+    200: {"model": Ready, "description": "ready, or degraded (cache store down or stuck: "
+                                         "answers come from this process's memory or are "
+                                         "computed here)",
           "content": {"application/json": {"example": examples.READY}}},
     503: {"model": Ready, "description": "starting: solvers not compiled yet"}})
 async def readyz(svc: ServicesDep) -> Response:
