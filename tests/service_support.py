@@ -170,3 +170,15 @@ def wait_job(client, location, timeout=900):
             return body
         time.sleep(0.1)
     raise AssertionError(f"job {location} did not finish")
+
+
+def run_app(app, scenario, timeout: float = 600):
+    """Run ``await scenario(client)`` against ``app`` inside its lifespan (an in-process ASGI
+    client, ``timeout`` seconds per request) and return what it returns."""
+    async def main():
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t",
+                                         timeout=timeout) as c:
+                return await scenario(c)
+
+    return asyncio.run(main())

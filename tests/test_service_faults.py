@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from service.main import create_app
-from service_support import PHASE, RedisServer, pool, settings  # noqa: F401
+from service_support import PHASE, ROOT, RedisServer, pool, run_app, settings  # noqa: F401
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -25,15 +25,6 @@ ONE_LAYER = {"family": "deep_attention", "layers": 1, "tokens": 2}
 TERMINAL = ("done", "failed", "cancelled")
 SLACK = 1.0  # seconds over the normal time a request may take while Redis is stuck (target 0.1)
 
-
-def run_app(app, scenario):
-    async def main():
-        async with app.router.lifespan_context(app):
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t",
-                                         timeout=120) as c:
-                return await scenario(c)
-
-    return asyncio.run(main())
 
 
 async def timed(coro):
@@ -118,7 +109,7 @@ def test_hung_redis_answers_in_time_and_recovers(pool, server, tmp_path):  # noq
         log["hit_after"] = (await c.post("/v1/thresholds", json=cold)).json()["cache"]
 
     try:
-        run_app(app, scenario)
+        run_app(app, scenario, 120)
     finally:
         print("\n", {k: (round(v, 3) if isinstance(v, float) else v) for k, v in log.items()
                      if k not in ("keys",)})
@@ -168,7 +159,7 @@ def test_redis_gone_sweeps_are_accepted_and_finished_ones_stay_readable(pool, se
             log["retry_after"] = r.headers.get("retry-after")
             log["content_type"] = r.headers.get("content-type")
 
-    run_app(app, scenario)
+    run_app(app, scenario, 120)
     print("\n", log)
     assert log["finished"] == (200, "done") and log["finished_same"]
     assert log["finished_read"] < SLACK
@@ -216,7 +207,7 @@ def test_queue_keys_live_under_the_prefix_and_a_stuck_queue_runs_here(pool, serv
             await serving
             await worker.store.close()
 
-    run_app(app, scenario)
+    run_app(app, scenario, 120)
     print("\n", log)
     assert log["done"] == "done"
     arq_keys = [k for k in log["keys_queued"] if "arq:" in k]
@@ -233,7 +224,6 @@ def test_compose_bounds_redis_memory(tmp_path):
     without a TTL (the queue): its own command, run here on a private port, says so."""
     import yaml
 
-    from service_support import ROOT
 
     command = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["redis"]["command"]
     assert command[0] == "redis-server"
@@ -296,7 +286,7 @@ def test_worker_result_survives_a_hang_mid_computation(pool, server, tmp_path): 
             await serving
             await worker.store.close()
 
-    run_app(app, scenario)
+    run_app(app, scenario, 120)
     print("\n", log)
     assert log["poll_status"] == {200} and log["poll_max"] < SLACK
     assert log["job"] == "done" and log["stored"] == 2  # the warm-up's answer and this one

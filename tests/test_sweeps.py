@@ -17,12 +17,11 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 
-import httpx
 import pytest
 import redis
 
 from service.main import create_app
-from service_support import REDIS_URL, ROOT, pool, requires_redis, settings  # noqa: F401
+from service_support import REDIS_URL, ROOT, pool, requires_redis, run_app, settings  # noqa: F401
 
 ONE_LAYER = {"family": "deep_attention", "layers": 1, "tokens": 2}
 PAPER = {"family": "deep_attention", "layers": 2, "tokens": 2, "skip": 1.0, "beta": 1.0, "noise": 0.0}
@@ -34,15 +33,6 @@ pytestmark = pytest.mark.timeout(900)
 def fresh_seed() -> int:
     return random.randrange(1, 2**31 - 1)  # a new seed: a cold cache for these points
 
-
-def run_app(app, scenario):
-    async def main():
-        async with app.router.lifespan_context(app):
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t",
-                                         timeout=600) as c:
-                return await scenario(c)
-
-    return asyncio.run(main())
 
 
 async def finish(c, loc, timeout=600.0, seen=None):
