@@ -20,7 +20,8 @@ def warm_up() -> None:
     for spec in specs:
         channel = spec.channel()
         P = channel.n_indices
-        output_statistics(channel, np.eye(P) * 0.1, outer_normals(channel, 4, 2, 0), 1, plugin=True)
+        for q in (0.0, 0.1):  # Q = 0 takes deep attention's shared prior-bank tables
+            output_statistics(channel, np.eye(P) * q, outer_normals(channel, 4, 2, 0), 1, plugin=True)
     layer_thresholds_L2_grid(1.0, 1.0, 1.0, 4.0, 4, 4.0, 4)
 
 
