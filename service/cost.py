@@ -13,9 +13,9 @@ benchmarks where a measurement takes minutes:
 * thresholds, multi-index P = 1: square 0.04 s, sign 0.03 s (fast and standard alike);
   P = 2: product 1.3 s (the calibration table: 2.5 s per run on a busier machine);
 * thresholds, deep attention L = 1: M = 2 0.22 s (standard 0.30 s, precise 2.2 s), M = 3
-  0.21 s, M = 4 0.37 s; sign at precise 0.50 s; L = 2, M = 2: about 20 s (README: 13-58 s per sweep point at fast, the staircase step
-  at standard 38 s); L = 2, M = 3: about 70 s (README, calibration); L = 3: the issue's report
-  (over 30 minutes at standard on a busy machine); L = 4 extrapolated;
+  0.21 s, M = 4 0.37 s; sign at precise 0.50 s; solver 0.5.0 (``benchmarks/bench_catalogue.py``,
+  fast, on a machine loaded about 2x): L = 2, M = 2 31 s, M = 3 28 s, M = 4 63 s; L = 3, M = 2
+  136 s; L = 4 extrapolated;
 * state evolution per alpha: phase retrieval 0.17 s, sign 0.05 s, product 5.6 s, deep attention
   L = 1 4.4 to 7.5 s, the paper's model 1.7 s (README: 30 alphas, both starts, 51 s).
 
@@ -29,12 +29,12 @@ from typing import Optional
 
 # seconds at precision fast, thresholds of one model (see the module docstring)
 THRESHOLDS_MULTI_INDEX = {1: 0.05, 2: 2.0, 3: 30.0}          # by the link's indices P
-THRESHOLDS_DEEP_ATTENTION = {1: 0.3, 2: 20.0, 3: 600.0, 4: 3600.0}  # by layers L, at M = 2
+THRESHOLDS_DEEP_ATTENTION = {1: 0.3, 2: 20.0, 3: 120.0, 4: 1200.0}  # by layers L, at M = 2
 # state evolution, seconds per alpha (both starts) at fast
 SE_MULTI_INDEX = {1: 0.2, 2: 6.0, 3: 20.0}
 SE_DEEP_ATTENTION = {1: 6.0, 2: 2.0, 3: 20.0, 4: 60.0}
 # more tokens: the inner integrals grow (L = 1 has a closed-form posterior: no growth)
-TOKENS = {2: 1.0, 3: 3.5, 4: 10.0}
+TOKENS = {2: 1.0, 3: 1.5, 4: 3.0}
 # a noisy channel uses the generic importance sampler (not measured: a guess on the safe side)
 NOISY = 3.0
 # relative to fast (L = 1: standard 1.4x, precise 10x; sign: precise 15x; the paper's
