@@ -23,6 +23,7 @@ import numpy as np
 from scipy import optimize
 
 from .channels.base import Channel
+from .quadrature import t_halfwidth
 from .statistics import OutputStatistics, output_statistics, overlap_update
 
 Q_MAX = 1.0 - 1e-10  # overlaps are capped here: beyond, recovery is perfect to machine precision
@@ -435,7 +436,8 @@ def coordinate_root(se_map: SEMap, l: int, x: np.ndarray, direction: int = 1) ->
 def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, normals: np.ndarray,
                         resolution: int = 1, tol: float = 1e-6, max_iterations: int = 400,
                         frozen: np.ndarray | None = None,
-                        statistical_tolerance: float | None = None) -> FixedPointIteration:
+                        statistical_tolerance: float | None = None,
+                        decision_normals: np.ndarray | None = None) -> FixedPointIteration:
     """Iterate the SE map to a fixed point, accelerated without being pulled onto unstable ones.
 
     Each step evaluates the map once and then takes the first that applies of: a Broyden
@@ -462,7 +464,9 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
       the others are learned and grows only afterwards, is never reported as converged at a
       tiny value, nor left at its start when the map's step there is below the statistical error.
     ``frozen``: mask of order parameters held at their start value (the staircase keeps
-    not-yet-learned layers at exactly 0)."""
+    not-yet-learned layers at exactly 0).  ``decision_normals``: more outer points (the same
+    scrambles), on which a small layer's linear rate is estimated again when it is within its
+    95% half-width of 1 (a sequential test: SE's own points cannot tell 0.95 from 1.05)."""
     x = order_vector(channel, Q_start)
     mask = np.ones_like(x, dtype=bool) if frozen is None else ~frozen
     grown = np.zeros(x.shape, dtype=bool)  # grown from 0 to the least root of their own map
@@ -501,6 +505,11 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
             x0 = np.where(small, 0.0, x)
             at_zero = se_map.output_statistics(x0)
             rate = alpha * at_zero.cov_deviation.mean(0)
+            if decision_normals is not None:
+                marginal = small & (np.abs(rate - 1.0) <= alpha * t_halfwidth(at_zero.cov_deviation))
+                if np.any(marginal):
+                    finer = output_statistics(channel, overlap_matrix(channel, x0), decision_normals, resolution)
+                    rate = np.where(marginal, alpha * finer.cov_deviation.mean(0), rate)
             unstable = small & (rate > 1.0) & ~fallen
             if not np.any(unstable):
                 x, f = x0, np.where(small, 0.0, f)

@@ -20,6 +20,9 @@ SCRAMBLES = 16  # independent Sobol scrambles of every outer expectation
 
 # State evolution: outer points per scramble (fixed).
 SE_POINTS = {"fast": 64, "standard": 128, "precise": 512}
+# ... and those on which SE decides a layer at 0 whose linear rate is within its half-width of 1
+# (SE's own points leave the rate ~5-10% uncertain at fast: 0.95x and 1.05x a threshold look alike)
+SE_DECISION_POINTS = {"fast": 1024, "standard": 2048, "precise": 8192}
 
 # Layer-wise thresholds at Q = 0 (quadrupled until the target, at most the cap) and the
 # staircase step with several learned layers.

@@ -22,7 +22,7 @@ from .errors import SpecError
 from .limits import MAX_ALPHA
 from .fixed_point_iteration import (Q_MAX, FixedPointIteration, difference_step, iterate_fixed_point, order_vector,
                                    overlap_matrix, symmetric_from_upper)
-from .precision import SCRAMBLES, SE_POINTS, check_precision
+from .precision import SCRAMBLES, SE_DECISION_POINTS, SE_POINTS, check_precision
 from .quadrature import t_halfwidth
 from .results import FixedPoint, Settings, StateEvolutionPoint, StateEvolutionResult
 from .statistics import (OutputStatistics, bayes_prediction_error, free_entropy, outer_normals, output_statistics,
@@ -99,7 +99,9 @@ def fixed_point(spec, alpha: float, start: str = "uninformed", precision: str = 
     normals = outer_normals(channel, SE_POINTS[precision], SCRAMBLES, seed)
     if Q_start is None:
         Q_start = np.eye(P) * (UNINFORMED_START if start == "uninformed" else INFORMED_START)
-    fp = iterate_fixed_point(channel, alpha, Q_start, normals, statistical_tolerance=STATISTICAL_TOLERANCE)
+    decision = outer_normals(channel, SE_DECISION_POINTS[precision], SCRAMBLES, seed)
+    fp = iterate_fixed_point(channel, alpha, Q_start, normals, statistical_tolerance=STATISTICAL_TOLERANCE,
+                             decision_normals=decision)
     return _fixed_point_result(channel, alpha, start, fp, normals, 1)
 
 
@@ -136,6 +138,7 @@ def state_evolution(spec, alphas, precision: str = "standard", seed: int = 0, pr
     channel = spec.channel()
     P = channel.n_indices
     normals = outer_normals(channel, SE_POINTS[precision], SCRAMBLES, seed)
+    decision = outer_normals(channel, SE_DECISION_POINTS[precision], SCRAMBLES, seed)  # decisions at 0
     order = np.argsort(alphas)
     total = 2 * len(alphas)
     done = 0
@@ -148,7 +151,7 @@ def state_evolution(spec, alphas, precision: str = "standard", seed: int = 0, pr
             fp = FixedPointIteration(fp.Q, True, 0, 0.0, np.nan, np.zeros_like(fp.step))
         else:
             fp = iterate_fixed_point(channel, alphas[i], _warm_start(Q, UNINFORMED_START, 1.0), normals,
-                                     statistical_tolerance=STATISTICAL_TOLERANCE)
+                                     statistical_tolerance=STATISTICAL_TOLERANCE, decision_normals=decision)
         Q = fp.Q
         at_q0[i] = _perfect_recovery(channel, fp)
         uninformed[i] = _fixed_point_result(channel, alphas[i], "uninformed", fp, normals, 1)
@@ -162,7 +165,7 @@ def state_evolution(spec, alphas, precision: str = "standard", seed: int = 0, pr
             informed[i] = dataclasses.replace(uninformed[i], start="informed", iterations=0)
         else:
             fp = iterate_fixed_point(channel, alphas[i], _warm_start(Q, 0.0, INFORMED_START), normals,
-                                     statistical_tolerance=STATISTICAL_TOLERANCE)
+                                     statistical_tolerance=STATISTICAL_TOLERANCE, decision_normals=decision)
             Q = fp.Q
             informed[i] = _fixed_point_result(channel, alphas[i], "informed", fp, normals, 1)
         done += 1
