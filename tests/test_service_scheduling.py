@@ -142,7 +142,7 @@ def test_cheap_cold_requests_do_not_wait_behind_two_expensive_jobs(client):
         locs.append(r.headers["location"])
     for loc in locs:
         body = _until(client, loc, lambda b: b["status"] == "running" and b["progress"]["total"] > 0)
-        assert body["lane"] == "expensive" and body["estimated_seconds"] >= 600
+        assert body["lane"] == "expensive" and body["estimated_seconds"] > 5.0  # above the cheap lane's 5 s
         assert body["queue_position"] is None and body["eta_seconds"] > 0
     overheads = []
     for i in range(20):
