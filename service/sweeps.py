@@ -35,7 +35,7 @@ from .cache import StoreUnavailable
 from .computations import Question, state_evolution_question, thresholds_question
 from .jobs import TERMINAL, Engine, Job
 from .problems import Busy, InvalidParameter
-from .schemas import Model, PAPER_MODEL, Precision, request_config
+from .schemas import Int, Model, PAPER_MODEL, Precision, request_config
 
 log = logging.getLogger("staircase.sweeps")
 
@@ -86,7 +86,7 @@ class SweepRequest(BaseModel):
                     "per (parameter value, alpha)")
     grid: SweepGrid
     precision: Precision = "standard"
-    seed: int = Field(0, ge=0, le=MAX_SEED)
+    seed: Int = Field(0, ge=0, le=MAX_SEED)
 
 
 def sweep_error(field: str, detail: str, allowed: str) -> InvalidParameter:
