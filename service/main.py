@@ -116,7 +116,7 @@ def create_app(settings: Optional[Settings] = None, pool: Optional[Pool] = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         own_pool = pool is None
-        p = pool or Pool(settings.workers, warm=settings.warm_up)
+        p = pool or Pool(settings.workers, warm=settings.warm_up, cheap_workers=settings.cheap_workers)
         p.start()
         store = make_store(settings)
         engine = Engine(settings, store, p)
