@@ -21,8 +21,8 @@ request's time; cold answers also the solver's own seconds), with the machine's 
 before and after.  The expensive jobs are cancelled at the end.
 
 ``--slow-model`` makes the expensive jobs sleep instead of computing (the tests' model made slow
-on purpose, ``tests/slow_model.py``, through ``benchmarks/load_app.py``): it measures the
-scheduling without the two jobs taking the CPU from the rest.
+on purpose, ``tests/slow_model.py``, through the uvicorn factory ``tests/slow_app.py``): it
+measures the scheduling without the two jobs taking the CPU from the rest.
 """
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def locust_command(host: str, user_class: str, users: int, seconds: float, csv_p
 
 
 def server_command(port: int, slow_model: bool) -> list[str]:
-    app = ["--factory", "load_app:create", "--app-dir", str(HERE)] if slow_model else ["service.main:app"]
+    app = ["--factory", "slow_app:create"] if slow_model else ["service.main:app"]
     return [sys.executable, "-m", "uvicorn", *app, "--host", "127.0.0.1", "--port", str(port),
             "--no-access-log", "--log-level", "warning"]
 
@@ -91,7 +91,8 @@ def server_env(args, prefix: str, cache_dir: str) -> dict:
         env.update({"STAIRCASE_REDIS_URL": args.redis, "STAIRCASE_REDIS_PREFIX": prefix})
     else:
         env.update({"STAIRCASE_REDIS_URL": "", "STAIRCASE_CACHE_DIR": cache_dir})
-    if args.slow_model:
+    if args.slow_model:  # tests/slow_app.py, with the hook tests/slow_model.py:hook
+        env["SLOW_APP_HOOK"] = "slow_model:hook"
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH", "")])
     return env
 

@@ -35,15 +35,15 @@ def test_server_command_and_environment(monkeypatch):
     plain = lt.server_command(8123, slow_model=False)
     assert plain[1:4] == ["-m", "uvicorn", "service.main:app"] and "8123" in plain
     slow = lt.server_command(8123, slow_model=True)
-    assert slow[slow.index("--factory") + 1] == "load_app:create"
-    assert (ROOT / "benchmarks" / "load_app.py").exists()
+    assert slow[slow.index("--factory") + 1] == "slow_app:create"
+    assert (ROOT / "tests" / "slow_app.py").exists()
 
     disk = lt.server_env(lt.parse_args([]), "p:", "/tmp/c")
     assert disk["STAIRCASE_REDIS_URL"] == "" and disk["STAIRCASE_CACHE_DIR"] == "/tmp/c"
     assert disk["STAIRCASE_WORKERS"] == "2" and "STAIRCASE_API_KEY" not in disk
     red = lt.server_env(lt.parse_args(["--redis", "redis://h:1/0", "--slow-model"]), "p:", "/tmp/c")
     assert red["STAIRCASE_REDIS_URL"] == "redis://h:1/0" and red["STAIRCASE_REDIS_PREFIX"] == "p:"
-    assert str(ROOT / "tests") in red["PYTHONPATH"].split(":")
+    assert str(ROOT / "tests") in red["PYTHONPATH"].split(":") and red["SLOW_APP_HOOK"] == "slow_model:hook"
 
 
 def test_dry_run_prints_the_commands(capsys):
