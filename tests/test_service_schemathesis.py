@@ -37,7 +37,7 @@ ALL_CHECKS = CHECKS.get_all()
 MIN_CASES = 1000
 CALLS = {"n": 0, "stateful": 0, "status": Counter(), "documented": Counter(), "linked": Counter()}
 
-# positive_data_acceptance, the one documented exclusion: a schema-valid body the service answers
+# positive_data_acceptance, the first documented exclusion: a schema-valid body the service answers
 # 422 because of a constraint between fields, which the document states in words (descriptions,
 # GET /v1/models) but not in JSON Schema.  The service checks these after the schema (the solvers'
 # spec validation, the sweep's checks, or a model validator) and answers 422 naming the field:
