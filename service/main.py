@@ -96,8 +96,25 @@ def custom_openapi(app: FastAPI) -> dict:
                         "schema": {"$ref": "#/components/schemas/Problem"}}
                 resp["422"]["content"] = content
                 resp["422"]["description"] = resp["422"].get("description") or "Invalid input"
+    _link_jobs(doc)
     app.openapi_schema = doc
     return doc
+
+
+def _link_jobs(doc: dict) -> None:
+    """OpenAPI links from every 202 (a job accepted) to reading and cancelling that job, so
+    clients and tools (schemathesis's stateful tests) can follow a job from its creation."""
+    job = doc["paths"].get("/v1/jobs/{job_id}", {})
+    targets = {"GetJob": (job.get("get", {}).get("operationId"), "read the job this request started"),
+               "CancelJob": (job.get("delete", {}).get("operationId"), "cancel the job this request started")}
+    for path in doc["paths"].values():
+        for op in path.values():
+            accepted = op.get("responses", {}).get("202")
+            if accepted is None:
+                continue
+            accepted["links"] = {name: {"operationId": op_id, "parameters": {"job_id": "$response.body#/id"},
+                                        "description": text}
+                                 for name, (op_id, text) in targets.items() if op_id}
 
 
 async def load_plots() -> None:
@@ -116,7 +133,7 @@ def create_app(settings: Optional[Settings] = None, pool: Optional[Pool] = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         own_pool = pool is None
-        p = pool or Pool(settings.workers, warm=settings.warm_up)
+        p = pool or Pool(settings.workers, warm=settings.warm_up, cheap_workers=settings.cheap_workers)
         p.start()
         store = make_store(settings)
         engine = Engine(settings, store, p)

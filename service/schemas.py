@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 import solvers
 from solvers.limits import (AMP_MAX_ALPHA, AMP_MAX_DAMPING, AMP_MAX_DIMENSION, AMP_MAX_INPUT_ENTRIES,
@@ -65,8 +65,20 @@ def request_config(**extra) -> ConfigDict:
     """The config of every request model: no unknown fields, no NaN or infinity, and strict
     types, because a boolean or a string is not a number ("layers": true ran L = 1,
     "alphas": [true] was alpha = 1.0, "dimension": "768" was read as 768).  Strict floats still
-    take JSON integers ("skip": 1); strict integers refuse 2.0 as well."""
+    take JSON integers ("skip": 1); integer fields (``Int``) take a JSON number with no fraction
+    (2.0 is the integer 2 in JSON Schema, so in the OpenAPI document) and refuse 2.5."""
     return ConfigDict(extra="forbid", allow_inf_nan=False, strict=True, **extra)
+
+
+def _integral(value: Any) -> Any:
+    """2.0 -> 2 (JSON has one number type; JSON Schema's integer is a number with no fraction);
+    anything else, booleans and strings included, goes to the strict int check unchanged."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_integral)]  # a request's integer field
 
 
 Skip = Annotated[float, Field(ge=0.0, le=MAX_SKIP)]
@@ -82,8 +94,8 @@ class DeepAttentionModel(BaseModel):
                     "noise": 0.0}})
 
     family: Literal["deep_attention"]
-    layers: int = Field(2, ge=1, le=MAX_LAYERS, description="number of attention layers L")
-    tokens: int = Field(2, ge=2, le=MAX_TOKENS, description="sequence length M")
+    layers: Int = Field(2, ge=1, le=MAX_LAYERS, description="number of attention layers L")
+    tokens: Int = Field(2, ge=2, le=MAX_TOKENS, description="sequence length M")
     skip: Union[Skip, Annotated[list[Skip], Field(min_length=1, max_length=MAX_LAYERS)]] = Field(
         1.0, description="skip strength c, one value or one per layer")
     beta: Union[Beta, Annotated[list[Beta], Field(min_length=1, max_length=MAX_LAYERS)]] = Field(
@@ -99,7 +111,7 @@ class MultiIndexModel(BaseModel):
 
     family: Literal["multi_index"]
     link: Literal[LINKS] = "square"  # type: ignore[valid-type]
-    indices: Optional[int] = Field(None, ge=1, le=3, description="set by the link when omitted")
+    indices: Optional[Annotated[int, Field(ge=1, le=3), BeforeValidator(_integral)]] = Field(None, description="set by the link when omitted")
     noise: float = Field(0.0, ge=0.0, le=MAX_NOISE)
 
 
@@ -116,9 +128,9 @@ class ThresholdsRequest(BaseModel):
 
     model: Model
     precision: Precision = "standard"
-    seed: int = Field(0, ge=0, le=MAX_SEED)
-    dimension: Optional[int] = Field(None, ge=1, le=MAX_DIMENSION,
-                                     description="input dimension D; adds samples_needed")
+    seed: Int = Field(0, ge=0, le=MAX_SEED)
+    dimension: Optional[Annotated[int, Field(ge=1, le=MAX_DIMENSION), BeforeValidator(_integral)]] = Field(
+        None, description="input dimension D; adds samples_needed")
     se_bracket: bool = Field(False, description="also check each threshold by state evolution from "
                                                 "the uninformed start at 0.95x and 1.05x of it (two "
                                                 "SE fixed points per threshold: slower)")
@@ -132,7 +144,7 @@ class StateEvolutionRequest(BaseModel):
     alphas: list[Alpha] = Field(min_length=1, max_length=MAX_ALPHAS,
                                 description="sample ratios alpha = N / D")
     precision: Precision = "standard"
-    seed: int = Field(0, ge=0, le=MAX_SEED)
+    seed: Int = Field(0, ge=0, le=MAX_SEED)
 
 
 class AmpSimulationRequest(BaseModel):
@@ -141,12 +153,12 @@ class AmpSimulationRequest(BaseModel):
                       "alpha": 1.5, "seeds": 5, "iterations": 50}]})
 
     model: Model
-    dimension: int = Field(ge=AMP_MIN_DIMENSION, le=AMP_MAX_DIMENSION,
+    dimension: Int = Field(ge=AMP_MIN_DIMENSION, le=AMP_MAX_DIMENSION,
                            description="input dimension D of the synthetic instances")
     alpha: float = Field(gt=0.0, le=AMP_MAX_ALPHA, description="sample ratio alpha = N / D")
-    seeds: int = Field(ge=1, le=AMP_MAX_SEEDS, description="number of independent instances "
+    seeds: Int = Field(ge=1, le=AMP_MAX_SEEDS, description="number of independent instances "
                                                            "(teacher, data and start: seeds 0 .. seeds - 1)")
-    iterations: int = Field(ge=1, le=AMP_MAX_ITERATIONS, description="maximum GAMP iterations per seed")
+    iterations: Int = Field(ge=1, le=AMP_MAX_ITERATIONS, description="maximum GAMP iterations per seed")
     damping: Optional[float] = Field(None, ge=0.0, le=AMP_MAX_DAMPING,
                                      description="message damping d (new = d old + (1 - d) update); "
                                                  "default 0")
@@ -156,7 +168,7 @@ class WeakRecoveryTarget(BaseModel):
     model_config = request_config()
 
     kind: Literal["weak_recovery"]
-    layers: Union[Literal["all"], Annotated[int, Field(ge=1, le=MAX_LAYERS)]] = Field(
+    layers: Union[Literal["all"], Annotated[int, Field(ge=1, le=MAX_LAYERS), BeforeValidator(_integral)]] = Field(
         "all", description="'all', or k: the first k layers (directions) learned")
 
 
@@ -177,10 +189,10 @@ class SampleSizeRequest(BaseModel):
                       "target": {"kind": "weak_recovery", "layers": "all"}, "precision": "fast"}]})
 
     model: Model
-    dimension: int = Field(ge=1, le=MAX_DIMENSION, description="input dimension D")
+    dimension: Int = Field(ge=1, le=MAX_DIMENSION, description="input dimension D")
     target: Target
     precision: Precision = "standard"
-    seed: int = Field(0, ge=0, le=MAX_SEED)
+    seed: Int = Field(0, ge=0, le=MAX_SEED)
 
 
 # ---------------------------------------------------------------- responses

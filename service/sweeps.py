@@ -35,7 +35,7 @@ from .cache import StoreUnavailable
 from .computations import Question, state_evolution_question, thresholds_question
 from .jobs import TERMINAL, Engine, Job
 from .problems import Busy, InvalidParameter
-from .schemas import Model, PAPER_MODEL, Precision, request_config
+from .schemas import Alpha, Int, Model, PAPER_MODEL, Precision, request_config
 
 log = logging.getLogger("staircase.sweeps")
 
@@ -50,7 +50,7 @@ ALLOWED_VALUES = "values the model accepts for the parameter (see GET /v1/models
 class SweepGrid(BaseModel):
     model_config = request_config()
 
-    alpha: Optional[list[float]] = Field(
+    alpha: Optional[list[Alpha]] = Field(
         None, min_length=1, max_length=MAX_POINTS,
         description="sample ratios alpha = N / D (state_evolution only), each in (0, 1000]")
     parameter: Optional[Literal["skip", "beta", "noise", "tokens", "layers"]] = Field(
@@ -65,9 +65,6 @@ class SweepGrid(BaseModel):
             raise ValueError("grid.parameter and grid.values go together")
         if self.alpha is None and self.parameter is None:
             raise ValueError("the grid needs alpha values, a parameter with values, or both")
-        for a in self.alpha or ():
-            if not 0.0 < a <= MAX_ALPHA:
-                raise ValueError(f"grid.alpha values must be in (0, {MAX_ALPHA:g}]")
         return self
 
 
@@ -86,7 +83,7 @@ class SweepRequest(BaseModel):
                     "per (parameter value, alpha)")
     grid: SweepGrid
     precision: Precision = "standard"
-    seed: int = Field(0, ge=0, le=MAX_SEED)
+    seed: Int = Field(0, ge=0, le=MAX_SEED)
 
 
 def sweep_error(field: str, detail: str, allowed: str) -> InvalidParameter:

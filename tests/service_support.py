@@ -126,16 +126,23 @@ class RedisServer:
 class Uvicorn:
     """The service as a real uvicorn process (for restart and persistence tests)."""
 
-    def __init__(self, env: dict):
+    def __init__(self, env: dict, hook: str | None = None):
+        """``hook``: run the app on a pool with this test hook (``tests/slow_app.py``)."""
         self.port = free_port()
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("STAIRCASE_")}
         self.env = {**inherited, "STAIRCASE_WORKERS": "1", **env}
+        self.app = ["service.main:app"]
+        if hook is not None:
+            self.app = ["--factory", "slow_app:create"]
+            self.env["SLOW_APP_HOOK"] = hook
+            self.env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests"),
+                                                      self.env.get("PYTHONPATH", "")])
         self.proc = None
         self.base = f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout=600):
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "service.main:app", "--host", "127.0.0.1", "--port",
+            [sys.executable, "-m", "uvicorn", *self.app, "--host", "127.0.0.1", "--port",
              str(self.port)], cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout

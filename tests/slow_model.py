@@ -30,3 +30,12 @@ def hook(kind, spec, params, progress):
             pass
         time.sleep(1.0)
     raise RuntimeError("the slow test model never finishes")
+
+
+def hang(kind, spec, params, progress):
+    """Every computation waits until it is cancelled (the progress callback raises then), so no
+    answer is ever cached and every valid cold request is a 202: the schemathesis stateful run
+    sees the same responses whatever the timing."""
+    while True:
+        progress(0, 1)
+        time.sleep(0.05)

@@ -16,7 +16,7 @@ from service import plots
 from service.cache import ResultCache, cache_key
 from service.main import create_app
 from service_support import (PAPER, PHASE, ROOT, computations, counter, pool, settings,  # noqa: F401
-                             wait_job)
+                             run_app, wait_job)
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -392,3 +392,15 @@ def test_startup_loads_matplotlib_in_a_thread(pool, tmp_path, monkeypatch):  # n
         while not calls and time.monotonic() < deadline:
             time.sleep(0.01)
     assert calls == ["thread"]
+
+
+def test_the_apps_own_pool_has_the_configured_lanes(tmp_path):
+    """STAIRCASE_CHEAP_WORKERS and STAIRCASE_WORKERS size the lanes of the pool the app builds
+    (the cheap lane was always one process: the setting reached only `service.worker`)."""
+    async def scenario(c):
+        return (await c.get("/readyz")).json()["solvers"]
+
+    app = create_app(settings(tmp_path, workers=1, cheap_workers=2, warm_up=False))
+    out = run_app(app, scenario)
+    assert (out["workers"], out["cheap_workers"]) == (1, 2), out
+    assert [len(app.state.services.pool.slots[lane]) for lane in ("cheap", "expensive")] == [2, 1]

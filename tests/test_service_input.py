@@ -231,7 +231,8 @@ SWEEP = {"model": PAPER, "compute": "thresholds", "grid": {"parameter": "skip", 
 @pytest.mark.parametrize("path, body, field", [
     ("/v1/thresholds", {"model": {**PAPER, "layers": True}}, "model.layers"),
     ("/v1/thresholds", {"model": {**PAPER, "layers": "2"}}, "model.layers"),
-    ("/v1/thresholds", {"model": {**PAPER, "layers": 2.0}}, "model.layers"),
+    ("/v1/thresholds", {"model": {**PAPER, "layers": 2.5}}, "model.layers"),
+    ("/v1/thresholds", {"model": PAPER, "seed": 1.5}, "seed"),
     ("/v1/thresholds", {"model": {**PAPER, "tokens": False}}, "model.tokens"),
     ("/v1/thresholds", {"model": {**PAPER, "skip": True}}, "model.skip"),
     ("/v1/thresholds", {"model": {**PAPER, "beta": [1.0, "1"]}}, "model.beta"),
@@ -265,6 +266,23 @@ def test_json_integers_fill_float_fields():
     target = {"kind": "prediction_error", "max": 1}
     assert SampleSizeRequest.model_validate({**SAMPLE, "target": target}).target.max == 1.0
     assert SweepRequest.model_validate({**SWEEP, "grid": {"parameter": "skip", "values": [1, 2]}}).grid.values == [1.0, 2.0]
+
+
+def test_json_numbers_without_a_fraction_fill_integer_fields():
+    """JSON Schema's integer (so the OpenAPI document's) is a number with no fraction: 2.0 is 2
+    (schemathesis's positive_data_acceptance sends such bodies); 2.5, true and "2" are refused
+    (above).  The canonical question, hence the cache key, is the same as for 2."""
+    t = ThresholdsRequest.model_validate({"model": {**PAPER, "layers": 2.0, "tokens": 2.0},
+                                          "seed": 3.0, "dimension": 768.0})
+    assert (t.model.layers, t.model.tokens, t.seed, t.dimension) == (2, 2, 3, 768)
+    assert type(t.model.layers) is int and type(t.seed) is int and type(t.dimension) is int
+    assert t.model_dump() == ThresholdsRequest.model_validate(
+        {"model": {**PAPER, "layers": 2, "tokens": 2}, "seed": 3, "dimension": 768}).model_dump()
+    a = AmpSimulationRequest.model_validate({**AMP, "dimension": 100.0, "seeds": 1.0, "iterations": 5.0})
+    assert (a.dimension, a.seeds, a.iterations) == (100, 1, 5)
+    target = {"kind": "weak_recovery", "layers": 2.0}
+    assert SampleSizeRequest.model_validate({**SAMPLE, "target": target}).target.layers == 2
+    assert SweepRequest.model_validate({**SWEEP, "seed": 7.0}).seed == 7
 
 
 def test_the_fast_path_cannot_answer_a_body_the_schemas_refuse(app_client):
