@@ -10,6 +10,7 @@ The bounds are generous for a noisy 2-core machine (the design target is the nor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import httpx
@@ -25,6 +26,19 @@ ONE_LAYER = {"family": "deep_attention", "layers": 1, "tokens": 2}
 TERMINAL = ("done", "failed", "cancelled")
 SLACK = 1.0  # seconds over the normal time a request may take while Redis is stuck (target 0.1)
 
+
+@contextlib.asynccontextmanager
+async def serving_worker(worker, server):
+    """The worker serves the queue inside the block; afterwards Redis is resumed (if the block
+    paused it), the worker stopped and its store closed."""
+    task = asyncio.create_task(worker.serve())
+    try:
+        yield task
+    finally:
+        server.resume()
+        worker.stop.set()
+        await task
+        await worker.store.close()
 
 
 async def timed(coro):
@@ -190,8 +204,7 @@ def test_queue_keys_live_under_the_prefix_and_a_stuck_queue_runs_here(pool, serv
         queued = await c.post("/v1/thresholds", json=req, headers={"Prefer": "respond-async"})
         assert queued.status_code == 202
         log["keys_queued"] = sorted(k.decode() for k in r.scan_iter("*"))  # no worker yet
-        serving = asyncio.create_task(worker.serve())
-        try:
+        async with serving_worker(worker, server):
             log["done"] = (await finish(c, queued.headers["location"]))["status"]
             log["keys_done"] = sorted(k.decode() for k in r.scan_iter("*"))
             log["fp_ttl"] = [r.ttl(k) for k in r.scan_iter(p + "fp:*")]
@@ -201,11 +214,6 @@ def test_queue_keys_live_under_the_prefix_and_a_stuck_queue_runs_here(pool, serv
             x = await c.post("/v1/sweeps", json=sweep)
             log["hung_sweep"] = (x.status_code, x.json().get("backend"))
             log["hung_sweep_done"] = (await finish(c, x.headers["location"]))["status"]
-        finally:
-            server.resume()
-            worker.stop.set()
-            await serving
-            await worker.store.close()
 
     run_app(app, scenario, 120)
     print("\n", log)
@@ -251,8 +259,8 @@ def test_worker_result_survives_a_hang_mid_computation(pool, server, tmp_path): 
     log = {}
 
     async def scenario(c):
-        serving = asyncio.create_task(worker.serve())
-        try:  # first a quick question through the queue: the worker is up, the API connected
+        async with serving_worker(worker, server):
+            # first a quick question through the queue: the worker is up, the API connected
             warm = await c.post("/v1/thresholds", json={"model": PHASE, "precision": "fast", "seed": 60})
             assert warm.status_code == 200
             r = await c.post("/v1/thresholds", json=req, headers={"Prefer": "respond-async"})
@@ -280,11 +288,6 @@ def test_worker_result_survives_a_hang_mid_computation(pool, server, tmp_path): 
             again = await c.post("/v1/thresholds", json=req)
             log["again"] = (again.status_code, again.json()["cache"])
             log["worker_jobs"] = worker.processed
-        finally:
-            server.resume()
-            worker.stop.set()
-            await serving
-            await worker.store.close()
 
     run_app(app, scenario, 120)
     print("\n", log)
