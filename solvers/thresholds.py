@@ -189,7 +189,6 @@ class _LearnedOverlapsRoot:
 
     def __init__(self, channel, learned, layer):
         self.channel, self.learned, self.layer = channel, list(learned), layer
-        self.evaluations = 0
 
     def overlaps(self, u):
         Q = np.zeros((self.channel.n_indices,) * 2)
@@ -199,7 +198,6 @@ class _LearnedOverlapsRoot:
 
     def residuals(self, u, normals, resolution=1):
         """(pooled G, per-scramble G (R, |S|), pooled log F_l, per-scramble log F_l)."""
-        self.evaluations += 1
         Q, q = self.overlaps(u)
         st = output_statistics(self.channel, Q, normals, resolution)
         h = np.stack([st.H[:, i, i] for i in self.learned], axis=1)  # (R, |S|)
@@ -286,8 +284,8 @@ def _multi_learned_step(channel: Channel, learned: list[int], remaining: list[in
     best = None
     for l in remaining if start is not None else []:
         root = _LearnedOverlapsRoot(channel, learned, l)
-        m, u = n, start.copy()
-        found = root.solve(u, normals, PILOT_POINTS)
+        m = n
+        found = root.solve(start, normals, PILOT_POINTS)
         while found is not None and found[1] > target * found[0] and m < MAX_STAIRCASE_POINTS:
             m = points_for(m, found[1] / found[0], target, MAX_STAIRCASE_POINTS)
             found = root.solve(found[2], outer_normals(channel, m, SCRAMBLES, seed), PILOT_POINTS, found[3])

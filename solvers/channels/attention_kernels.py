@@ -523,18 +523,17 @@ def prior_bank_inverses(bank, skips, betas, m):
 
 
 @njit(cache=True)
-def _posterior_prior_bank_one(a, omega, v, bank, inv, logdet, mean_out, cov_out, logw):
+def _posterior_prior_bank_one(a, omega, v, bank, inv, logdet, mean_out, cov_out, logw, xs):
     """Stage 1 of :func:`_posterior_is_one` (the inner variables drawn from their prior, here
     N(0, I)) with B^{-1} and log det B read from the shared tables instead of recomputed: the
-    same estimate, without the forward map per point.  Returns (log Z_out, effective sample
-    size)."""
+    same estimate, without the forward map per point.  ``logw`` (K, 2) and ``xs`` (K, M, the
+    point's B^{-1} a) are work space.  Returns (log Z_out, effective sample size)."""
     K = bank.shape[0]
     L = omega.shape[0]
     m = omega.shape[1]
     n_in = (L - 1) * m
     d = L * m
     vl = v[L - 1]
-    x = np.empty(m)
     mx = -1e300
     kbest = -1
     sbest = 0
@@ -549,6 +548,7 @@ def _posterior_prior_bank_one(a, omega, v, bank, inv, logdet, mean_out, cov_out,
             s = 0.0
             for j in range(m):
                 s += inv[k, i, j] * a[j]
+            xs[k, i] = s
             xx += (s - omega[L - 1, i]) ** 2
             xo += (-s - omega[L - 1, i]) ** 2
         lp = -0.5 * xx / vl - logdet[k]
@@ -564,10 +564,7 @@ def _posterior_prior_bank_one(a, omega, v, bank, inv, logdet, mean_out, cov_out,
         ref[i] = bank[kbest, i]
     sg = 1.0 if sbest == 0 else -1.0
     for i in range(m):
-        s = 0.0
-        for j in range(m):
-            s += inv[kbest, i, j] * a[j]
-        ref[n_in + i] = sg * s
+        ref[n_in + i] = sg * xs[kbest, i]
     S0 = 0.0
     S0sq = 0.0
     S1 = np.zeros(d)
@@ -587,11 +584,8 @@ def _posterior_prior_bank_one(a, omega, v, bank, inv, logdet, mean_out, cov_out,
         S0 += w
         S0sq += wp * wp + wm * wm
         for i in range(m):
-            s = 0.0
-            for j in range(m):
-                s += inv[k, i, j] * a[j]
-            dp[i] = s - ref[n_in + i]
-            dm[i] = -s - ref[n_in + i]
+            dp[i] = xs[k, i] - ref[n_in + i]
+            dm[i] = -xs[k, i] - ref[n_in + i]
             c[i] = wp * dp[i] + wm * dm[i]
         for i in range(n_in):
             du[i] = bank[k, i] - ref[i]
@@ -616,7 +610,7 @@ def posterior_prior_bank(a, omega, v, skips, betas, bank, inv, logdet, adapt):
     for l < L; Q = 0 and the staircase while only the last layer is learned): stage 1 from the
     shared tables of :func:`prior_bank_inverses`; a sample whose effective sample size is below
     a quarter of the bank goes on to stage 2 of :func:`_posterior_is_one` (one whose inner omega is
-    not 0 goes through it whole): the result is that of :func:`posterior_importance`.""" 
+    not 0 goes through it whole): the result is that of :func:`posterior_importance`."""
     N = a.shape[0]
     L = omega.shape[1]
     m = omega.shape[2]
@@ -635,7 +629,8 @@ def posterior_prior_bank(a, omega, v, skips, betas, bank, inv, logdet, adapt):
             logz[t] = _posterior_is_one(a[t], omega[t], v, skips, betas, bank, adapt, mean[t], cov[t], 0)
             continue
         logw = np.empty((K, 2))
-        lz, ess = _posterior_prior_bank_one(a[t], omega[t], v, bank, inv, logdet, mean[t], cov[t], logw)
+        xs = np.empty((K, m))
+        lz, ess = _posterior_prior_bank_one(a[t], omega[t], v, bank, inv, logdet, mean[t], cov[t], logw, xs)
         if not adapt or ess > 0.25 * K:
             logz[t] = lz
         else:  # stage 2 from stage 1's moments
