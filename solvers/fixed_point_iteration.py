@@ -80,7 +80,8 @@ def difference_step(q: float) -> float:
 
 
 class SEMap:
-    """The SE map on the order parameters, x -> vec(Qhat (I + Qhat)^{-1}), Qhat = alpha H(Q(x)),
+    """The SE map on the order parameters, x -> vec(Q(Qhat)), Qhat = alpha H(Q(x)) (Q(Qhat) the
+    prior's input update, Qhat (I + Qhat)^{-1} for the Gaussian),
     H averaged over the scrambles (THEORY.md section 3); components outside ``mask`` are held.
 
     Counts its evaluations (``evaluations``) and keeps the last one's point, output statistics
@@ -106,9 +107,9 @@ class SEMap:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         channel, alpha = self.channel, self.alpha
         st = self.output_statistics(x)
-        out = order_vector(channel, overlap_update(alpha, st.H.mean(0)))
+        out = order_vector(channel, overlap_update(alpha, st.H.mean(0), channel.prior))
         out = np.where(self.mask, out, x)
-        per_scramble = np.array([order_vector(channel, overlap_update(alpha, H)) for H in st.H])
+        per_scramble = np.array([order_vector(channel, overlap_update(alpha, H, channel.prior)) for H in st.H])
         self.remember(x.copy(), st)
         self.standard_error = per_scramble.std(0, ddof=1) / math.sqrt(len(st.H))
         return np.clip(out, 0.0, Q_MAX) if channel.sign_symmetric else out

@@ -11,6 +11,9 @@ MAX_TOKENS = 4
 MAX_SKIP = 1000.0
 MAX_BETA = 100.0
 MAX_NOISE = 100.0
+# Weight priors: a sparse (Gauss-Bernoulli) prior's density rho lies in (MIN_DENSITY, MAX_DENSITY]
+MIN_DENSITY = 0.0
+MAX_DENSITY = 1.0
 
 # Questions about a model.
 MAX_ALPHAS = 50  # sample ratios in one state-evolution request

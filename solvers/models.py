@@ -19,7 +19,8 @@ from .channels import make_channel
 from .channels.base import Channel
 from .channels.multi_index import LINKS
 from .errors import SpecError
-from .limits import MAX_BETA, MAX_LAYERS, MAX_NOISE, MAX_SKIP, MAX_TOKENS
+from .limits import MAX_BETA, MAX_DENSITY, MAX_LAYERS, MAX_NOISE, MAX_SKIP, MAX_TOKENS, MIN_DENSITY
+from .priors import GAUSSIAN, Prior, prior_from_dict
 
 
 def _finite(name: str, value, lo: float, hi: float, lo_open: bool = False) -> float:
@@ -39,6 +40,19 @@ def _per_layer(name: str, value, layers: int, lo: float, hi: float, lo_open: boo
             raise SpecError(name, value, f"one number or a list of {layers} numbers (one per layer)")
         return tuple(_finite(f"{name}[{i}]", v, lo, hi, lo_open) for i, v in enumerate(value))
     return (_finite(name, value, lo, hi, lo_open),) * layers
+
+
+def _prior(value) -> Prior:
+    return prior_from_dict(value, (MIN_DENSITY, MAX_DENSITY))
+
+
+def _with_prior(d: dict, prior: Prior) -> dict:
+    """The canonical dict: ``prior`` only when not Gaussian (so the cache keys of Gaussian
+    questions are those they always had)."""
+    d.pop("prior", None)
+    if prior is not GAUSSIAN:
+        d["prior"] = prior.to_dict()
+    return d
 
 
 def _integer(name: str, value, lo: int, hi: int) -> int:
@@ -67,6 +81,7 @@ class DeepAttentionSpec:
     beta: tuple[float, ...] | float = 1.0
     noise: float = 0.0
     family: str = "deep_attention"
+    prior: Prior | dict | None = None  # the weights' prior (solvers.priors); None: Gaussian
 
     def __post_init__(self):
         layers = _integer("layers", self.layers, 1, MAX_LAYERS)
@@ -78,6 +93,7 @@ class DeepAttentionSpec:
         object.__setattr__(self, "noise", _finite("noise", self.noise, 0.0, MAX_NOISE))
         if self.family != "deep_attention":
             raise SpecError("family", self.family, "'deep_attention'")
+        object.__setattr__(self, "prior", _prior(self.prior))
 
     @property
     def n_indices(self) -> int:
@@ -87,10 +103,12 @@ class DeepAttentionSpec:
         d = asdict(self)
         d["skip"] = list(self.skip)
         d["beta"] = list(self.beta)
-        return d
+        return _with_prior(d, self.prior)
 
     def channel(self) -> Channel:
-        return make_channel("deep_attention", spec=self)
+        channel = make_channel("deep_attention", spec=self)
+        channel.prior = self.prior
+        return channel
 
 
 @dataclass(frozen=True)
@@ -101,6 +119,7 @@ class MultiIndexSpec:
     indices: int | None = None
     noise: float = 0.0
     family: str = "multi_index"
+    prior: Prior | dict | None = None  # the weights' prior (solvers.priors); None: Gaussian
 
     def __post_init__(self):
         if self.link not in LINKS:
@@ -114,16 +133,19 @@ class MultiIndexSpec:
         object.__setattr__(self, "noise", _finite("noise", self.noise, 0.0, MAX_NOISE))
         if self.family != "multi_index":
             raise SpecError("family", self.family, "'multi_index'")
+        object.__setattr__(self, "prior", _prior(self.prior))
 
     @property
     def n_indices(self) -> int:
         return self.indices
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return _with_prior(asdict(self), self.prior)
 
     def channel(self) -> Channel:
-        return make_channel(self.link, noise=self.noise)
+        channel = make_channel(self.link, noise=self.noise)
+        channel.prior = self.prior
+        return channel
 
 
 ModelSpec = Union[DeepAttentionSpec, MultiIndexSpec]
@@ -157,6 +179,10 @@ def catalogue() -> dict:
                 "beta": {"type": "number or list per layer", "exclusive_min": 0.0, "max": MAX_BETA,
                          "default": 1.0},
                 "noise": {"type": "number", "min": 0.0, "max": MAX_NOISE, "default": 0.0},
+                "prior": {"type": "object", "kinds": {"gaussian": {}, "binary": {},
+                                                      "sparse": {"density": {"exclusive_min": MIN_DENSITY,
+                                                                             "max": MAX_DENSITY}}},
+                          "default": {"kind": "gaussian"}},
             },
         },
         "multi_index": {
@@ -165,6 +191,10 @@ def catalogue() -> dict:
                 "link": {"type": "string", "allowed": list(LINKS), "default": "square"},
                 "indices": {"type": "integer", "default": "set by the link"},
                 "noise": {"type": "number", "min": 0.0, "max": MAX_NOISE, "default": 0.0},
+                "prior": {"type": "object", "kinds": {"gaussian": {}, "binary": {},
+                                                      "sparse": {"density": {"exclusive_min": MIN_DENSITY,
+                                                                             "max": MAX_DENSITY}}},
+                          "default": {"kind": "gaussian"}},
             },
             "links": {name: {"indices": link.n_indices, "noiseless": link.noiseless_well_posed,
                              "formula": link.formula} for name, link in LINKS.items()},

@@ -1,7 +1,9 @@
 """A staircase step as a root in the learned overlap q (THEORY.md section 4).
 
 With one direction learned at overlap q (the others at 0), q is the SE fixed point at
-    alpha(q) = q / ((1 - q) h(q))        (from q = alpha h / (1 + alpha h)),
+    alpha(q) = q / ((1 - q) h(q))        (from q = alpha h / (1 + alpha h); other priors:
+                                          alpha(q) = qhat(q) / h(q), qhat the inverse of
+                                          their scalar input update, Prior.alpha_at),
 h(q) the learned direction's H, and the inactive directions leave 0 where
     alpha(q) rate(q) = 1,
 rate(q) their linearised growth rate at that fixed point.  So the threshold is a root in q,
@@ -80,13 +82,13 @@ class StaircaseCurve:
     def per_scramble(self, q: float, resolution: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """(alpha(q), alpha(q) rate(q)), one value per scramble."""
         h, rate = self.rates(q, resolution)
-        alpha = q / ((1.0 - q) * h)
+        alpha = self.channel.prior.alpha_at(q, h)
         return alpha, alpha * rate
 
     def pooled(self, q: float, resolution: int = 1) -> float:
         """h(q) from the scramble-pooled statistics (the estimate whose root we report)."""
         h, rate = self.pooled_rates(q, resolution)
-        return q / ((1.0 - q) * h) * rate - 1.0
+        return self.channel.prior.alpha_at(q, h) * rate - 1.0
 
     def bracket(self) -> tuple[float, float] | None:
         """The first sign change of the pooled curve on ``GRID`` (from q = 1e-6), or None."""

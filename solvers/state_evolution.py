@@ -4,7 +4,7 @@ One SE step, for the overlap Q (P x P), Q_0 = I (Gaussian prior):
     omega_m = Q^{1/2} xi_m,  Z = omega + V^{1/2} U,  V = Q_0 - Q,  y ~ P_out(. | Z)
     g_m = V^{-1} (E[z_m | y, omega, V] - omega_m)
     Qhat = alpha H(Q),  H(Q) = E sum_m g_m g_m^T  (tokens summed: the weights are tied)
-    Q <- Qhat (I + Qhat)^{-1}.
+    Q <- Qhat (I + Qhat)^{-1}  (other priors: their input update, :mod:`solvers.priors`).
 Outer expectations use randomised QMC (common random numbers across Q, so the map is
 smooth in Q).  H is estimated by the direct form combined with its Nishimori form
 E sum_m V^{-1} (V - Cov_mm) V^{-1} as a control variate (see
@@ -38,8 +38,8 @@ def fixed_point_statistics(channel, alpha, Q, normals, resolution, statistics: O
     (``statistics``: the output statistics at Q, with the plug-in error, if already computed)."""
     st = statistics if statistics is not None else output_statistics(channel, Q, normals, resolution, plugin=True)
     H = st.H.mean(0)
-    phi = free_entropy(alpha, Q, H, float(st.log_partition.mean()))
-    per_scramble_q = np.array([np.diag(overlap_update(alpha, st.H[r])) for r in range(st.H.shape[0])])
+    phi = free_entropy(alpha, Q, H, float(st.log_partition.mean()), channel.prior)
+    per_scramble_q = np.array([np.diag(overlap_update(alpha, st.H[r], channel.prior)) for r in range(st.H.shape[0])])
     return st, phi, per_scramble_q
 
 
@@ -59,7 +59,7 @@ def _fixed_point_result(channel, alpha, start, fp: FixedPointIteration, normals,
     sub = normals[:4, : max(16, normals.shape[1] // 4)]
 
     def mapped(Q, res=resolution):
-        return np.diag(overlap_update(alpha, output_statistics(channel, Q, sub, res).H.mean(0)))
+        return np.diag(overlap_update(alpha, output_statistics(channel, Q, sub, res).H.mean(0), channel.prior))
 
     base = mapped(fp.Q)
     P = len(q)

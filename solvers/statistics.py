@@ -6,7 +6,8 @@ draws: omega_m = Q^{1/2} xi_m, Z = omega + V^{1/2} u, V = Q_0 - Q, y ~ P_out(. |
 statistic is smooth in Q).  Per scramble:
     H(Q) = E sum_m g_m g_m^T,  g_m = V^{-1} (E[z_m | y, omega, V] - omega_m),
 estimated by the direct form blended with its Nishimori form (control_variate_combination);
-the Gaussian-prior input update Q = Qhat (I + Qhat)^{-1}, Qhat = alpha H; the free entropy.
+the input update Q(Qhat), Qhat = alpha H, of the channel's weight prior (:mod:`solvers.priors`;
+Gaussian: Q = Qhat (I + Qhat)^{-1}); the free entropy.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from functools import lru_cache
 import numpy as np
 
 from .channels.base import Channel
+from .priors import GAUSSIAN, Prior
 from .quadrature import scrambled_normals, sobol_normals
 
 
@@ -109,18 +111,19 @@ def control_variate_combination(direct: np.ndarray, nishimori: np.ndarray) -> np
     return direct + np.clip(lam, -0.5, 1.5)[None] * D
 
 
-def overlap_update(alpha: float, H: np.ndarray) -> np.ndarray:
-    """Gaussian-prior input update Q = Qhat (I + Qhat)^{-1}, Qhat = alpha H."""
+def overlap_update(alpha: float, H: np.ndarray, prior: Prior = GAUSSIAN) -> np.ndarray:
+    """The input update Q = E[f_in f_in^T] at Qhat = alpha H (:mod:`solvers.priors`); for the
+    Gaussian prior Q = Qhat (I + Qhat)^{-1}."""
     Qhat = alpha * (H + H.T) / 2
-    P = Qhat.shape[0]
-    return Qhat @ np.linalg.inv(np.eye(P) + Qhat)
+    return prior.input_update(Qhat).Q
 
 
-def free_entropy(alpha: float, Q: np.ndarray, H: np.ndarray, log_partition: float) -> float:
-    """Phi = -1/2 Tr(Q Qhat) + 1/2 Tr Qhat - 1/2 log det(I + Qhat) + alpha E log Z_out."""
+def free_entropy(alpha: float, Q: np.ndarray, H: np.ndarray, log_partition: float,
+                 prior: Prior = GAUSSIAN) -> float:
+    """Phi = -1/2 Tr(Q Qhat) + Psi_w(Qhat) + alpha E log Z_out, Qhat = alpha H; for the
+    Gaussian prior Psi_w = 1/2 Tr Qhat - 1/2 log det(I + Qhat)."""
     Qhat = alpha * (H + H.T) / 2
-    sign, logdet = np.linalg.slogdet(np.eye(Q.shape[0]) + Qhat)
-    return float(-0.5 * np.trace(Q @ Qhat) + 0.5 * np.trace(Qhat) - 0.5 * logdet + alpha * log_partition)
+    return float(prior.free_entropy(Q, Qhat) + alpha * log_partition)
 
 
 def bayes_prediction_error(channel: Channel, Q: np.ndarray, normals: np.ndarray, inner_points: int = 256,

@@ -203,7 +203,7 @@ class _LearnedOverlapsRoot:
         h = np.stack([st.H[:, i, i] for i in self.learned], axis=1)  # (R, |S|)
         F = st.cov_deviation[:, self.layer]
         with np.errstate(divide="ignore", invalid="ignore"):
-            log_odds = np.log(q / (1.0 - q))
+            log_odds = np.log(self.channel.prior.inverse_update(q))
             logF, logF_pooled = np.log(F), np.log(F.mean())
             G_s = log_odds - np.log(h) + logF[:, None]
             G = log_odds - np.log(h.mean(0)) + logF_pooled

@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import SpecError
+from ..priors import GAUSSIAN, Prior
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class Channel(ABC):
     indices_are_layers: bool = False  # thresholds name a layer (else a direction in R^P)
     reports_perfect_recovery: bool = False  # thresholds include alpha_PR (Q = Q_0 stable)
     closed_form_posterior: bool = False  # posterior moments without an inner sampler: cheap per sample
+    # the weights' prior (the input side of SE and GAMP); the spec sets it on its channel
+    prior: Prior = GAUSSIAN
 
     def revealed_statistic(self, Z: np.ndarray) -> np.ndarray:
         """The smooth statistic a(Z) in R^K a noiseless observation reveals exactly (up to a
