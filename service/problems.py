@@ -36,7 +36,8 @@ TITLES = {400: "Bad request", 401: "Unauthorized", 404: "Not found", 405: "Metho
 
 # The union tags pydantic puts in error locations; they are not field names.
 _TAGS = {"deep_attention", "multi_index", "weak_recovery", "prediction_error", "float", "int",
-         "list[float]", "literal['all']", "function-after", "constrained-float"}
+         "list[float]", "literal['all']", "function-after", "constrained-float", "gaussian", "binary",
+         "sparse"}
 
 
 class ServiceError(Exception):

@@ -53,7 +53,16 @@ def thresholds(raw: dict, request: dict, cache: str) -> dict[str, Any]:
             "seed": request["seed"], "dimension": dimension, "thresholds": entries,
             "perfect_recovery_alpha": _finite(raw.get("perfect_recovery_alpha")),
             "perfect_recovery_ci95": _finite(raw.get("perfect_recovery_ci95")),
+            "transitions": [_transition(t, dimension) for t in raw.get("transitions", [])],
             "checks": _checks(raw), "solver": _solver(raw), "cache": cache}
+
+
+def _transition(t: dict, dimension) -> dict:
+    e = {k: t.get(k) for k in ("transition", "kind", "coincide", "note")}
+    e["alpha"], e["ci95"] = _finite(t.get("alpha")), _finite(t.get("ci95"))
+    if dimension is not None:
+        e["samples_needed"] = samples(e["alpha"], dimension)
+    return e
 
 
 _FP_KEYS = ("start", "overlap", "layer_overlaps", "overlap_ci95", "mse", "prediction_error_bayes",

@@ -12,8 +12,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 import solvers
 from solvers.limits import (AMP_MAX_ALPHA, AMP_MAX_DAMPING, AMP_MAX_DIMENSION, AMP_MAX_INPUT_ENTRIES,
                             AMP_MAX_ITERATIONS, AMP_MAX_SEEDS, AMP_MIN_DIMENSION, MAX_ALPHA,
-                            MAX_ALPHAS, MAX_BETA, MAX_DIMENSION, MAX_LAYERS, MAX_NOISE,
-                            MAX_PREDICTION_ERROR, MAX_SEED, MAX_SKIP, MAX_TOKENS)
+                            MAX_ALPHAS, MAX_BETA, MAX_DENSITY, MAX_DIMENSION, MAX_LAYERS, MAX_NOISE,
+                            MAX_PREDICTION_ERROR, MAX_SEED, MAX_SKIP, MAX_TOKENS, MIN_DENSITY)
 from solvers.precision import PRECISIONS
 
 _LINKS = solvers.catalogue()["multi_index"]["links"]  # the solvers' channel registry
@@ -48,6 +48,9 @@ ALLOWED: dict[str, str] = {
     "max": f"a number in (0, {MAX_PREDICTION_ERROR:g}]",
     "model": "an object with family deep_attention or multi_index",
     "se_bracket": "true or false",
+    "prior": "{\"kind\": \"gaussian\"} (the default), {\"kind\": \"binary\"} or "
+             f"{{\"kind\": \"sparse\", \"density\": rho}} with rho in ({MIN_DENSITY:g}, {MAX_DENSITY:g}]",
+    "density": f"a number in ({MIN_DENSITY:g}, {MAX_DENSITY:g}]",
 }
 
 # the same for POST /v1/amp-simulations, whose fields have their own ranges
@@ -86,6 +89,32 @@ Beta = Annotated[float, Field(gt=0.0, le=MAX_BETA)]
 Alpha = Annotated[float, Field(gt=0.0, le=MAX_ALPHA)]
 
 
+class GaussianPriorModel(BaseModel):
+    """N(0, 1) weights (the default)."""
+
+    model_config = request_config()
+    kind: Literal["gaussian"]
+
+
+class BinaryPriorModel(BaseModel):
+    """+-1 weights, each with probability 1/2."""
+
+    model_config = request_config()
+    kind: Literal["binary"]
+
+
+class SparsePriorModel(BaseModel):
+    """Gauss-Bernoulli weights: 0 with probability 1 - density, else N(0, 1 / density)."""
+
+    model_config = request_config()
+    kind: Literal["sparse"]
+    density: float = Field(gt=MIN_DENSITY, le=MAX_DENSITY, description="fraction of nonzero weights rho")
+
+
+WeightPrior = Annotated[Union[GaussianPriorModel, BinaryPriorModel, SparsePriorModel], Field(
+    discriminator="kind", description="the weights' prior (THEORY.md section 7); omitted: Gaussian")]
+
+
 class DeepAttentionModel(BaseModel):
     """Deep tied rank-1 attention: L layers on M tokens (THEORY.md section 2)."""
 
@@ -101,6 +130,7 @@ class DeepAttentionModel(BaseModel):
     beta: Union[Beta, Annotated[list[Beta], Field(min_length=1, max_length=MAX_LAYERS)]] = Field(
         1.0, description="inverse temperature, one value or one per layer")
     noise: float = Field(0.0, ge=0.0, le=MAX_NOISE, description="variance of Gaussian output noise")
+    prior: Optional[WeightPrior] = None
 
 
 class MultiIndexModel(BaseModel):
@@ -113,6 +143,7 @@ class MultiIndexModel(BaseModel):
     link: Literal[LINKS] = "square"  # type: ignore[valid-type]
     indices: Optional[Annotated[int, Field(ge=1, le=3), BeforeValidator(_integral)]] = Field(None, description="set by the link when omitted")
     noise: float = Field(0.0, ge=0.0, le=MAX_NOISE)
+    prior: Optional[WeightPrior] = None
 
 
 Model = Annotated[Union[DeepAttentionModel, MultiIndexModel], Field(discriminator="family")]
@@ -226,6 +257,20 @@ class ThresholdEntry(BaseModel):
     reason: Optional[str] = Field(None, description="why alpha is null: what the search found")
 
 
+class TransitionEntry(BaseModel):
+    """A perfect-recovery threshold of one kind (one-index noiseless channels)."""
+
+    transition: Literal["perfect_recovery"]
+    kind: Literal["information_theoretic", "algorithmic"] = Field(
+        description="information_theoretic: the Bayes-optimal estimator (free entropies of the informed "
+                    "and uninformed SE branches cross); algorithmic: AMP (the uninformed branch jumps)")
+    alpha: Optional[float]
+    ci95: Optional[float] = Field(description="95% half-width of alpha")
+    coincide: bool = Field(description="the two kinds agree within their half-widths (no gap)")
+    note: str = Field(description="which case, and why the two kinds coincide or not")
+    samples_needed: Optional[int] = Field(None, description="ceil(alpha * dimension)")
+
+
 class ThresholdsResponse(BaseModel):
     model: dict[str, Any]
     precision: Precision
@@ -234,6 +279,8 @@ class ThresholdsResponse(BaseModel):
     thresholds: list[ThresholdEntry]
     perfect_recovery_alpha: Optional[float] = None
     perfect_recovery_ci95: Optional[float] = None
+    transitions: list[TransitionEntry] = Field(
+        default_factory=list, description="information-theoretic and algorithmic perfect-recovery thresholds")
     checks: list[CheckOut] = Field(default_factory=list, description=CHECKS_DESCRIPTION)
     solver: SolverInfo
     cache: Literal["hit", "miss"]

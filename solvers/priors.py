@@ -68,6 +68,7 @@ class Prior(ABC):
     """A separable weight prior with unit variance (Q_0 = I)."""
 
     kind: str
+    entropy: float | None = None  # per entry, for a discrete prior (the free entropy of Q_0 is -P times it)
     # lim_{Qhat -> inf} Qhat (1 - q(Qhat)): how the scalar update contracts 1 - q near Q_0
     # (1 for the Gaussian, rho for Gauss-Bernoulli, 0 for a discrete prior, faster than any power)
     perfect_recovery_factor: float
@@ -246,6 +247,7 @@ class BinaryPrior(Prior):
 
     kind = "binary"
     perfect_recovery_factor = 0.0
+    entropy = math.log(2.0)
 
     def denoiser(self, r, Qhat):
         P = Qhat.shape[0]

@@ -68,6 +68,24 @@ class Threshold:
 
 
 @dataclass(frozen=True)
+class Transition:
+    """A perfect-recovery threshold of one kind, with its 95% half-width (THEORY.md section 7).
+
+    transition: what is recovered ("perfect_recovery"); kind: "information_theoretic" (the
+    Bayes-optimal estimator, where the free entropies of the informed and uninformed branches
+    cross) or "algorithmic" (AMP, where the uninformed branch jumps); coincide: whether the two
+    kinds agree within their half-widths (no statistical-to-computational gap); note: why.
+    """
+
+    transition: Literal["perfect_recovery"]
+    kind: Literal["information_theoretic", "algorithmic"]
+    alpha: float
+    ci95: float
+    coincide: bool
+    note: str
+
+
+@dataclass(frozen=True)
 class ThresholdsResult:
     """Thresholds sorted by alpha, the order in which the layers/directions are learned.
 
@@ -83,6 +101,7 @@ class ThresholdsResult:
     seconds: float
     solver_version: str
     checks: tuple[Check, ...] = ()
+    transitions: tuple[Transition, ...] = ()  # information-theoretic vs algorithmic (one index)
 
     def to_dict(self) -> dict:
         return _plain(asdict(self))

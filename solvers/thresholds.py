@@ -41,6 +41,7 @@ from .results import Settings, Threshold, ThresholdsResult
 from .staircase_curve import StaircaseCurve, refine_root
 from .state_evolution import UNINFORMED_START, fixed_point
 from .statistics import outer_normals, output_statistics
+from .transitions import perfect_recovery_transitions
 from .version import __version__
 
 
@@ -490,7 +491,9 @@ def layer_thresholds(spec: ModelSpec, precision: str = "standard", seed: int = 0
     """Thresholds of every layer (deep attention) or direction (multi-index), in the order learned.
 
     Returns a :class:`~solvers.results.ThresholdsResult` sorted by alpha, each threshold
-    with its 95% half-width, plus the perfect-recovery alpha for noiseless channels, and
+    with its 95% half-width, plus the perfect-recovery alpha for noiseless channels, the
+    information-theoretic and algorithmic perfect-recovery thresholds of noiseless one-index
+    channels (:mod:`solvers.transitions`), and
     the :mod:`solvers.checks` it passed or failed: staircase order, precision target,
     counting bound (with perfect recovery), and with ``se_bracket`` the SE bracket (two SE
     fixed points per threshold, so slower)."""
@@ -523,8 +526,14 @@ def layer_thresholds(spec: ModelSpec, precision: str = "standard", seed: int = 0
     pr_alpha = pr_ci = None
     if channel.reports_perfect_recovery:
         pr = perfect_recovery(channel, seed)
-        pr_alpha, pr_ci = pr.alpha, pr.ci95
-        result_checks.append(checks.counting_bound(pr.alpha, pr.ci95, pr.counting_bound))
+        # near Q_0 a prior contracts 1 - q as factor / qhat (1 Gaussian, rho Gauss-Bernoulli, 0 +-1),
+        # so Q_0 is stable above factor x the Gaussian-prior alpha_PR, and the count of unknowns
+        # (factor P D nonzero weights) scales alike
+        factor = channel.prior.perfect_recovery_factor
+        pr_alpha, pr_ci = factor * pr.alpha, factor * pr.ci95
+        result_checks.append(checks.counting_bound(pr_alpha, pr_ci, factor * pr.counting_bound))
+    transitions, _ = perfect_recovery_transitions(channel, precision, seed,
+                                                  None if pr_alpha is None else (pr.alpha, pr.ci95))
     thresholds = sorted(thresholds, key=lambda t: t.alpha)
     result_checks.append(checks.precision_target(thresholds, precision,
                                                  None if pr_alpha is None else (pr_alpha, pr_ci)))
@@ -539,4 +548,4 @@ def layer_thresholds(spec: ModelSpec, precision: str = "standard", seed: int = 0
     return ThresholdsResult(model=spec.to_dict(), thresholds=tuple(thresholds),
                             perfect_recovery_alpha=pr_alpha, perfect_recovery_ci95=pr_ci,
                             settings=settings, seconds=time.perf_counter() - t0,
-                            solver_version=__version__, checks=tuple(result_checks))
+                            solver_version=__version__, checks=tuple(result_checks), transitions=transitions)

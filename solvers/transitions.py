@@ -1,0 +1,230 @@
+"""Possible vs efficient: the information-theoretic and algorithmic perfect-recovery thresholds
+(THEORY.md sections 3 and 7).
+
+For one index (P = 1) every SE fixed point lies on the curve parametrised by its overlap q:
+    qhat(q) = the inverse of the prior's scalar input update,  alpha(q) = qhat(q) / H(q),
+    Phi(q) = -1/2 q qhat + Psi_w(qhat) + alpha(q) E log Z_out(q),
+(the learned-layer staircase's parametrisation, with no fixed-point iteration).  The
+uninformed branch starts at q -> 0 and follows the curve while alpha(q) increases:
+* no first-order transition: alpha(q) increases all the way to q -> 1 and the uninformed branch
+  reaches Q_0 continuously; the two thresholds coincide (alpha_Q0 below);
+* a first-order one: alpha(q) has a local maximum alpha_s at q_s (the spinodal) and decreases
+  beyond (the unstable branch, down to Q_0): the uninformed branch, and AMP, jumps to Q_0 at
+  alpha_alg = alpha_s.  The information-theoretic threshold is where the free entropy of Q_0
+  crosses the uninformed branch's:
+  - continuous outputs revealing a statistic (phase retrieval): Phi(Q_0) = +inf wherever Q_0 is
+    a fixed point, alpha > alpha_Q0 = (prior's contraction factor) x the Laplace perfect
+    recovery alpha (1 for Gaussian phase retrieval, rho for Gauss-Bernoulli, 0 for +-1 weights);
+  - finitely many noiseless outputs and a discrete prior (the binary perceptron): Phi(Q_0) = -P
+    times the prior's entropy (log 2 per index for +-1 weights), so alpha_IT = alpha(q_IT) at the
+    root q_IT of Phi(q) = Phi(Q_0) on the uninformed branch.
+
+Half-widths: each scramble of the outer QMC gives its own curve, hence its own spinodal maximum
+and free-entropy root; the Student-t interval over scrambles plus the change at double inner
+resolution (quadrature), and the grid refinement, which is far below both.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .channels.base import Channel
+from .precision import SCRAMBLES, THRESHOLD_POINTS
+from .quadrature import t_halfwidth
+from .results import Transition
+from .statistics import outer_normals, output_statistics
+
+# the curve's grid in logit q: from q = 1e-3 to 1 - 1e-5
+GRID_LOGIT = np.linspace(-7.0, 11.5, 75)
+UNRESOLVED = 0.1  # relative spread of alpha(q) over the scrambles beyond which the curve is cut
+REFINE_POINTS = 17  # per bracket, around the spinodal and the free-entropy root
+
+
+@dataclass(frozen=True)
+class BranchCurve:
+    """alpha(q), Phi(q) and H(q) per scramble on a set of overlaps (arrays (R, G); q (G,))."""
+
+    q: np.ndarray
+    alpha: np.ndarray
+    phi: np.ndarray
+    H: np.ndarray
+
+
+def branch_curve(channel: Channel, q: np.ndarray, normals: np.ndarray, resolution: int = 1) -> BranchCurve:
+    """The fixed-point curve of a one-index channel at the overlaps q (module docstring)."""
+    prior = channel.prior
+    R = normals.shape[0]
+    alpha = np.empty((R, len(q)))
+    phi = np.empty((R, len(q)))
+    H = np.empty((R, len(q)))
+    for j, qj in enumerate(q):
+        st = output_statistics(channel, np.array([[qj]]), normals, resolution)
+        qhat = float(prior.inverse_update(qj))
+        H[:, j] = st.H[:, 0, 0]
+        alpha[:, j] = qhat / H[:, j]
+        phi[:, j] = prior.free_entropy(np.array([[qj]]), np.array([[qhat]])) + alpha[:, j] * st.log_partition
+    return BranchCurve(np.asarray(q, float), alpha, phi, H)
+
+
+def _logistic(u):
+    return 1.0 / (1.0 + np.exp(-np.asarray(u, float)))
+
+
+def _spinodal(curve: BranchCurve) -> int | None:
+    """Index of the interior maximum of the pooled alpha(q), where the uninformed branch makes
+    its last jump (past every local maximum it can only go to Q_0), when the curve clearly
+    (by more than the scrambles' spread) decreases after it; None when alpha(q) keeps increasing."""
+    pooled = curve.alpha.mean(0)
+    spread = t_halfwidth(curve.alpha)
+    # near q = 1 a channel with finitely many outputs informs H only through rare samples (y
+    # against the sign of omega): where the scrambles disagree by more than 10% the curve is
+    # not resolved and is cut (its true continuation falls to alpha_Q0)
+    bad = np.flatnonzero((curve.q > 0.5) & ~(spread <= UNRESOLVED * np.abs(pooled)))
+    end = int(bad[0]) if len(bad) else len(pooled)
+    if end < 3:
+        return None
+    i = int(np.argmax(pooled[: end - 1]))
+    if 0 < i and np.min(pooled[i + 1: end]) < pooled[i] - 2 * spread[i]:
+        return i
+    return None
+
+
+def _max_per_scramble(channel, u_lo, u_hi, normals, resolution=1):
+    """Each scramble's maximum of alpha on [u_lo, u_hi] (logit q): a fine grid plus a parabola
+    through the best point and its neighbours; and the pooled maximiser."""
+    u = np.linspace(u_lo, u_hi, REFINE_POINTS)
+    c = branch_curve(channel, _logistic(u), normals, resolution)
+    out = []
+    for a in np.vstack([c.alpha, c.alpha.mean(0)]):
+        k = int(np.clip(np.argmax(a), 1, len(u) - 2))
+        y0, y1, y2 = a[k - 1], a[k], a[k + 1]
+        den = y0 - 2 * y1 + y2
+        shift = 0.5 * (y0 - y2) / den if den < 0 else 0.0
+        out.append(y1 - 0.25 * (y0 - y2) * shift)
+    return np.array(out[:-1]), out[-1]
+
+
+def _root_per_scramble(channel, u_lo, u_hi, level, normals, resolution=1):
+    """alpha at each scramble's root of Phi(q) = level on [u_lo, u_hi] (linear interpolation on
+    a fine grid), or NaN where a scramble has no root there; and the pooled one."""
+    u = np.linspace(u_lo, u_hi, REFINE_POINTS)
+    c = branch_curve(channel, _logistic(u), normals, resolution)
+    out = []
+    for a, p in zip(np.vstack([c.alpha, c.alpha.mean(0)]), np.vstack([c.phi, c.phi.mean(0)])):
+        d = p - level
+        k = np.flatnonzero(np.sign(d[:-1]) != np.sign(d[1:]))
+        if not len(k):
+            out.append(math.nan)
+            continue
+        k = k[0]
+        t = d[k] / (d[k] - d[k + 1])
+        out.append(a[k] + t * (a[k + 1] - a[k]))
+    return np.array(out[:-1]), out[-1]
+
+
+def _estimate(per_scramble, pooled, resolution_shift):
+    """(alpha, 95% half-width): Student t over scrambles plus the change at double resolution."""
+    ok = np.isfinite(per_scramble)
+    hw = float(t_halfwidth(per_scramble[ok])) if ok.sum() >= 2 else math.inf
+    if len(per_scramble) and not np.all(ok):
+        hw = math.inf  # a scramble without the root: the estimate cannot be trusted to its spread
+    return float(pooled), hw + abs(float(resolution_shift))
+
+
+# 1 - q where the limit alpha_Q0 is extrapolated from (decades: the curve approaches it like a power)
+END_GAPS = (1e-3, 1e-4, 1e-5, 1e-6)
+
+
+def _attracting_from(channel, normals) -> tuple[float, float]:
+    """alpha_Q0 (Q_0 attracting above it) of a channel with continuous outputs, with its 95%
+    half-width.  Near Q_0, 1 - q = factor / qhat to leading order and H(q) does not depend on the
+    prior, so alpha_Q0 = factor x lim_{q -> 1} q / ((1 - q) H(q)) (the Gaussian prior's alpha(q):
+    its corrections are a power of 1 - q, a sparse prior's only of log qhat / qhat).  The limit is
+    Aitken's extrapolation a3 - d2 / (d1 / d2 - 1) from three decades of 1 - q (the pooled ratio,
+    applied to each scramble); the half-width is the Student-t interval over scrambles plus the
+    change from the decade-earlier triple."""
+    q = 1.0 - np.array(END_GAPS)
+    H = branch_curve(channel, q, normals).H
+    gaussian = q / ((1.0 - q) * H)  # (R, 4)
+
+    def aitken(a):  # a: (R, 3)
+        m = a.mean(0)
+        d1, d2 = m[0] - m[1], m[1] - m[2]
+        ratio = d1 / d2 if d2 != 0 else math.inf
+        if not (math.isfinite(ratio) and ratio > 1.5):
+            return a[:, 2]  # no clean geometric approach: the last point
+        return a[:, 2] - (a[:, 1] - a[:, 2]) / (ratio - 1.0)
+
+    late, early = aitken(gaussian[:, 1:]), aitken(gaussian[:, :3])
+    factor = channel.prior.perfect_recovery_factor
+    return factor * float(late.mean()), factor * (float(t_halfwidth(late)) + abs(float(late.mean() - early.mean())))
+
+
+def perfect_recovery_transitions(channel: Channel, precision: str, seed: int,
+                                 laplace: tuple[float, float] | None) -> tuple[tuple[Transition, ...], str]:
+    """The information-theoretic and algorithmic perfect-recovery thresholds of a noiseless
+    one-index channel (module docstring), or () with the reason.  ``laplace``: the Laplace
+    perfect-recovery alpha of the Gaussian-prior contraction and its half-width, for channels
+    that reveal a smooth statistic (else None)."""
+    if channel.n_indices != 1:
+        return (), "information-theoretic vs algorithmic thresholds are computed for one index (P = 1)"
+    if not channel.noiseless:
+        return (), "no perfect recovery with output noise"
+    prior = channel.prior
+    discrete_outputs = getattr(channel, "outputs", None) is not None
+    if discrete_outputs and prior.entropy is None:
+        return (), ("Q_0 is never an attracting fixed point: perfect recovery needs a discrete prior "
+                    "for a link with finitely many outputs")
+    normals = outer_normals(channel, THRESHOLD_POINTS[precision], SCRAMBLES, seed)
+    fine = normals[:4, : max(16, normals.shape[1] // 4)]
+    curve = branch_curve(channel, _logistic(GRID_LOGIT), normals)
+    if discrete_outputs:
+        alpha_q0, alpha_q0_ci, phi_q0 = 0.0, 0.0, -channel.n_indices * prior.entropy
+    else:
+        phi_q0 = None  # +inf above alpha_q0
+        if prior.perfect_recovery_factor == 0.0:
+            alpha_q0, alpha_q0_ci = 0.0, 0.0  # a discrete prior: Q_0 attracts for every alpha
+        elif laplace is not None:
+            alpha_q0 = prior.perfect_recovery_factor * laplace[0]
+            alpha_q0_ci = prior.perfect_recovery_factor * laplace[1]
+        else:
+            alpha_q0, alpha_q0_ci = _attracting_from(channel, normals)
+    i = _spinodal(curve)
+    if i is None or curve.alpha.mean(0)[i] <= alpha_q0:
+        note = ("no first-order transition: the uninformed branch reaches Q_0 continuously, so the "
+                "information-theoretic and algorithmic thresholds coincide")
+        return tuple(Transition("perfect_recovery", kind, alpha_q0, alpha_q0_ci, True, note)
+                     for kind in ("information_theoretic", "algorithmic")), note
+    u_lo, u_hi = GRID_LOGIT[i - 1], GRID_LOGIT[i + 1]
+    s_r, s = _max_per_scramble(channel, u_lo, u_hi, normals)
+    s_fine_r, s_fine = _max_per_scramble(channel, u_lo, u_hi, fine, 2)
+    s_pooled_1 = _max_per_scramble(channel, u_lo, u_hi, fine, 1)[1]
+    alg, alg_ci = _estimate(s_r, s, s_fine - s_pooled_1)
+    note = "first-order transition: AMP (the uninformed branch) jumps to Q_0 at the algorithmic threshold"
+    if phi_q0 is None:
+        it, it_ci = alpha_q0, alpha_q0_ci
+        note += ("; the free entropy of Q_0 is +inf wherever it is a fixed point (a continuous output "
+                 "reveals the weights), so the information-theoretic threshold is where it becomes one")
+    else:
+        # the lower branch, up to its first local maximum of alpha(q)
+        pooled = curve.alpha.mean(0)
+        first = next((j for j in range(1, i + 1) if pooled[j] > pooled[j + 1]), i)
+        pooled_phi = curve.phi.mean(0)
+        d = pooled_phi[: first + 1] - phi_q0
+        k = np.flatnonzero((d[:-1] > 0) & (d[1:] <= 0))
+        if not len(k):
+            it, it_ci = alg, alg_ci
+            note += "; the uninformed branch has the larger free entropy up to its jump: the thresholds coincide"
+        else:
+            # the cells either side too: each scramble's root lies near the pooled one
+            a_lo, a_hi = GRID_LOGIT[max(k[0] - 1, 0)], GRID_LOGIT[min(k[0] + 2, first)]
+            r_r, r = _root_per_scramble(channel, a_lo, a_hi, phi_q0, normals)
+            r_fine = _root_per_scramble(channel, a_lo, a_hi, phi_q0, fine, 2)[1]
+            r_pooled_1 = _root_per_scramble(channel, a_lo, a_hi, phi_q0, fine, 1)[1]
+            it, it_ci = _estimate(r_r, r, r_fine - r_pooled_1)
+            note += f"; Q_0's free entropy is -P x the prior's entropy ({phi_q0:.6g}), crossed at the information-theoretic one"
+    coincide = abs(it - alg) <= it_ci + alg_ci
+    return (Transition("perfect_recovery", "information_theoretic", it, it_ci, coincide, note),
+            Transition("perfect_recovery", "algorithmic", alg, alg_ci, coincide, note)), note

@@ -1,0 +1,67 @@
+"""Possible vs efficient (solvers/transitions.py): information-theoretic and algorithmic
+perfect-recovery thresholds against the literature, and against SE fixed points."""
+import math
+
+import pytest
+
+from solvers import layer_thresholds, state_evolution
+from solvers.models import MultiIndexSpec
+
+
+def _by_kind(result):
+    return {t.kind: t for t in result.transitions}
+
+
+def test_binary_perceptron_matches_the_classic_teacher_student_values():
+    """y = sign(w.x), +-1 weights (Gyorgyi 1990; Barbier, Krzakala, Macris, Miolane, Zdeborova,
+    PNAS 2019): perfect recovery information-theoretically at alpha ~ 1.249 (the free entropy of
+    Q_0, -log 2, crosses the uninformed branch's), algorithmically at alpha ~ 1.493 (AMP's branch
+    jumps to Q_0)."""
+    res = layer_thresholds(MultiIndexSpec(link="sign", prior={"kind": "binary"}), precision="standard")
+    k = _by_kind(res)
+    it, alg = k["information_theoretic"], k["algorithmic"]
+    assert abs(it.alpha - 1.249) <= it.ci95 and it.ci95 < 0.05
+    assert abs(alg.alpha - 1.493) <= alg.ci95 and alg.ci95 < 0.02
+    assert not it.coincide and not alg.coincide
+    assert res.perfect_recovery_alpha is None  # sign reveals no smooth statistic
+
+
+def test_gaussian_phase_retrieval_has_its_known_gap():
+    """Noiseless real phase retrieval, Gaussian weights (Maillard et al. 2020): information-
+    theoretic perfect recovery at alpha = 1, algorithmic at about 1.13; weak recovery at 1/2."""
+    res = layer_thresholds(MultiIndexSpec(link="square"), precision="standard")
+    k = _by_kind(res)
+    it, alg = k["information_theoretic"], k["algorithmic"]
+    assert abs(it.alpha - 1.0) <= it.ci95 < 0.005
+    assert abs(alg.alpha - 1.13) <= max(alg.ci95, 0.003) and alg.ci95 < 0.02
+    assert abs(res.thresholds[0].alpha - 0.5) <= res.thresholds[0].ci95
+
+
+@pytest.mark.parametrize("density", [0.1, 0.5])
+def test_sparse_phase_retrieval_recovers_information_theoretically_at_the_density(density):
+    """Gauss-Bernoulli(rho) weights: Q_0 becomes a fixed point (free entropy +inf) at alpha = rho
+    (the count of nonzero weights per sample); weak recovery stays at 1/2 (the linearisation at
+    Q = 0 only sees the unit variance); AMP's perfect recovery lies above it."""
+    res = layer_thresholds(MultiIndexSpec(link="square", prior={"kind": "sparse", "density": density}),
+                           precision="fast")
+    k = _by_kind(res)
+    assert abs(k["information_theoretic"].alpha - density) <= k["information_theoretic"].ci95
+    weak = res.thresholds[0]
+    assert abs(weak.alpha - 0.5) <= weak.ci95
+    assert k["algorithmic"].alpha > weak.alpha
+
+
+@pytest.mark.slow  # about a minute: SE fixed points either side of both thresholds
+def test_state_evolution_jumps_where_the_algorithmic_threshold_says():
+    """The binary perceptron's SE by fixed-point iteration (independent of the q-parametrised
+    curve): 5% below alpha_alg the uninformed branch is far from Q_0, 5% above it is close to it;
+    the uninformed branch's free entropy is above Q_0's (-log 2) 5% below alpha_IT and below
+    it 5% above.  (SE's own estimate of H within ~1e-2 of Q_0 rests on rare samples, y against
+    the sign of omega, so the informed branch is not checked by iteration: see the README.)"""
+    spec = MultiIndexSpec(link="sign", prior={"kind": "binary"})
+    k = _by_kind(layer_thresholds(spec, precision="fast"))
+    alg, it = k["algorithmic"].alpha, k["information_theoretic"].alpha
+    res = state_evolution(spec, [0.95 * it, 1.05 * it, 0.95 * alg, 1.05 * alg], precision="standard")
+    below_it, above_it, below, above = res.points
+    assert below.uninformed.layer_overlaps[0] < 0.9 < 0.98 < above.uninformed.layer_overlaps[0]
+    assert below_it.uninformed.free_entropy > -math.log(2) > above_it.uninformed.free_entropy
