@@ -46,6 +46,7 @@ import numpy as np
 from .errors import SpecError
 from .limits import (AMP_MAX_ALPHA, AMP_MAX_DAMPING, AMP_MAX_DIMENSION, AMP_MAX_INPUT_ENTRIES, AMP_MAX_ITERATIONS,
                      AMP_MAX_SEEDS, AMP_MIN_DIMENSION)
+from .priors import GAUSSIAN
 from .results import Settings, _plain
 
 SOLVER_VERSION = "amp-0.1.0"
@@ -176,7 +177,7 @@ def generate_instance(spec, dimension: int, alpha: float, seed: int,
     n_test = max(n, 1000) if n_test is None else int(n_test)
     ss = np.random.SeedSequence([int(seed), 0x5A17])
     r_teacher, r_x, r_y, r_xt, r_yt = (np.random.default_rng(s) for s in ss.spawn(5))
-    W = r_teacher.standard_normal((p, d))
+    W = channel.prior.sample(r_teacher, (p, d))
     X = _gaussian_inputs(r_x, n, d, m)
     Z = _preactivations(W, X)
     y = np.asarray(channel.sample_output(Z, r_y))
@@ -368,8 +369,16 @@ def gamp(model, instance: Instance, iterations: int = 100, damping: float = 0.0,
         # input side
         gf = g.transpose(0, 2, 1).reshape(n * m, p)  # (N*M, P)
         B = (gf.T @ Xf) / sqd + A @ W  # (P, D)
-        C = _inv_sym(eye + A)
-        W_new = C @ B
+        if channel.prior is GAUSSIAN:
+            C = _inv_sym(eye + A)
+            W_new = C @ B
+        else:
+            # the prior's denoiser on each coordinate's field B_i (precision A), the same function
+            # SE averages; C is the coordinates' mean posterior covariance.  A precision is never
+            # negative there (a Gauss-Bernoulli slab needs A + rho I > 0): A's floor is 0
+            post = channel.prior.denoiser(B.T, _eig_clip(A, 0.0))
+            W_new = post.mean.T
+            C = _sym(post.cov.mean(0))
         # self-contribution of sample mu to W_new x_mu / sqrt(D) is C g_mu (||x_mu||^2 / D -> 1)
         S_new = np.einsum("pq,nqm->npm", C, g)
         if damping > 0:

@@ -77,6 +77,10 @@ class Prior(ABC):
         return {"kind": self.kind}
 
     @abstractmethod
+    def sample(self, rng: np.random.Generator, shape: tuple) -> np.ndarray:
+        """Teacher weights with this prior (GAMP's instances)."""
+
+    @abstractmethod
     def denoiser(self, r: np.ndarray, Qhat: np.ndarray) -> Denoised:
         """Posterior moments of w given r (n, P) for the channel with precision Qhat (P, P)."""
 
@@ -204,6 +208,9 @@ class GaussianPrior(Prior):
     kind = "gaussian"
     perfect_recovery_factor = 1.0
 
+    def sample(self, rng, shape):
+        return rng.standard_normal(shape)
+
     def denoiser(self, r, Qhat):
         P = Qhat.shape[0]
         C = np.linalg.inv(np.eye(P) + Qhat)
@@ -249,6 +256,9 @@ class BinaryPrior(Prior):
     perfect_recovery_factor = 0.0
     entropy = math.log(2.0)
 
+    def sample(self, rng, shape):
+        return np.where(rng.random(shape) < 0.5, -1.0, 1.0)
+
     def denoiser(self, r, Qhat):
         P = Qhat.shape[0]
         S = _signs(P)  # (K, P)
@@ -286,6 +296,10 @@ class SparsePrior(Prior):
 
     def to_dict(self):
         return {"kind": self.kind, "density": self.density}
+
+    def sample(self, rng, shape):
+        on = rng.random(shape) < self.density
+        return np.where(on, rng.standard_normal(shape) / math.sqrt(self.density), 0.0)
 
     def __eq__(self, other):
         return isinstance(other, SparsePrior) and other.density == self.density

@@ -2,6 +2,7 @@
 perfect-recovery thresholds against the literature, and against SE fixed points."""
 import math
 
+import numpy as np
 import pytest
 
 from solvers import layer_thresholds, state_evolution
@@ -65,3 +66,27 @@ def test_state_evolution_jumps_where_the_algorithmic_threshold_says():
     below_it, above_it, below, above = res.points
     assert below.uninformed.layer_overlaps[0] < 0.9 < 0.98 < above.uninformed.layer_overlaps[0]
     assert below_it.uninformed.free_entropy > -math.log(2) > above_it.uninformed.free_entropy
+
+
+@pytest.mark.slow  # about two minutes: GAMP at D = 2000, 3 seeds on each side of alpha_alg
+@pytest.mark.parametrize("prior,link,below,above,damping", [
+    ({"kind": "sparse", "density": 0.5}, "square", 0.85, 1.05, 0.3),
+    ({"kind": "binary"}, "sign", 1.3, 1.65, 0.0),
+])
+def test_gamp_with_the_prior_denoiser_follows_state_evolution_across_alpha_alg(prior, link, below, above, damping):
+    """GAMP on finite instances (teacher drawn from the prior, the prior's denoiser on the
+    input side) against SE: below alpha_alg its overlap is SE's uninformed fixed point within
+    finite-size error and far from Q_0; above, every run recovers the teacher."""
+    from solvers.amp import gamp, generate_instance
+    from solvers.state_evolution import fixed_point
+
+    spec = MultiIndexSpec(link=link, prior=prior)
+    alg = _by_kind(layer_thresholds(spec, precision="fast"))["algorithmic"]
+    assert below < alg.alpha - alg.ci95 and above > alg.alpha + alg.ci95
+    se = fixed_point(spec, below, "uninformed", "standard")
+    runs = [gamp(spec, generate_instance(spec, 2000, below, s), iterations=200, damping=damping).layer_overlaps[-1, 0]
+            for s in range(3)]
+    assert max(runs) < 0.8 and abs(np.median(runs) - se.layer_overlaps[0]) < 0.08 + se.overlap_ci95[0], (runs, se)
+    for s in range(3):
+        run = gamp(spec, generate_instance(spec, 2000, above, s), iterations=200, damping=damping)
+        assert run.layer_overlaps[-1, 0] > 0.99
