@@ -369,7 +369,7 @@ def gamp(model, instance: Instance, iterations: int = 100, damping: float = 0.0,
         # input side
         gf = g.transpose(0, 2, 1).reshape(n * m, p)  # (N*M, P)
         B = (gf.T @ Xf) / sqd + A @ W  # (P, D)
-        if channel.prior is GAUSSIAN:
+        if channel.prior == GAUSSIAN:
             C = _inv_sym(eye + A)
             W_new = C @ B
         else:

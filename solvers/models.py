@@ -50,7 +50,7 @@ def _with_prior(d: dict, prior: Prior) -> dict:
     """The canonical dict: ``prior`` only when not Gaussian (so the cache keys of Gaussian
     questions are those they always had)."""
     d.pop("prior", None)
-    if prior is not GAUSSIAN:
+    if prior != GAUSSIAN:
         d["prior"] = prior.to_dict()
     return d
 

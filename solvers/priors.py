@@ -76,6 +76,16 @@ class Prior(ABC):
     def to_dict(self) -> dict:
         return {"kind": self.kind}
 
+    def __eq__(self, other):
+        return isinstance(other, Prior) and other.to_dict() == self.to_dict()
+
+    def __hash__(self):
+        return hash(tuple(sorted(self.to_dict().items())))
+
+    def __reduce__(self):
+        # unpickled in another process (the service's pool) as the same canonical object
+        return _from_canonical, (self.to_dict(),)
+
     @abstractmethod
     def sample(self, rng: np.random.Generator, shape: tuple) -> np.ndarray:
         """Teacher weights with this prior (GAMP's instances)."""
@@ -301,12 +311,6 @@ class SparsePrior(Prior):
         on = rng.random(shape) < self.density
         return np.where(on, rng.standard_normal(shape) / math.sqrt(self.density), 0.0)
 
-    def __eq__(self, other):
-        return isinstance(other, SparsePrior) and other.density == self.density
-
-    def __hash__(self):
-        return hash((self.kind, self.density))
-
     def denoiser(self, r, Qhat):
         n, P = r.shape
         rho = self.density
@@ -364,6 +368,11 @@ class SparsePrior(Prior):
 GAUSSIAN = GaussianPrior()
 BINARY = BinaryPrior()
 KINDS = ("gaussian", "binary", "sparse")
+
+
+def _from_canonical(data: dict) -> Prior:
+    return GAUSSIAN if data["kind"] == "gaussian" else BINARY if data["kind"] == "binary" else SparsePrior(
+        data["density"])
 
 
 def prior_from_dict(data, density_range: tuple[float, float]) -> Prior:
