@@ -56,7 +56,8 @@ class Threshold:
     eigenvector of the Perron eigenmatrix) for multi-index models.
     kind: "trivial" (learned for every alpha > 0), "linear_stability" (instability of
     Q = 0), "staircase" (instability around the fixed point of the layers already learned).
-    reason: when alpha is infinite, what the search found (a threshold is never a bare null).
+    reason: when alpha is infinite, what the search found (a threshold is never a bare null); when
+    a staircase threshold is reached by a first-order jump rather than a root, how.
     """
 
     alpha: float
@@ -64,7 +65,7 @@ class Threshold:
     kind: Literal["trivial", "linear_stability", "staircase"]
     layer: Optional[int] = None
     direction: Optional[tuple[float, ...]] = None
-    reason: Optional[str] = None  # why alpha is infinite (not found), when it is
+    reason: Optional[str] = None  # why alpha is infinite (not found), or how it was reached
 
 
 @dataclass(frozen=True)

@@ -141,6 +141,46 @@ class _LearnedLayerCurve(StaircaseCurve):
         return a1 + (a2 - a1) / (q2 - q1) * (qr - q1)
 
 
+@dataclass(frozen=True)
+class LearnedLayerJump:
+    """A first-order jump of the one learned layer: its curve alpha(q) = qhat(q) / H(q) peaks at
+    alpha (the spinodal, with its 95% half-width) and falls beyond, so SE's branch jumps there
+    to q -> 1 (a discrete prior: the upper branch is Q_0-like), where every remaining layer's
+    rate F_l is above 1 / alpha: all are learned at once."""
+
+    alpha: float
+    ci95: float
+    learned_overlap: float
+
+
+def _learned_layer_jump(channel: Channel, learned: int, remaining: list[int], base_q: np.ndarray,
+                        precision: str, seed: int) -> LearnedLayerJump | None:
+    """The jump of :class:`LearnedLayerJump` when the staircase finds no root, or None.  The
+    spinodal per scramble: each scramble's maximum of alpha(q) on a fine logit grid around the
+    pooled one (Student t over scrambles), plus the grid step's change."""
+    normals = outer_normals(channel, THRESHOLD_POINTS[precision], SCRAMBLES, seed)
+    grid = np.array(_LearnedLayerCurve.GRID[:12])  # up to 1 - q = 1e-3: the peak lies well below
+    curves = {l: _LearnedLayerCurve(channel, learned, base_q, normals, l) for l in remaining}
+    first = curves[remaining[0]]
+    alphas = np.array([first.per_scramble(q)[0] for q in grid]).T  # (R, G)
+    pooled = alphas.mean(0)
+    i = int(np.argmax(pooled))
+    if not (0 < i < len(grid) - 1) or np.min(pooled[i + 1:]) >= pooled[i] - 2 * t_halfwidth(alphas[:, i]):
+        return None
+    u = np.linspace(np.log(grid[i - 1] / (1 - grid[i - 1])), np.log(grid[i + 1] / (1 - grid[i + 1])), 17)
+    fine_q = 1.0 / (1.0 + np.exp(-u))
+    fine = np.array([first.per_scramble(q)[0] for q in fine_q]).T
+    per_scramble = fine.max(axis=1)
+    alpha = float(fine.mean(0).max())
+    step_change = float(np.max(np.abs(np.diff(fine.mean(0)))))
+    # beyond the jump the learned layer sits near q = 1: every remaining layer must be unstable there
+    q_top = _LearnedLayerCurve.GRID[-1]
+    if any(alpha * curves[l].pooled_rates(q_top, 1)[1] <= 1.0 for l in remaining):
+        return None
+    return LearnedLayerJump(alpha, float(t_halfwidth(per_scramble)) + step_change,
+                            float(fine_q[int(np.argmax(fine.mean(0)))]))
+
+
 def _single_learned_step(channel: Channel, learned: int, remaining: list[int], base_q: np.ndarray,
                          precision: str, seed: int) -> StaircaseStep:
     """Next threshold when exactly one layer (``learned``) is active: a root in q, found by
@@ -373,6 +413,18 @@ def staircase(channel: Channel, precision: str = "standard", seed: int = 0,
             Q_prev[learned[0], learned[0]] = step.learned_overlap
         else:
             step, Q_prev = _multi_learned_step(channel, learned, remaining, alpha_prev, Q_prev, precision, seed)
+        if not math.isfinite(step.alpha) and len(learned) == 1 and channel.prior.entropy is not None:
+            # a discrete prior: past its spinodal the learned layer's upper branch is q -> 1
+            jump = _learned_layer_jump(channel, learned[0], remaining, np.zeros(P), precision, seed)
+            if jump is not None:
+                reason = (f"reached through a first-order jump: layer {learned[0] + 1}'s fixed-point curve "
+                          f"alpha(q) = qhat(q) / H(q) peaks at this alpha (q = {jump.learned_overlap:.3g}, the "
+                          f"spinodal), where SE's branch jumps to q -> 1 and alpha E||Cov[z_l | y, omega] - I||^2 > 1 "
+                          f"for every remaining layer")
+                for l in remaining:
+                    out.append(Threshold(alpha=jump.alpha, ci95=jump.ci95, kind="staircase", layer=l + 1,
+                                         reason=reason))
+                break
         if not math.isfinite(step.alpha):
             reason = (f"no staircase root: with layer(s) {sorted(k + 1 for k in learned)} learned, "
                       f"alpha * E||Cov[z_l | y, omega] - I||^2 stays below 1 along their fixed points "
