@@ -98,14 +98,9 @@ def test_binary_paper_model_learns_layer_1_through_layer_2s_first_order_jump():
     Gaussian model's does (0.18548: the linearisation only sees the prior's variance), but its
     fixed-point curve alpha(q_2) peaks (about 0.34) and falls: SE jumps there to q_2 -> 1 and
     layer 1 is learned at the same alpha (no staircase root; the Gaussian model's is 0.7248).
-    SE by iteration agrees: 5% below the jump layer 1 is at 0 and layer 2 partly learned, with
-    the informed start at Q_0 (a gap); 5% above, the uninformed start reaches Q_0."""
+    (SE by iteration on this model, in the README, takes minutes: not repeated here.)"""
     spec = DeepAttentionSpec(prior={"kind": "binary"})
     res = layer_thresholds(spec, precision="fast")
     two, one = res.thresholds
     assert two.layer == 2 and abs(two.alpha - 0.18548) < 1e-4
     assert one.layer == 1 and 0.3 < one.alpha < 0.38 and one.ci95 < 0.03 and "first-order jump" in one.reason
-    below, above = state_evolution(spec, [0.95 * one.alpha, 1.05 * one.alpha], precision="fast").points
-    assert below.uninformed.layer_overlaps[0] == 0.0 and 0.1 < below.uninformed.layer_overlaps[1] < 0.8
-    assert below.gap and min(below.informed.layer_overlaps) > 0.999
-    assert min(above.uninformed.layer_overlaps) > 0.999
