@@ -45,6 +45,7 @@ class FixedPointIteration:
     contraction: float
     step: np.ndarray  # map(Q) - Q at the last evaluation (order-parameter vector)
     statistics: OutputStatistics | None = None  # at Q itself, when the last evaluation was there
+    normals: np.ndarray | None = None  # the outer points it ended on (the decision points, if it moved to them)
 
 
 # ---------------------------------------------------------------------------------------
@@ -99,6 +100,12 @@ class SEMap:
         self.evaluations += 1
         return output_statistics(self.channel, overlap_matrix(self.channel, x), self.normals, self.resolution,
                                  plugin=True)
+
+    def on(self, normals: np.ndarray) -> "SEMap":
+        """The same map on other outer points, its evaluation count carried over."""
+        finer = SEMap(self.channel, self.alpha, normals, self.resolution, self.mask)
+        finer.evaluations = self.evaluations
+        return finer
 
     def remember(self, x: np.ndarray, statistics: OutputStatistics) -> None:
         self.last_point, self.last_statistics = x, statistics
@@ -466,7 +473,8 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
     ``frozen``: mask of order parameters held at their start value (the staircase keeps
     not-yet-learned layers at exactly 0).  ``decision_normals``: more outer points (the same
     scrambles), on which a small layer's linear rate is estimated again when it is within its
-    95% half-width of 1 (a sequential test: SE's own points cannot tell 0.95 from 1.05)."""
+    95% half-width of 1 (a sequential test: SE's own points cannot tell 0.95 from 1.05); if
+    only they see it grow, the iteration goes on on them (``normals`` of the result says which)."""
     x = order_vector(channel, Q_start)
     mask = np.ones_like(x, dtype=bool) if frozen is None else ~frozen
     grown = np.zeros(x.shape, dtype=bool)  # grown from 0 to the least root of their own map
@@ -505,12 +513,19 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
             x0 = np.where(small, 0.0, x)
             at_zero = se_map.output_statistics(x0)
             rate = alpha * at_zero.cov_deviation.mean(0)
+            refined = none
             if decision_normals is not None:
                 marginal = small & (np.abs(rate - 1.0) <= alpha * t_halfwidth(at_zero.cov_deviation))
                 if np.any(marginal):
                     finer = output_statistics(channel, overlap_matrix(channel, x0), decision_normals, resolution)
                     rate = np.where(marginal, alpha * finer.cov_deviation.mean(0), rate)
+                    refined = marginal
             unstable = small & (rate > 1.0) & ~fallen
+            if np.any(unstable & refined):
+                # only the finer points see this layer grow: iterate on them from here, or the
+                # coarse map (whose own slope may be below 1) would take it straight back to 0
+                se_map = se_map.on(decision_normals)
+                normals, decision_normals = decision_normals, None
             if not np.any(unstable):
                 x, f = x0, np.where(small, 0.0, f)
                 se_map.remember(x0, at_zero)
@@ -519,6 +534,15 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
             # the fastest-growing layer leaves 0: to the least root of its own map
             l = int(np.argmax(np.where(unstable, rate, -np.inf)))
             x = np.where(small & ~unstable, 0.0, x)
+            if grown[l] and decision_normals is not None:
+                # fallen back on SE's own points, whose map's slope at 0 is below its rate's
+                # estimate (c = 50, layer 2 at 1.05x: rate 1.09, slope 0.96): grow it once more
+                # on the finer points, and iterate on them from here
+                se_map = se_map.on(decision_normals)
+                normals, decision_normals = decision_normals, None
+                grown[l] = False
+                x[l] = 0.0
+                continue
             if grown[l]:
                 # grown once already and fallen back: its rate at 0 is above 1 only within the
                 # Monte-Carlo error (its map has no fixed point above 0), so it stays at 0
@@ -566,4 +590,4 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
         if ratio is not None:
             contraction = ratio
     return FixedPointIteration(overlap_matrix(channel, x), converged, se_map.evaluations, res, contraction, f,
-                               se_map.statistics_at(x))
+                               se_map.statistics_at(x), normals)
