@@ -28,6 +28,17 @@ def cli(*args: str, url: str | None = None, env: dict | None = None, timeout: fl
                           text=True, cwd=ROOT, timeout=timeout, env={**clean, **(env or {})})
 
 
+def run_main(capsys, monkeypatch, *args: str):
+    """The same command in this process (``staircase.cli.main``): exit code, stdout, stderr."""
+    from staircase.cli import main
+
+    monkeypatch.delenv("STAIRCASE_URL", raising=False)
+    capsys.readouterr()
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     s = jobs_server(tmp_path_factory.mktemp("cli-cache"))
@@ -67,26 +78,23 @@ def test_no_wait_prints_the_job_and_the_answer_follows(server):
     assert point["alpha"] == 1.0 and point["uninformed"]["layer_overlaps"][0] > 0.1  # learned above 1/2
 
 
-@pytest.mark.parametrize("where", ["in-process", "server"])
-def test_bad_input_exits_2_with_the_servers_problem(server, where):
-    url = server.base if where == "server" else None
-    r = cli("thresholds", "--layers", "9", "--tokens", "2", url=url)
-    assert r.returncode == 2 and r.stdout == ""
-    assert "model.layers: Input should be less than or equal to 4; allowed: an integer in [1, 4]" in r.stderr
-    problem = json.loads(r.stderr[r.stderr.index("{"):])
-    assert problem["status"] == 422 and problem["field"] == "model.layers"
+def _problem(stderr: str) -> dict:
+    return json.loads(stderr[stderr.index("{"):])
+
+
+def test_bad_input_exits_2_with_the_servers_problem(server, capsys, monkeypatch):
+    served = cli("thresholds", "--layers", "9", "--tokens", "2", url=server.base)
+    code, out, err = run_main(capsys, monkeypatch, "thresholds", "--layers", "9", "--tokens", "2")
+    assert served.returncode == code == 2 and served.stdout == out == ""
+    assert "model.layers: Input should be less than or equal to 4; allowed: an integer in [1, 4]" in err
+    assert served.stderr == err  # in-process: the very problem the server answered
+    assert _problem(err)["status"] == 422 and _problem(err)["field"] == "model.layers"
     # a value only the solvers refuse (the link's number of indices): the same path
-    r = cli("thresholds", "--link", "product", "--indices", "1", url=url)
-    assert r.returncode == 2
-    problem = json.loads(r.stderr[r.stderr.index("{"):])
-    assert problem["field"] == "model.indices" and problem["type"] == "/problems/invalid-parameter"
-
-
-def test_in_process_and_server_problems_are_identical(server):
-    args = ("sample-size", "--link", "square", "--dimension", "0")
-    local, remote = cli(*args), cli(*args, url=server.base)
-    assert local.returncode == remote.returncode == 2
-    assert local.stderr == remote.stderr
+    served = cli("thresholds", "--link", "product", "--indices", "1", url=server.base)
+    code, out, err = run_main(capsys, monkeypatch, "thresholds", "--link", "product", "--indices", "1")
+    assert served.returncode == code == 2 and served.stderr == err
+    assert _problem(err)["field"] == "model.indices"
+    assert _problem(err)["type"] == "/problems/invalid-parameter"
 
 
 def test_unreachable_server_exits_3():
@@ -95,21 +103,22 @@ def test_unreachable_server_exits_3():
     assert "cannot reach the service" in r.stderr
 
 
-def test_unreadable_points_file_exits_2(tmp_path):
+def test_unreadable_points_file_exits_2(tmp_path, capsys, monkeypatch):
     bad = tmp_path / "points.csv"
     bad.write_text("samples,test_error\n100,abc\n")
-    r = cli("compare", str(bad), "--link", "square", "--dimension", "100")
-    assert r.returncode == 2 and "line 2" in r.stderr
+    code, _, err = run_main(capsys, monkeypatch, "compare", str(bad), "--link", "square",
+                            "--dimension", "100")
+    assert code == 2 and "line 2" in err
 
 
-def test_table_format():
-    r = cli("sample-size", *SQUARE, "--dimension", "1000", "--format", "table")
-    assert r.returncode == 0, r.stderr
-    assert "sample size: link=square" in r.stdout and "weak_recovery" in r.stdout
-    assert "self-checks" in r.stdout
-    r = cli("thresholds", *SQUARE, "--format", "table")
-    assert r.returncode == 0, r.stderr
-    assert "linear_stability" in r.stdout and "0.50" in r.stdout
+def test_table_format(capsys, monkeypatch):
+    code, out, err = run_main(capsys, monkeypatch, "sample-size", *SQUARE, "--dimension", "1000",
+                              "--format", "table")
+    assert code == 0, err
+    assert "sample size: link=square" in out and "weak_recovery" in out and "self-checks" in out
+    code, out, err = run_main(capsys, monkeypatch, "thresholds", *SQUARE, "--format", "table")
+    assert code == 0, err
+    assert "linear_stability" in out and "0.50" in out
 
 
 def test_sweep_follows_its_job_and_writes_the_plot(server, tmp_path):
