@@ -23,6 +23,8 @@ from typing import Optional
 
 import orjson
 
+from solvers.precision import PRECISIONS
+
 from .client import (API_KEY_ENV, URL_ENV, VERBS, AsyncClient, JobCancelled, ProblemError,
                      ServiceUnavailable, comparison_verb)
 
@@ -80,10 +82,11 @@ def _parsers() -> argparse.ArgumentParser:
 
     numerics = argparse.ArgumentParser(add_help=False)
     n = numerics.add_argument_group("numerics")
-    n.add_argument("--precision", choices=("fast", "standard", "precise"))
+    n.add_argument("--precision", choices=PRECISIONS)
     n.add_argument("--seed", type=int)
 
-    parser = argparse.ArgumentParser(prog="staircase", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="staircase", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     both = [common, model, numerics]
 
@@ -113,7 +116,7 @@ def _parsers() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", parents=both, help="a grid of thresholds or SE points")
     p.add_argument("--compute", choices=("thresholds", "state_evolution"),
                    help="default: state_evolution with --alphas, else thresholds")
-    p.add_argument("--parameter", help="the model parameter to vary (skip, beta, noise, tokens, layers)")
+    p.add_argument("--parameter", help="the model parameter to vary (see GET /v1/models)")
     p.add_argument("--values", type=numbers, help="its values, e.g. 0.5,1,2")
     p.add_argument("--alphas", type=numbers, help="sample ratios (state_evolution)")
     p.add_argument("--plot", type=Path, help="write the sweep's plot here (.png or .svg)")

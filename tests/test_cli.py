@@ -144,3 +144,15 @@ def test_compare_posts_the_csv_points(server, tmp_path, where):
     assert r.returncode == 0, r.stderr
     body = json.loads(r.stdout)
     assert body["model"]["link"] == "square"
+
+
+def test_in_process_sweep_runs_the_app_here(tmp_path):
+    """No URL: a sweep runs the service's app (its pool, a disk cache) inside the command."""
+    svg = tmp_path / "sweep.svg"
+    r = cli("sweep", *SQUARE, "--alphas", "0.25,1.0", "--plot", str(svg),
+            env={"STAIRCASE_WARM_UP": "false", "STAIRCASE_WORKERS": "1",
+                 "STAIRCASE_CACHE_DIR": str(tmp_path / "cache")})
+    assert r.returncode == 0, r.stderr
+    sweep = json.loads(r.stdout)
+    assert sweep["status"] == "done" and sweep["result"]["backend"] == "local"
+    assert svg.read_text().lstrip().startswith("<?xml") and "<svg" in svg.read_text()
