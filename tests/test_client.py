@@ -125,11 +125,13 @@ def test_retry_after_and_job_polling_are_respected():
     assert sleeps[0] == 7.0 and 3.0 in sleeps and all(s > 0 for s in sleeps)
 
 
-def test_a_persistent_5xx_is_service_unavailable():
+def test_a_persistent_5xx_is_service_unavailable_and_the_key_is_sent():
     responses = [httpx.Response(500, json={"status": 500, "detail": "internal error"})]
-    with Client("http://scripted", transport=_scripted(responses, [])) as c:
+    seen: list[httpx.Request] = []
+    with Client("http://scripted", api_key="k3y", transport=_scripted(responses, seen)) as c:
         with pytest.raises(ServiceUnavailable, match="500"):
             c.ask("thresholds", {"model": SQUARE})
+    assert seen[0].headers["X-API-Key"] == "k3y"
 
 
 @pytest.mark.skipif(not has_comparisons(), reason="comparisons endpoint not merged yet")
