@@ -12,7 +12,7 @@ import math
 import httpx
 import pytest
 
-from service.schemas import JobOut, StateEvolutionResponse, ThresholdsRequest, ThresholdsResponse
+from service.schemas import AmpSimulationResponse, JobOut, StateEvolutionResponse, ThresholdsRequest, ThresholdsResponse
 from service_support import free_port, has_comparisons, jobs_server
 from staircase.client import (AsyncClient, Client, ProblemError, ServiceUnavailable, Sleep,
                               VERBS, conversation)
@@ -142,3 +142,21 @@ def test_compare(server):
                                 {"samples": 2000, "test_error": 0.05}])
     body = out if isinstance(out, dict) else out.model_dump()
     assert body["model"]["link"] == "square"
+
+
+def test_amp_simulation_job_equals_the_in_process_answer(server):
+    """Always a job on the server; in-process the same registry entry gives the same body
+    (GAMP and SE are seeded), wall times aside."""
+    from staircase.local import answer
+
+    body = {"model": SQUARE, "dimension": 200, "alpha": 2.0, "seeds": 2, "iterations": 20}
+    with Client(server.base) as c:
+        served = c.amp_simulation(body).model_dump(mode="json")
+    here = AmpSimulationResponse.model_validate(answer(VERBS["amp_simulation"], body))
+    here = here.model_dump(mode="json")
+    for out in (served, here):
+        out["solver"].pop("seconds")
+        for run in out["runs"]:
+            run.pop("seconds")
+    assert served == here
+    assert served["final_layer_overlaps_mean"][0] > 0.9  # alpha = 2 is far above alpha_c = 1/2
