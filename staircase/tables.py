@@ -65,12 +65,13 @@ def sample_size(body: dict) -> list[Table]:
 
 def amp_simulation(body: dict) -> list[Table]:
     se = body["state_evolution"]
+    error = pm(body["prediction_error_mean"], body["prediction_error_std"])
     rows = [[name, pm(body["final_layer_overlaps_mean"][k], body["final_layer_overlaps_std"][k]),
              pm(se["layer_overlaps"][k], se["overlap_ci95"][k])]
             for k, name in enumerate(body["index_names"])]
     return [_table(f"GAMP vs SE: {_model(body)}, D={body['dimension']}, alpha={num(body['alpha'])}, "
                    f"{body['seeds']} seeds", ["index", "GAMP overlap (mean ± std)", "SE overlap"],
-                   rows, f"prediction error {pm(body['prediction_error_mean'], body['prediction_error_std'])}")]
+                   rows, f"prediction error {error}")]
 
 
 def sweep(body: dict) -> list[Table]:

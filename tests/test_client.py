@@ -12,7 +12,8 @@ import math
 import httpx
 import pytest
 
-from service.schemas import AmpSimulationResponse, JobOut, StateEvolutionResponse, ThresholdsRequest, ThresholdsResponse
+from service.schemas import (AmpSimulationResponse, JobOut, StateEvolutionResponse, ThresholdsRequest,
+                             ThresholdsResponse)
 from service_support import free_port, has_comparisons, jobs_server
 from staircase.client import (AsyncClient, Client, ProblemError, ServiceUnavailable, Sleep,
                               VERBS, conversation)
