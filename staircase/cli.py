@@ -219,8 +219,10 @@ class Bar:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+            # drawn even when stderr is not a terminal (--progress asked for it then)
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+                                TimeElapsedColumn(), console=Console(stderr=True, force_terminal=True),
+                                transient=True)
             self.task = self.bar.add_task(label, total=None)
             self.label = label
 

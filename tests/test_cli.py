@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -72,7 +73,7 @@ def test_no_wait_prints_the_job_and_the_answer_follows(server):
     assert r.returncode == 0, r.stderr
     job = json.loads(r.stdout)
     assert job["kind"] == "state_evolution" and job["status"] in ("queued", "running", "done")
-    r = cli("state-evolution", *SQUARE, "--alphas", "1.0", "--seed", "12", "--progress", url=server.base)
+    r = cli("state-evolution", *SQUARE, "--alphas", "1.0", "--seed", "12", url=server.base)
     assert r.returncode == 0, r.stderr
     (point,) = json.loads(r.stdout)["points"]
     assert point["alpha"] == 1.0 and point["uninformed"]["layer_overlaps"][0] > 0.1  # learned above 1/2
@@ -132,6 +133,15 @@ def test_sweep_follows_its_job_and_writes_the_plot(server, tmp_path):
                 for p in sweep["result"]["points"] if p["kind"] == "state_evolution"}
     assert overlaps[0.25] < 1e-3 and overlaps[1.0] > 0.1  # below and above alpha_c = 1/2
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_progress_bar_shows_the_job(server):
+    r = cli("state-evolution", *SQUARE, "--alphas", "1.0", "--seed", "14", "--progress", url=server.base)
+    assert r.returncode == 0, r.stderr
+    drawn = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", r.stderr)  # the bar, without its ANSI codes
+    assert re.search(r"state-evolution done .* (\d+)/\1 ", drawn), drawn  # the job's record, finished
+    r = cli("state-evolution", *SQUARE, "--alphas", "1.0", "--seed", "14", url=server.base)
+    assert r.stderr == ""  # not a terminal: no bar unless asked for
 
 
 @pytest.mark.skipif(not has_comparisons(), reason="comparisons endpoint not merged yet")
