@@ -45,13 +45,21 @@ def theory_alphas(alphas: Sequence[float], per_octave: int = GRID_PER_OCTAVE, sp
 
 @dataclass(frozen=True)
 class TheoryCurve:
-    """An estimator's error at increasing alphas: errors[i] at alphas[i], with the layer
-    overlaps (one row per alpha) and their 95% half-widths."""
+    """An estimator's error at increasing alphas: errors[i] at alphas[i] with the 95% half-width
+    of its QMC average (error_ci95, empty: 0), the layer overlaps (one row per alpha) and their
+    95% half-widths."""
 
     alphas: tuple[float, ...]
     errors: tuple[float, ...]
     overlaps: tuple[tuple[float, ...], ...]
     overlap_ci95: tuple[tuple[float, ...], ...]
+    error_ci95: tuple[float, ...] = ()
+
+    def shifted(self, sign: float) -> "TheoryCurve":
+        """The curve moved by sign x its errors' full half-widths (error_halfwidth)."""
+        h = [error_halfwidth(self, i) for i in range(len(self.alphas))]
+        return TheoryCurve(self.alphas, tuple(e + sign * d for e, d in zip(self.errors, h)), self.overlaps,
+                           self.overlap_ci95)
 
     def index(self, alpha: float) -> int:
         for i, a in enumerate(self.alphas):
@@ -61,7 +69,8 @@ class TheoryCurve:
 
 
 def error_halfwidth(curve: TheoryCurve, i: int) -> float:
-    """95% half-width of curve.errors[i] carried from the overlaps' (delta method along the curve).
+    """95% half-width of curve.errors[i]: its QMC average's (error_ci95[i]) plus the overlaps'
+    carried to the error (delta method along the curve, below); a sum, so conservative.
 
     With a neighbour j on either side, the error moves by |e_j - e_i| while layer p's overlap
     moves by |q_jp - q_ip|; the overlap's half-width dq_p is worth dq_p |e_j - e_i| / |q_jp - q_ip|
@@ -77,7 +86,8 @@ def error_halfwidth(curve: TheoryCurve, i: int) -> float:
                  for qi, qj, dq in zip(curve.overlaps[i], curve.overlaps[j], curve.overlap_ci95[i])
                  if abs(qj - qi) > 1e-9 and dq is not None and math.isfinite(dq)]
         sides.append(max(worth, default=0.0))
-    return min(sides, default=0.0)
+    qmc = curve.error_ci95[i] if curve.error_ci95 else 0.0
+    return qmc + min(sides, default=0.0)
 
 
 @dataclass(frozen=True)
@@ -178,7 +188,7 @@ class Estimate:
     error: float
     ci95: float
     alpha_needed: Optional[float]
-    alpha_needed_range: tuple[float, Optional[float]]
+    alpha_needed_range: tuple[float, Optional[float]]  # with the grid and the errors' half-widths
     reached: str
     samples_needed: Optional[int]
     samples_ratio: Optional[float]
@@ -221,9 +231,12 @@ class Comparison:
 def _estimate(curve: TheoryCurve, alpha: float, samples: int, target: float, dimension: int) -> Estimate:
     i = curve.index(alpha)
     inv = alpha_for_error(curve, target)
+    # the range: where the curve's lower band first reaches the target, to where its upper one does
+    lower = alpha_for_error(curve.shifted(-1.0), target).lower
+    upper = alpha_for_error(curve.shifted(+1.0), target).upper
     needed = None if inv.alpha is None else samples_for(inv.alpha, dimension)
     return Estimate(error=curve.errors[i], ci95=error_halfwidth(curve, i), alpha_needed=inv.alpha,
-                    alpha_needed_range=(inv.lower, inv.upper), reached=inv.status,
+                    alpha_needed_range=(lower, upper), reached=inv.status,
                     samples_needed=needed, samples_ratio=None if needed is None else samples / needed)
 
 

@@ -110,3 +110,21 @@ def test_compare_reports_samples_needed_and_ratio():
     assert (s.sharpest_drop.samples_from, s.sharpest_drop.samples_to) == (500, 2000)
     assert s.thresholds_inside == ("layer 1",) and s.nearest_threshold_factor == 1.0
     assert out.to_dict()["points"][1]["error_bar"] == 0.01
+
+
+def test_qmc_halfwidth_adds_and_widens_the_needed_range():
+    alphas = [2.0 ** (k / 4) for k in range(-12, 13)]
+    plain = log_linear_curve(alphas)
+    qmc = TheoryCurve(plain.alphas, plain.errors, plain.overlaps, plain.overlap_ci95,
+                      error_ci95=tuple(0.05 for _ in alphas))
+    assert error_halfwidth(qmc, 5) == pytest.approx(error_halfwidth(plain, 5) + 0.05)
+    # the band e +- h, h = 0.05 + 0.01 (the overlap's: de/dq = 1), reaches the target 0.5 between
+    # the alphas where the band's edges cross it; the range holds both, to grid points
+    D, n = 1000, 1000
+    out = compare(D, [n], [0.5], [None], qmc, qmc, [])
+    est = out.points[0].bayes_optimal
+    lo, hi = est.alpha_needed_range
+    span = math.log2(1024 * 1024)
+    assert est.alpha_needed == pytest.approx(1.0)
+    assert lo <= 2 ** (-0.06 * span) and hi >= 2 ** (0.06 * span)
+    assert lo > 2 ** (-0.06 * span - 0.25) - 1e-12 and hi < 2 ** (0.06 * span + 0.25) + 1e-12
