@@ -152,7 +152,8 @@ def comparison(body: dict, fig) -> None:
                             alpha=0.2, linewidth=0)
         for j, t in enumerate(res["thresholds"]):
             if t["samples"] and n[0] <= t["samples"] <= n[-1]:
-                ax.axvline(t["samples"], color=f"C{j + 3}", ls=":", lw=1.5, label=f"threshold, {t['label']}")
+                ax.axvline(t["samples"], color=f"C{j + 3}", ls=":" if t["kind"] == "weak_recovery" else "-.",
+                           lw=1.5, label=t["label"] if t["kind"] != "weak_recovery" else f"threshold, {t['label']}")
         drop = res["summary"]["sharpest_drop"]
         if drop is not None:
             ax.axvspan(drop["samples_from"], drop["samples_to"], color="0.85", zorder=0,

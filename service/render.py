@@ -168,9 +168,11 @@ def comparison(request: dict, theory_points: list[dict], job_id: str, solver_ver
     bo, amp = _theory_curve(se_points, "bayes_optimal"), _theory_curve(se_points, "uninformed")
     ths = [Threshold(_threshold_label(t, j), _finite(t.get("alpha")), _finite(t.get("ci95")))
            for j, t in enumerate(thresholds_body["thresholds"])]
+    pr = _finite(thresholds_body.get("perfect_recovery_alpha"))
+    perfect = [] if pr is None else [Threshold("perfect recovery", pr, None)]
     pts = request["points"]
     res = compare(dimension, [p["samples"] for p in pts], [p["test_error"] for p in pts],
-                  [p.get("error_bar") for p in pts], bo, amp, ths).to_dict()
+                  [p.get("error_bar") for p in pts], bo, amp, ths, perfect).to_dict()
     for p in res["points"]:
         for est in ("bayes_optimal", "amp"):
             p[est]["ci95"] = _finite(p[est]["ci95"])
@@ -183,8 +185,10 @@ def comparison(request: dict, theory_points: list[dict], job_id: str, solver_ver
     return {"id": job_id, "model": request["model"], "dimension": dimension, "metric": request["metric"],
             "precision": request["precision"], "seed": request["seed"], "points": res["points"],
             "summary": res["summary"], "theory": curve,
-            "thresholds": [{"label": t.label, "alpha": t.alpha, "ci95": t.ci95,
-                            "samples": samples(t.alpha, dimension)} for t in ths],
+            "thresholds": [{"label": t.label, "kind": kind, "alpha": t.alpha, "ci95": t.ci95,
+                            "samples": samples(t.alpha, dimension)}
+                           for kind, group in (("weak_recovery", ths), ("perfect_recovery", perfect))
+                           for t in group],
             "theory_points": {"total": len(theory_points),
                               "from_cache": sum(p["cache"] == "hit" for p in theory_points)},
             "plot": {"png": f"/v1/jobs/{job_id}/plot.png", "svg": f"/v1/jobs/{job_id}/plot.svg"},

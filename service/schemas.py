@@ -425,7 +425,8 @@ class CurveSummaryOut(BaseModel):
                     "than two sample sizes, or the error never falls)")
     alpha_from: Optional[float]
     alpha_to: Optional[float]
-    thresholds_inside: list[str] = Field(description="theory thresholds inside [alpha_from, alpha_to]")
+    thresholds_inside: list[str] = Field(description="theory thresholds (weak recovery per layer, perfect "
+                                                     "recovery) inside [alpha_from, alpha_to]")
     nearest_threshold: Optional[str]
     nearest_threshold_factor: Optional[float] = Field(
         description="how far the nearest threshold lies from the interval, as a factor in alpha (1: inside)")
@@ -442,6 +443,8 @@ class TheoryCurveOut(BaseModel):
 
 class ComparisonThreshold(BaseModel):
     label: str
+    kind: Literal["weak_recovery", "perfect_recovery"] = Field(
+        description="a layer's weak-recovery threshold, or perfect recovery (the error reaches 0)")
     alpha: Optional[float]
     ci95: Optional[float]
     samples: Optional[int]

@@ -242,9 +242,11 @@ def _estimate(curve: TheoryCurve, alpha: float, samples: int, target: float, dim
 
 def compare(dimension: int, samples: Sequence[int], errors: Sequence[float],
             error_bars: Sequence[Optional[float]], bayes_optimal: TheoryCurve, amp: TheoryCurve,
-            thresholds: Sequence[Threshold]) -> Comparison:
+            thresholds: Sequence[Threshold], transitions: Sequence[Threshold] = ()) -> Comparison:
     """The user's points (samples[i], errors[i]) against the two theory curves, which must hold
-    every alpha_i = samples[i] / dimension among their alphas."""
+    every alpha_i = samples[i] / dimension among their alphas.  thresholds: the layers'
+    (learned layers, and the summary); transitions: other marks of the theory for the summary
+    only (perfect recovery)."""
     points = []
     for n, e, bar in zip(samples, errors, error_bars):
         alpha = n / dimension
@@ -258,6 +260,6 @@ def compare(dimension: int, samples: Sequence[int], errors: Sequence[float],
         summary = CurveSummary(None, None, None, (), None, None)
     else:
         a0, a1 = drop.samples_from / dimension, drop.samples_to / dimension
-        inside, nearest, factor = thresholds_near(a0, a1, thresholds)
+        inside, nearest, factor = thresholds_near(a0, a1, list(thresholds) + list(transitions))
         summary = CurveSummary(drop, a0, a1, tuple(inside), nearest, factor)
     return Comparison(dimension=dimension, points=tuple(points), summary=summary)

@@ -128,3 +128,13 @@ def test_qmc_halfwidth_adds_and_widens_the_needed_range():
     assert est.alpha_needed == pytest.approx(1.0)
     assert lo <= 2 ** (-0.06 * span) and hi >= 2 ** (0.06 * span)
     assert lo > 2 ** (-0.06 * span - 0.25) - 1e-12 and hi < 2 ** (0.06 * span + 0.25) + 1e-12
+
+
+def test_transitions_count_for_the_summary_not_for_learned_layers():
+    alphas = theory_alphas([1.0, 2.0])
+    curve = log_linear_curve(alphas)
+    ths = [Threshold("layer 1", 0.1, 0.01)]
+    out = compare(1000, [1000, 2000], [0.9, 0.2], [None, None], curve, curve, ths,
+                  [Threshold("perfect recovery", 1.5, None)])
+    assert out.summary.thresholds_inside == ("perfect recovery",)
+    assert all(p.learned_layers == ("layer 1",) for p in out.points)

@@ -108,7 +108,7 @@ def test_comparison_against_the_solvers_shared_cache_and_plots(tmp_path, pool): 
         assert p["bayes_optimal"]["ci95"] >= 0
     # the layers learned: the threshold (about 1/2) lies between alpha = 0.3 and 0.6
     th = out["thresholds"][0]
-    assert th["label"] == "direction 1" and 0.45 < th["alpha"] < 0.55
+    assert th["label"] == "direction 1" and th["kind"] == "weak_recovery" and 0.45 < th["alpha"] < 0.55
     assert [p["learned_layers"] for p in out["points"]] == [[], ["direction 1"], ["direction 1"]]
     # the samples the optimum needs: the grid's bracket holds the bisection's crossing
     # (solvers.sample_size: its own state-evolution points, bisection in alpha)
