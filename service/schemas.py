@@ -394,9 +394,11 @@ class EstimatorAtPoint(BaseModel):
     reached: Literal["bracketed", "at_most", "not_reached"] = Field(
         description="bracketed: between two grid points; at_most: already at the grid's smallest alpha "
                     "(alpha_needed is an upper bound); not_reached: not up to the grid's largest alpha")
-    samples_needed: Optional[int] = Field(description="ceil(alpha_needed * dimension)")
+    samples_needed: Optional[int] = Field(description="ceil(alpha_needed * dimension) (reached at_most: an "
+                                                      "upper bound)")
     samples_ratio: Optional[float] = Field(description="the user's samples / samples_needed: the user's "
-                                                       "training needs this many times the estimator's samples")
+                                                       "training needs this many times the estimator's samples "
+                                                       "(reached at_most: a lower bound)")
 
 
 class PointComparisonOut(BaseModel):
@@ -430,6 +432,9 @@ class CurveSummaryOut(BaseModel):
     nearest_threshold: Optional[str]
     nearest_threshold_factor: Optional[float] = Field(
         description="how far the nearest threshold lies from the interval, as a factor in alpha (1: inside)")
+    bayes_optimal_sharpest_drop: Optional[DropOut] = Field(
+        description="the Bayes-optimal curve's own sharpest drop between neighbouring grid points")
+    amp_sharpest_drop: Optional[DropOut] = Field(description="AMP's, likewise")
 
 
 class TheoryCurveOut(BaseModel):

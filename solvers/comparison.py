@@ -208,7 +208,8 @@ class PointComparison:
 
 @dataclass(frozen=True)
 class CurveSummary:
-    """The user's sharpest drop and the theory's thresholds near it (samples = alpha D)."""
+    """The user's sharpest drop and the theory's thresholds near it, and the sharpest drops of
+    the theory's own curves on the grid (samples = ceil(alpha D))."""
 
     sharpest_drop: Optional[Drop]
     alpha_from: Optional[float]
@@ -216,6 +217,8 @@ class CurveSummary:
     thresholds_inside: tuple[str, ...]
     nearest_threshold: Optional[str]
     nearest_threshold_factor: Optional[float]
+    bayes_optimal_sharpest_drop: Optional[Drop] = None
+    amp_sharpest_drop: Optional[Drop] = None
 
 
 @dataclass(frozen=True)
@@ -255,11 +258,13 @@ def compare(dimension: int, samples: Sequence[int], errors: Sequence[float],
                                       bayes_optimal=_estimate(bayes_optimal, alpha, n, e, dimension),
                                       amp=_estimate(amp, alpha, n, e, dimension),
                                       learned_layers=tuple(learned), undecided_layers=tuple(unsure)))
+    theirs = [sharpest_drop([samples_for(a, dimension) for a in c.alphas], c.errors)
+              for c in (bayes_optimal, amp)]
     drop = sharpest_drop(samples, errors)
     if drop is None:
-        summary = CurveSummary(None, None, None, (), None, None)
+        summary = CurveSummary(None, None, None, (), None, None, *theirs)
     else:
         a0, a1 = drop.samples_from / dimension, drop.samples_to / dimension
         inside, nearest, factor = thresholds_near(a0, a1, list(thresholds) + list(transitions))
-        summary = CurveSummary(drop, a0, a1, tuple(inside), nearest, factor)
+        summary = CurveSummary(drop, a0, a1, tuple(inside), nearest, factor, *theirs)
     return Comparison(dimension=dimension, points=tuple(points), summary=summary)

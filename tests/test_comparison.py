@@ -109,6 +109,9 @@ def test_compare_reports_samples_needed_and_ratio():
     s = out.summary
     assert (s.sharpest_drop.samples_from, s.sharpest_drop.samples_to) == (500, 2000)
     assert s.thresholds_inside == ("layer 1",) and s.nearest_threshold_factor == 1.0
+    # a log-linear curve falls equally fast everywhere: 1 / ln(2^20) per log-sample, up to the
+    # rounding of the grid's N = ceil(alpha D) (N >= 125 here: about 1 / (125 ln 2^(1/4)) = 5%)
+    assert s.bayes_optimal_sharpest_drop.rate == pytest.approx(1 / math.log(1024 * 1024), rel=0.05)
     assert out.to_dict()["points"][1]["error_bar"] == 0.01
 
 

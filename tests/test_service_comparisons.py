@@ -131,6 +131,9 @@ def test_comparison_against_the_solvers_shared_cache_and_plots(tmp_path, pool): 
     assert s["sharpest_drop"]["rate"] == pytest.approx(0.8 / math.log(2))
     assert s["thresholds_inside"] == ["direction 1"] and s["nearest_threshold"] == "direction 1"
     assert s["nearest_threshold_factor"] == 1.0
+    # the theory's own sharpest drop on the grid: past the threshold (where the error starts falling)
+    theirs = s["bayes_optimal_sharpest_drop"]
+    assert theirs["samples_from"] >= 500 and theirs["error_from"] > theirs["error_to"]
     # the half-widths: the QMC average's at least (seen: about 0.3 at fast)
     assert all(0 < p["bayes_optimal"]["ci95"] < 1.0 for p in out["points"])
     assert out["points"][0]["bayes_optimal"]["error"] == pytest.approx(3.0, abs=out["points"][0]["bayes_optimal"]["ci95"])
