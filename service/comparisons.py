@@ -11,7 +11,7 @@ renders the comparison (``render.comparison``, the arithmetic in ``solvers.compa
 from __future__ import annotations
 
 from solvers.comparison import theory_alphas
-from solvers.limits import MAX_ALPHA
+from solvers.limits import MAX_ALPHA, MAX_SWEEP_POINTS
 
 from .computations import solver_spec
 from .problems import InvalidParameter
@@ -32,6 +32,9 @@ def plan(body: ComparisonRequest) -> tuple[SweepRequest, dict]:
                "points": [p.model_dump() for p in body.points], "metric": body.metric,
                "precision": body.precision, "seed": body.seed}
     alphas = theory_alphas([p.samples / body.dimension for p in body.points])
+    if len(alphas) + 1 > MAX_SWEEP_POINTS:  # not reachable within the limits (about 380 at most)
+        raise InvalidParameter("points", f"{len(alphas) + 1} theory points needed",
+                               f"points whose alphas span less (at most {MAX_SWEEP_POINTS} theory points)")
     sweep = SweepRequest.model_validate({"model": body.model.model_dump(exclude_none=True),
                                          "compute": "state_evolution", "grid": {"alpha": alphas},
                                          "precision": body.precision, "seed": body.seed})

@@ -164,3 +164,17 @@ def test_comparison_against_the_solvers_shared_cache_and_plots(tmp_path, pool): 
     assert r3.status_code == 202 and r3.headers["location"].startswith("/v1/jobs/")
     assert j3["status"] == "done" and j3["result"]["points"] == out["points"]
     assert j3["result"]["theory_points"]["from_cache"] == len(alphas1) + 1
+
+
+def test_plot_before_the_theory_is_done_shows_the_points():
+    """A running comparison's picture: the user's points alone, the progress in the title."""
+    from service import plots
+
+    body = {"kind": "comparison", "status": "running", "progress": {"done": 3, "total": 30, "failed": 0},
+            "request": {"model": SQUARE, "dimension": D, "metric": "prediction_error",
+                        "points": [{"samples": 500, "test_error": 2.9, "error_bar": 0.3},
+                                   {"samples": 1000, "test_error": 1.5, "error_bar": None}]},
+            "result": None}
+    root = ET.fromstring(plots.render(body, "svg"))
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    assert "3/30" in plots.render(body, "svg").decode()
