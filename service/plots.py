@@ -18,6 +18,8 @@ import io
 import math
 import threading
 
+from .render import threshold_label
+
 LABELS = {"skip": "skip strength c", "beta": r"inverse temperature $\beta$", "noise": r"noise $\Delta$",
           "tokens": "tokens M", "layers": "layers L"}
 
@@ -47,10 +49,6 @@ def load() -> None:
         matplotlib, Figure = mpl, figure_class
 
 
-def _label(t: dict, j: int) -> str:
-    return f"layer {t['layer']}" if t.get("layer") is not None else f"direction {j + 1}"
-
-
 def _threshold_series(points: list[dict]) -> tuple[list[float], dict[str, list[float]]]:
     """x values and, per layer label, the threshold alpha at each x (nan: not finished/never)."""
     xs, rows = [], []
@@ -58,7 +56,7 @@ def _threshold_series(points: list[dict]) -> tuple[list[float], dict[str, list[f
         if p["kind"] != "thresholds" or p["status"] != "done" or p.get("result") is None:
             continue
         xs.append(p["value"] if p["value"] is not None else 0.0)
-        rows.append({_label(t, j): (math.inf if t["alpha"] is None else t["alpha"])
+        rows.append({threshold_label(t, j): (math.inf if t["alpha"] is None else t["alpha"])
                      for j, t in enumerate(p["result"]["thresholds"])})
     labels = sorted({k for r in rows for k in r})
     order = sorted(range(len(xs)), key=lambda k: xs[k])
@@ -125,7 +123,7 @@ def overlap_curves(body: dict, fig) -> None:
             layer = (t.get("layer") or j + 1) - 1
             ax.axvline(t["alpha"], color=f"C{layer}", ls=":", lw=1.2,
                        label=None if marked and len(values) > 1 else
-                       f"threshold, {_label(t, j)}" + ("" if p["value"] is None else f", {param}={p['value']:g}"))
+                       f"threshold, {threshold_label(t, j)}" + ("" if p["value"] is None else f", {param}={p['value']:g}"))
         marked = True
     ax.set_xlabel(r"sample ratio $\alpha = N/D$")
     ax.set_ylabel("overlap with the teacher (uninformed start)")

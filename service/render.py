@@ -138,8 +138,8 @@ def amp_simulation(raw: dict, request: dict, cache: str) -> dict[str, Any]:
             "solver": _solver(raw)}
 
 
-
-def _threshold_label(t: dict, j: int) -> str:
+def threshold_label(t: dict, j: int) -> str:
+    """A rendered threshold's name: its layer (deep attention) or its place j (a direction)."""
     return f"layer {t['layer']}" if t.get("layer") is not None else f"direction {j + 1}"
 
 
@@ -166,7 +166,7 @@ def comparison(request: dict, theory_points: list[dict], job_id: str, solver_ver
                        key=lambda p: p["alpha"])
     thresholds_body = next(p["result"] for p in theory_points if p["kind"] == "thresholds")
     bo, amp = _theory_curve(se_points, "bayes_optimal"), _theory_curve(se_points, "uninformed")
-    ths = [Threshold(_threshold_label(t, j), _finite(t.get("alpha")), _finite(t.get("ci95")))
+    ths = [Threshold(threshold_label(t, j), _finite(t.get("alpha")), _finite(t.get("ci95")))
            for j, t in enumerate(thresholds_body["thresholds"])]
     pr = _finite(thresholds_body.get("perfect_recovery_alpha"))
     perfect = [] if pr is None else [Threshold("perfect recovery", pr, None)]
