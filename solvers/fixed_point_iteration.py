@@ -397,6 +397,8 @@ class RayJumps:
         if not (leave or approach):
             return None
         ray = mask & (1.0 - mapped < LEAVING_ZERO) & (1.0 - mapped > 1e-8)
+        if not np.any(ray):  # every component already within 1e-8 of 1: no ray to jump along
+            return None
         v = 1.0 - mapped
         if leave:
             end = LEAVING_ZERO

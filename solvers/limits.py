@@ -28,5 +28,8 @@ AMP_MAX_ITERATIONS = 200
 AMP_MAX_DAMPING = 0.9
 AMP_MAX_INPUT_ENTRIES = 60_000_000  # N * M * D of the training inputs (480 MB of float64)
 
+# Comparisons of a measured learning curve with the theory's.
+MAX_COMPARISON_POINTS = 200
+
 # Sweeps.
 MAX_SWEEP_POINTS = 400

@@ -87,6 +87,7 @@ def _fixed_point_result(channel, alpha, start, fp: FixedPointIteration, normals,
                       mse=float(np.trace(np.eye(len(q)) - fp.Q)),
                       prediction_error_bayes=float(bayes.mean()),
                       prediction_error_plugin=float(st.plugin_error.mean()),
+                      prediction_error_plugin_ci95=float(t_halfwidth(st.plugin_error)),
                       free_entropy=phi, converged=bool(fp.converged), iterations=int(fp.iterations),
                       residual=float(fp.residual))
 

@@ -26,7 +26,7 @@ import orjson
 from solvers.precision import PRECISIONS
 
 from .client import (API_KEY_ENV, URL_ENV, VERBS, AsyncClient, JobCancelled, ProblemError,
-                     ServiceUnavailable, comparison_verb)
+                     ServiceUnavailable)
 
 EXIT_OK, EXIT_CANCELLED, EXIT_BAD_INPUT, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
@@ -126,6 +126,7 @@ def _parsers() -> argparse.ArgumentParser:
     p.add_argument("points", type=Path, help="CSV with columns samples,test_error[,error_bar]")
     p.add_argument("--dimension", type=int, required=True, help="input dimension D")
     p.add_argument("--metric", help="what test_error measures (default prediction_error)")
+    p.add_argument("--plot", type=Path, help="write your points over the theory's curves here (.png or .svg)")
     return parser
 
 
@@ -202,7 +203,7 @@ def request_of(args) -> tuple[str, dict]:
         grid = given(alpha=args.alphas, parameter=args.parameter, values=args.values)
         return "sweep", {"model": model_of(args), "compute": compute, "grid": grid, **numerics}
     if args.verb == "compare":
-        return comparison_verb().name, {"model": model_of(args), "dimension": args.dimension,
+        return "comparison", {"model": model_of(args), "dimension": args.dimension,
                                         "points": read_points(args.points), **numerics,
                                         **given(metric=args.metric)}
     raise AssertionError(args.verb)
@@ -255,7 +256,7 @@ async def _over_http(client: AsyncClient, verb: str, body: dict, args) -> dict:
     plot = getattr(args, "plot", None)
     if plot is not None and not args.no_wait:
         fmt = "svg" if plot.suffix.lower() == ".svg" else "png"
-        plot.write_bytes(await client.sweep_plot(answer["id"], fmt))
+        plot.write_bytes(await client.plot(answer["id"], fmt))
     return answer
 
 

@@ -30,9 +30,10 @@ from pydantic import BaseModel, ValidationError
 
 from service.computations import COMPUTATIONS
 from service.problems import validation_errors
-from service.schemas import (AmpSimulationRequest, AmpSimulationResponse, JobOut, SampleSizeRequest,
-                             SampleSizeResponse, StateEvolutionRequest, StateEvolutionResponse,
-                             ThresholdsRequest, ThresholdsResponse)
+from service.schemas import (AmpSimulationRequest, AmpSimulationResponse, ComparisonRequest,
+                             ComparisonResponse, JobOut, SampleSizeRequest, SampleSizeResponse,
+                             StateEvolutionRequest, StateEvolutionResponse, ThresholdsRequest,
+                             ThresholdsResponse)
 from service.sweeps import SweepRequest
 
 URL_ENV = "STAIRCASE_URL"          # the server the CLI talks to (none: compute in-process)
@@ -89,19 +90,13 @@ class Verb:
 
 def _verbs() -> dict[str, Verb]:
     verbs = {c.name: Verb(c.name, API + c.path, c.request, c.response) for c in COMPUTATIONS.values()}
+    # composed of several cached questions, so not registry entries: answered as jobs
     verbs["sweep"] = Verb("sweep", API + "/sweeps", SweepRequest, None)
-    if not any(c.path == "/comparisons" for c in COMPUTATIONS.values()):
-        # POST /v1/comparisons is not in this service's registry yet: post the body unchecked
-        verbs["comparison"] = Verb("comparison", API + "/comparisons", None, None)
+    verbs["comparison"] = Verb("comparison", API + "/comparisons", ComparisonRequest, ComparisonResponse)
     return verbs
 
 
 VERBS = _verbs()
-
-
-def comparison_verb() -> Verb:
-    """The comparisons entry, whatever the registry names it."""
-    return next(v for v in VERBS.values() if v.path == API + "/comparisons")
 
 
 def problem_of_validation(exc: ValidationError, path: str) -> dict:
@@ -318,15 +313,17 @@ class Client:
         """Run a sweep to its end: its job body (id, status, progress, result.points)."""
         return self._ask("sweep", request, fields)
 
-    def compare(self, request: Union[BaseModel, dict, None] = None, /, **fields):
-        """POST /v1/comparisons: measured test errors against the theory's prediction."""
-        return self._ask(comparison_verb().name, request, fields)
+    def compare(self, request: Union[ComparisonRequest, dict, None] = None, /,
+                **fields) -> ComparisonResponse:
+        """POST /v1/comparisons: measured test errors against the theory's prediction (its
+        plot: :meth:`plot` of the answer's ``id``)."""
+        return self._ask("comparison", request, fields)
 
     def job(self, job_id: str) -> JobOut:
         return JobOut.model_validate(self.run(_send("GET", f"{API}/jobs/{job_id}", None, 0.0)).json())
 
-    def sweep_plot(self, job_id: str, fmt: str = "png") -> bytes:
-        """The sweep's picture (``png`` or ``svg``) of the points finished so far."""
+    def plot(self, job_id: str, fmt: str = "png") -> bytes:
+        """The picture (``png`` or ``svg``) of a sweep or a comparison job, of its points finished so far."""
         return self.run(_send("GET", f"{API}/jobs/{job_id}/plot.{fmt}", None, self.busy_patience)).content
 
 
@@ -396,13 +393,14 @@ class AsyncClient:
     async def sweep(self, request: Union[SweepRequest, dict, None] = None, /, **fields) -> dict:
         return await self._ask("sweep", request, fields)
 
-    async def compare(self, request: Union[BaseModel, dict, None] = None, /, **fields):
-        return await self._ask(comparison_verb().name, request, fields)
+    async def compare(self, request: Union[ComparisonRequest, dict, None] = None, /,
+                      **fields) -> ComparisonResponse:
+        return await self._ask("comparison", request, fields)
 
     async def job(self, job_id: str) -> JobOut:
         r = await self.run(_send("GET", f"{API}/jobs/{job_id}", None, 0.0))
         return JobOut.model_validate(r.json())
 
-    async def sweep_plot(self, job_id: str, fmt: str = "png") -> bytes:
+    async def plot(self, job_id: str, fmt: str = "png") -> bytes:
         return (await self.run(_send("GET", f"{API}/jobs/{job_id}/plot.{fmt}", None,
                                      self.busy_patience))).content

@@ -197,10 +197,3 @@ def jobs_server(cache_dir) -> Uvicorn:
     on the first computation)."""
     return Uvicorn({"STAIRCASE_SYNC_TIMEOUT": "0", "STAIRCASE_WARM_UP": "false",
                     "STAIRCASE_CACHE_DIR": str(cache_dir)}).start()
-
-
-def has_comparisons() -> bool:
-    """Whether this service's registry has POST /v1/comparisons."""
-    from service.computations import COMPUTATIONS
-
-    return any(c.path == "/comparisons" for c in COMPUTATIONS.values())

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from service_support import ROOT, free_port, has_comparisons, jobs_server
+from service_support import ROOT, free_port, jobs_server
 
 SQUARE = ["--link", "square", "--precision", "fast"]
 SQUARE_THRESHOLD = 0.5
@@ -144,16 +144,18 @@ def test_progress_bar_shows_the_job(server):
     assert r.stderr == ""  # not a terminal: no bar unless asked for
 
 
-@pytest.mark.skipif(not has_comparisons(), reason="comparisons endpoint not merged yet")
 @pytest.mark.parametrize("where", ["in-process", "server"])
-def test_compare_posts_the_csv_points(server, tmp_path, where):
+def test_compare_posts_the_csv_points_and_writes_the_plot(server, tmp_path, where):
     points = tmp_path / "points.csv"
     points.write_text("samples,test_error,error_bar\n200,0.9,0.05\n2000,0.05,0.01\n")
-    r = cli("compare", str(points), *SQUARE, "--dimension", "1000",
-            url=server.base if where == "server" else None)
+    png = tmp_path / "compare.png"
+    env = {"STAIRCASE_WARM_UP": "false", "STAIRCASE_WORKERS": "1", "STAIRCASE_CACHE_DIR": str(tmp_path / "cache")}
+    r = cli("compare", str(points), *SQUARE, "--dimension", "1000", "--precision", "fast", "--plot", str(png),
+            url=server.base if where == "server" else None, env=env if where == "in-process" else None)
     assert r.returncode == 0, r.stderr
     body = json.loads(r.stdout)
-    assert body["model"]["link"] == "square"
+    assert body["model"]["link"] == "square" and [p["samples"] for p in body["points"]] == [200, 2000]
+    assert png.read_bytes().startswith(b"\x89PNG")
 
 
 def test_in_process_sweep_runs_the_app_here(tmp_path):

@@ -12,9 +12,9 @@ import math
 import httpx
 import pytest
 
-from service.schemas import (AmpSimulationResponse, JobOut, StateEvolutionResponse, ThresholdsRequest,
+from service.schemas import (AmpSimulationResponse, ComparisonResponse, JobOut, StateEvolutionResponse, ThresholdsRequest,
                              ThresholdsResponse)
-from service_support import free_port, has_comparisons, jobs_server
+from service_support import free_port, jobs_server
 from staircase.client import (AsyncClient, Client, ProblemError, ServiceUnavailable, Sleep,
                               VERBS, conversation)
 
@@ -135,14 +135,15 @@ def test_a_persistent_5xx_is_service_unavailable_and_the_key_is_sent():
     assert seen[0].headers["X-API-Key"] == "k3y"
 
 
-@pytest.mark.skipif(not has_comparisons(), reason="comparisons endpoint not merged yet")
 def test_compare(server):
     with Client(server.base) as c:
         out = c.compare(model=SQUARE, dimension=1000, precision="fast",
                         points=[{"samples": 200, "test_error": 0.9, "error_bar": 0.05},
                                 {"samples": 2000, "test_error": 0.05}])
-    body = out if isinstance(out, dict) else out.model_dump()
-    assert body["model"]["link"] == "square"
+        picture = c.plot(out.id, "svg")
+    assert isinstance(out, ComparisonResponse) and out.model["link"] == "square"
+    assert [p.samples for p in out.points] == [200, 2000]
+    assert b"<svg" in picture
 
 
 def test_amp_simulation_job_equals_the_in_process_answer(server):
