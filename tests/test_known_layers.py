@@ -1,0 +1,170 @@
+"""Known (frozen, pretrained) layers (THEORY.md section 7): specs, SE, thresholds and GAMP
+against independent checks (closed forms, a brute-force posterior, the q -> 1 limit)."""
+import numpy as np
+import pytest
+
+from solvers import DeepAttentionSpec, MultiIndexSpec, SpecError, layer_thresholds, spec_from_dict
+from solvers.channels.deep_attention import posterior_last_layer_known
+from solvers.quadrature import t_halfwidth
+from solvers.state_evolution import fixed_point
+from solvers.statistics import outer_normals, output_statistics
+
+PAPER_ALPHA_LAYER1_STAIRCASE = 0.719  # layer 1 without side information (README, standard precision)
+PAPER_ALPHA_LAYER2 = 0.1854778  # layer 2 first, at Q = 0 (README, deterministic grid)
+
+
+# ---------------------------------------------------------------------------------------
+# Specs
+# ---------------------------------------------------------------------------------------
+def test_known_layers_are_validated_and_canonical():
+    spec = DeepAttentionSpec(layers=3, tokens=2, known_layers=[2.0, 1])
+    assert spec.known_layers == (1, 2)
+    assert spec.to_dict()["known_layers"] == [1, 2]
+    assert spec_from_dict(spec.to_dict()) == spec
+    assert spec.channel().known == (0, 1) and spec.channel().unknown == (2,)
+    # nothing known: the canonical dict (the cache key) is the one of before
+    assert "known_layers" not in DeepAttentionSpec().to_dict()
+    assert "known_layers" not in MultiIndexSpec(link="product").to_dict()
+    assert MultiIndexSpec(link="product", known_layers=[2]).channel().known == (1,)
+
+
+@pytest.mark.parametrize("kwargs,field", [
+    (dict(layers=2, known_layers=[3]), "known_layers[0]"),
+    (dict(layers=2, known_layers=[0]), "known_layers[0]"),
+    (dict(layers=2, known_layers=[1, 2]), "known_layers"),  # all known
+    (dict(layers=3, tokens=2, known_layers=[1, 1]), "known_layers"),  # duplicate
+    (dict(layers=2, known_layers=[True]), "known_layers[0]"),
+    (dict(layers=2, known_layers=1), "known_layers"),
+    (dict(layers=3, tokens=2, known_layers=[3]), "known_layers"),  # last layer: L = 2, M = 2 only
+    (dict(layers=2, noise=0.1, known_layers=[2]), "known_layers"),
+])
+def test_bad_known_layers_name_the_field_and_range(kwargs, field):
+    with pytest.raises(SpecError) as err:
+        DeepAttentionSpec(**kwargs)
+    assert err.value.parameter == field
+    assert "[1, " in err.value.allowed or "last" in err.value.allowed
+
+
+def test_multi_index_known_indices_are_validated():
+    with pytest.raises(SpecError) as err:
+        MultiIndexSpec(link="product", known_layers=[1, 2])
+    assert err.value.parameter == "known_layers" and "[1, 2]" in err.value.allowed
+    with pytest.raises(SpecError):
+        MultiIndexSpec(link="square", known_layers=[1])  # one index: knowing it is knowing all
+
+
+# ---------------------------------------------------------------------------------------
+# The L = 2, M = 2 posterior with z_2 known against brute force
+# ---------------------------------------------------------------------------------------
+def _a(z1, z2, c=1.0, beta=1.0):
+    """a = (c I + softmax_rows(beta z_1 z_1^T)) z_2, vectorised over leading axes (written here
+    from THEORY.md section 2, independently of the solver's kernels)."""
+    G = beta * z1[..., :, None] * z1[..., None, :]
+    E = np.exp(G - G.max(-1, keepdims=True))
+    S = E / E.sum(-1, keepdims=True)
+    return c * z2 + np.einsum("...ij,...j->...i", S, z2)
+
+
+def _brute_force_posterior(z1, z2, c=1.0, beta=1.0):
+    """Cov[z_1 | a up to sign, z_2] at Q = 0 (prior N(0, I)) by Newton from a 9 x 9 grid of starts
+    for each target +-a, solutions deduplicated, weights phi(z) / |det da/dz_1| with a
+    finite-difference Jacobian: no use of the closed form being tested."""
+    n = len(z1)
+    a = _a(z1, z2, c, beta)
+    g = np.linspace(-4, 4, 9) + 0.137  # off z_1 = 0 and its diagonals, where da/dz_1 is singular
+    starts = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)
+    covs = np.empty((n, 2, 2))
+    branches = np.empty(n, dtype=int)
+    h = 1e-6
+    for i in range(n):
+        sols = []
+        for sigma in (1.0, -1.0):
+            u = starts.copy()
+            b = np.broadcast_to(z2[i], u.shape)
+            for _ in range(60):
+                f = _a(u, b, c, beta) - sigma * a[i]
+                J = np.stack([(_a(u + h * e, b, c, beta) - _a(u - h * e, b, c, beta)) / (2 * h)
+                              for e in np.eye(2)], -1)
+                step = np.linalg.pinv(J) @ f[..., None]
+                u = u - np.clip(np.nan_to_num(step[..., 0]), -1.0, 1.0)
+            f = _a(u, b, c, beta) - sigma * a[i]
+            for s in u[np.abs(f).max(1) < 1e-10]:
+                if not any(np.allclose(s, t, atol=1e-6) for t in sols):
+                    sols.append(s)
+        sols = np.array(sols)
+        b = np.broadcast_to(z2[i], sols.shape)
+        J = np.stack([(_a(sols + h * e, b, c, beta) - _a(sols - h * e, b, c, beta)) / (2 * h)
+                      for e in np.eye(2)], -1)
+        w = np.exp(-0.5 * (sols ** 2).sum(1)) / np.abs(np.linalg.det(J))
+        w /= w.sum()
+        covs[i] = np.einsum("k,ki,kj->ij", w, sols, sols) - np.outer(w @ sols, w @ sols)
+        branches[i] = len(sols) // 2
+    return covs, branches
+
+
+def test_last_layer_known_posterior_matches_brute_force():
+    rng = np.random.default_rng(3)
+    n = 40
+    z = rng.standard_normal((n, 2, 2))
+    a = _a(z[:, 0], z[:, 1])
+    post = posterior_last_layer_known(a, np.stack([np.zeros((n, 2)), z[:, 1]], 1), np.diag([1.0, 0.0]), 1.0, 1.0)
+    covs, branches = _brute_force_posterior(z[:, 0], z[:, 1])
+    np.testing.assert_allclose(post.cov[:, 0, :, 0, :], covs, atol=1e-5)
+    np.testing.assert_allclose(post.mean[:, 1], z[:, 1])
+    assert np.all(post.cov[:, 1] == 0.0)
+    assert set(branches) <= {1, 2} and np.any(branches == 1)
+
+
+# ---------------------------------------------------------------------------------------
+# Thresholds with side information
+# ---------------------------------------------------------------------------------------
+def test_layer_one_known_gives_layer_two_the_one_sixth_of_observing_plus_minus_z():
+    """z_1 known: B = A(z_1) is known, so a = B z_2 reveals z_2 up to sign and
+    alpha_c(layer 2) = 1 / (M^2 + M) = 1/6 (THEORY.md section 4), down from 0.1855."""
+    r = layer_thresholds(DeepAttentionSpec(known_layers=[1]), "fast", 0)
+    (t,) = r.thresholds
+    assert t.layer == 2 and t.kind == "linear_stability"
+    assert abs(t.alpha - 1 / 6) <= t.ci95
+    assert t.alpha + t.ci95 < PAPER_ALPHA_LAYER2
+    assert abs(r.perfect_recovery_alpha - 0.5) < 1e-6  # counting: (L - 1) / M
+    assert all(c.passed for c in r.checks)
+    assert r.model["known_layers"] == [1]
+
+
+def test_layer_two_known_gives_layer_one_the_q2_to_one_limit():
+    """z_2 known: y and z_2 reveal z_1 up to sign (c >= 1/2, posterior_last_layer_known's
+    derivation), so layer 1's threshold is the closed form 1 / (M^2 + M) = 1/6, down from
+    today's staircase value 0.719."""
+    r = layer_thresholds(DeepAttentionSpec(known_layers=[2]), "fast", 0)
+    (t,) = r.thresholds
+    assert t.layer == 1
+    assert abs(t.alpha - 1 / 6) <= t.ci95
+    assert t.alpha < PAPER_ALPHA_LAYER1_STAIRCASE / 4
+    assert abs(r.perfect_recovery_alpha - 0.5) < 1e-6
+    assert all(c.passed for c in r.checks)
+
+
+@pytest.mark.slow
+def test_layer_two_known_threshold_matches_the_brute_force_expectation():
+    """The same threshold from the brute-force posterior (Newton from a grid of starts) on 640
+    plain Monte-Carlo points (about 1 min)."""
+    t = layer_thresholds(DeepAttentionSpec(known_layers=[2]), "fast", 0).thresholds[0]
+    z = np.random.default_rng(11).standard_normal((640, 2, 2))
+    covs, branches = _brute_force_posterior(z[:, 0], z[:, 1])
+    dev = ((covs - np.eye(2)) ** 2).sum((1, 2)).reshape(16, 40).mean(1)
+    brute = 1 / dev.mean()
+    brute_hw = brute * t_halfwidth(dev) / dev.mean()
+    assert abs(t.alpha - brute) <= t.ci95 + brute_hw
+    assert np.all(branches == 1)  # c >= 1/2: -a is never reachable (the docstring's derivation)
+
+
+def test_known_layer_rates_match_the_staircase_curve_as_q2_goes_to_one():
+    """The known-layer rate is the limit of layer 1's staircase rate F_1(q_2) (no layer known,
+    grid posterior) as q_2 -> 1: F_1 increases toward it on common outer points."""
+    nrm = outer_normals(DeepAttentionSpec().channel(), 64, 16, 0)
+    known = output_statistics(DeepAttentionSpec(known_layers=[2]).channel(), np.zeros((2, 2)), nrm)
+    f_known = known.cov_deviation[:, 0].mean()
+    free = DeepAttentionSpec().channel()
+    rates = [output_statistics(free, np.diag([0.0, 1 - v]), nrm).cov_deviation[:, 0].mean() for v in (1e-2, 1e-4)]
+    assert rates[0] < rates[1] < f_known
+    assert f_known - rates[1] < 0.5 * (f_known - rates[0])
