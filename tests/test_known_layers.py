@@ -168,3 +168,38 @@ def test_known_layer_rates_match_the_staircase_curve_as_q2_goes_to_one():
     rates = [output_statistics(free, np.diag([0.0, 1 - v]), nrm).cov_deviation[:, 0].mean() for v in (1e-2, 1e-4)]
     assert rates[0] < rates[1] < f_known
     assert f_known - rates[1] < 0.5 * (f_known - rates[0])
+
+
+# ---------------------------------------------------------------------------------------
+# State evolution
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("known,alpha,learned", [([2], 0.3, 0), ([1], 0.12, 1)])
+def test_state_evolution_keeps_known_layers_at_one(known, alpha, learned):
+    """The known layer stays at overlap 1 (Q_MAX) with no half-width; the other one is learned
+    above its threshold (~0.167 with the side information, 0.3 > it) and not below (0.12)."""
+    fp = fixed_point(DeepAttentionSpec(known_layers=known), alpha, precision="fast")
+    k = known[0] - 1
+    assert fp.layer_overlaps[k] > 1 - 1e-9 and fp.overlap_ci95[k] == 0.0
+    q = fp.layer_overlaps[learned]
+    assert (q > 0.2) if alpha > 0.2 else (q == 0.0)
+    assert fp.converged
+
+
+@pytest.mark.parametrize("alpha", [0.3, 0.6])
+def test_product_with_one_index_known_is_linear_regression(alpha):
+    """y = z_1 z_2 with z_2 known reveals z_1 = y / z_2: noiseless linear regression, whose SE
+    fixed point is q = alpha below alpha = 1 (v = v / (v + alpha))."""
+    fp = fixed_point(MultiIndexSpec(link="product", known_layers=[2]), alpha, precision="fast")
+    assert abs(fp.layer_overlaps[0] - alpha) <= 1e-6 + fp.overlap_ci95[0]
+    assert fp.layer_overlaps[1] > 1 - 1e-9
+
+
+def test_sign_product_with_one_index_known_is_the_perceptron():
+    """y = sign(z_1) sign(z_2) with z_2 known is y = sign(z_1) (the link 'sign'): the same SE
+    fixed point, and index 1 is a trivial direction (threshold 0)."""
+    fp = fixed_point(MultiIndexSpec(link="sign_product", known_layers=[2]), 0.6, precision="fast")
+    ref = fixed_point(MultiIndexSpec(link="sign"), 0.6, precision="fast")
+    assert abs(fp.layer_overlaps[0] - ref.layer_overlaps[0]) <= fp.overlap_ci95[0] + ref.overlap_ci95[0] + 1e-4
+    r = layer_thresholds(MultiIndexSpec(link="sign_product", known_layers=[2]), "fast", 0)
+    (t,) = r.thresholds
+    assert t.kind == "trivial" and t.direction == (1.0, 0.0)
