@@ -236,3 +236,13 @@ def test_gamp_tracks_se_with_a_known_attention_layer(known):
     np.testing.assert_allclose(final[:, k], 1.0, atol=1e-12)
     spread = final[:, l].std(ddof=1)
     assert abs(final[:, l].mean() - fp.layer_overlaps[l]) <= 3 * spread / np.sqrt(3) + fp.overlap_ci95[l]
+
+
+def test_sample_size_targets_count_only_the_layers_to_learn():
+    from solvers.sample_size import check_target
+
+    spec = DeepAttentionSpec(layers=3, tokens=2, known_layers=[1])
+    assert check_target(spec, {"kind": "weak_recovery", "layers": 2})["layers"] == 2
+    with pytest.raises(SpecError) as err:
+        check_target(spec, {"kind": "weak_recovery", "layers": 3})
+    assert err.value.parameter == "target.layers" and "[1, 2]" in err.value.allowed
