@@ -246,3 +246,14 @@ def test_sample_size_targets_count_only_the_layers_to_learn():
     with pytest.raises(SpecError) as err:
         check_target(spec, {"kind": "weak_recovery", "layers": 3})
     assert err.value.parameter == "target.layers" and "[1, 2]" in err.value.allowed
+
+
+@pytest.mark.slow
+def test_three_layers_with_the_first_two_known_leave_one_sixth():
+    """L = 3, M = 2 with z_1, z_2 known: B = A_2 A_1 is known and a = B z_3 reveals z_3 up to
+    sign, so alpha_c(layer 3) = 1/6 (measured 0.1676 +- 0.0030; about 20 s) and perfect
+    recovery (L - 2) / M = 1/2."""
+    r = layer_thresholds(DeepAttentionSpec(layers=3, tokens=2, known_layers=[1, 2]), "fast", 0)
+    (t,) = r.thresholds
+    assert t.layer == 3 and abs(t.alpha - 1 / 6) <= t.ci95
+    assert abs(r.perfect_recovery_alpha - 0.5) < 1e-6 and all(c.passed for c in r.checks)
