@@ -107,7 +107,7 @@ class DeepAttentionSpec:
         known = _known(self.known_layers, layers, "layer")
         if layers in known and (self.noise != 0.0 or (layers, tokens) != (2, 2)):
             # the posterior then lives on the set {B(z_<L) z_L = +-a}: solved in closed form for
-            # L = 2, M = 2 only (DeepAttentionChannel.posterior_last_layer_known)
+            # L = 2, M = 2 only (channels.deep_attention.posterior_last_layer_known)
             raise SpecError("known_layers", list(self.known_layers),
                             f"layers below the last ({layers}); the last layer may be known only "
                             "for layers = 2, tokens = 2, noise = 0")
