@@ -49,6 +49,8 @@ ALLOWED: dict[str, str] = {
     "max": f"a number in (0, {MAX_PREDICTION_ERROR:g}]",
     "model": "an object with family deep_attention or multi_index",
     "se_bracket": "true or false",
+    "known_layers": f"a list of distinct layer (multi-index: index) numbers in [1, L], not all L "
+                    f"(L <= {MAX_LAYERS}), or null",
 }
 
 # the same for POST /v1/amp-simulations, whose fields have their own ranges
@@ -93,6 +95,7 @@ Int = Annotated[int, BeforeValidator(_integral)]  # a request's integer field
 Skip = Annotated[float, Field(ge=0.0, le=MAX_SKIP)]
 Beta = Annotated[float, Field(gt=0.0, le=MAX_BETA)]
 Alpha = Annotated[float, Field(gt=0.0, le=MAX_ALPHA)]
+KnownLayers = Annotated[list[Annotated[Int, Field(ge=1, le=MAX_LAYERS)]], Field(max_length=MAX_LAYERS - 1)]
 
 
 class DeepAttentionModel(BaseModel):
@@ -110,6 +113,9 @@ class DeepAttentionModel(BaseModel):
     beta: Union[Beta, Annotated[list[Beta], Field(min_length=1, max_length=MAX_LAYERS)]] = Field(
         1.0, description="inverse temperature, one value or one per layer")
     noise: float = Field(0.0, ge=0.0, le=MAX_NOISE, description="variance of Gaussian output noise")
+    known_layers: Optional[KnownLayers] = Field(
+        None, description="layers (1-based) given exactly, e.g. pretrained: held at overlap 1, not learned "
+                          "(the last layer only for layers = 2, tokens = 2, noise = 0)")
 
 
 class MultiIndexModel(BaseModel):
@@ -122,6 +128,8 @@ class MultiIndexModel(BaseModel):
     link: Literal[LINKS] = "square"  # type: ignore[valid-type]
     indices: Optional[Annotated[int, Field(ge=1, le=3), BeforeValidator(_integral)]] = Field(None, description="set by the link when omitted")
     noise: float = Field(0.0, ge=0.0, le=MAX_NOISE)
+    known_layers: Optional[KnownLayers] = Field(
+        None, description="indices (1-based rows of W) given exactly: held at overlap 1, not learned")
 
 
 Model = Annotated[Union[DeepAttentionModel, MultiIndexModel], Field(discriminator="family")]

@@ -32,7 +32,8 @@ SE_BRACKET = (0.95, 1.05)  # multiples of a threshold where SE must show the lay
 
 def counting_bound(alpha: float, ci95: float, bound: float) -> Check:
     """alpha_PR equals P / K within its half-width and is never below it by more (THEORY.md
-    section 2: a noiseless sample reveals K numbers, the weights hold P D unknowns)."""
+    section 2: a noiseless sample reveals K numbers, the weights hold P D unknowns, (P - k) D
+    with k known rows: the caller's ``bound`` counts only those)."""
     slack = ci95 + ROUNDING * bound
     passed = bool(abs(alpha - bound) <= slack)
     return Check("counting bound", passed,

@@ -74,6 +74,15 @@ def overlap_matrix(channel: Channel, x: np.ndarray) -> np.ndarray:
     return (U * np.clip(w, 0.0, Q_MAX)) @ U.T
 
 
+def known_mask(channel: Channel) -> np.ndarray:
+    """P x P indicator of the overlaps on a known row or column (held at Q_0's entries)."""
+    P = channel.n_indices
+    K = np.zeros((P, P))
+    K[list(channel.known), :] = 1.0
+    K[:, list(channel.known)] = 1.0
+    return K > 0
+
+
 def difference_step(q: float) -> float:
     """Finite-difference step for the SE map in an overlap q: relative to 1 - q (and inwards)
     near q = 1, where a fixed step would leave [0, Q_MAX] and 1 - q contracts by a finite ratio."""
@@ -477,8 +486,9 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
     scrambles), on which a small layer's linear rate is estimated again when it is within its
     95% half-width of 1 (a sequential test: SE's own points cannot tell 0.95 from 1.05); if
     only they see it grow, the iteration goes on on them (``normals`` of the result says which)."""
-    x = order_vector(channel, Q_start)
+    x = order_vector(channel, channel.known_overlaps(Q_start))
     mask = np.ones_like(x, dtype=bool) if frozen is None else ~frozen
+    mask &= ~order_vector(channel, known_mask(channel))  # known rows stay at Q_0, never learned
     grown = np.zeros(x.shape, dtype=bool)  # grown from 0 to the least root of their own map
     fallen = np.zeros(x.shape, dtype=bool)  # grown and fallen back to 0: settled there
     symmetric = channel.sign_symmetric

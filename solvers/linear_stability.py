@@ -37,7 +37,7 @@ from .precision import (LINEAR_STABILITY_MAX_POINTS, LINEAR_STABILITY_POINTS, PR
 from .quadrature import MIN_SCRAMBLES, scrambled_normals, t_halfwidth
 from .results import Settings, Threshold
 from .staircase_curve import StaircaseCurve, refine_root
-from .statistics import control_variate_combination, outer_normals, sample_outer
+from .statistics import control_variate_combination, inverse_on_unknown, outer_normals, sample_outer
 TRIVIAL_ABS_TOL = 1e-10  # eigenvalues of T below this are zero whatever their half-width
 RHO_ABS_TOL = 1e-10
 
@@ -114,14 +114,20 @@ def _sym_basis(r: int) -> np.ndarray:
 
 
 def _scramble_statistics(channel, Zs: np.ndarray, xis: Optional[np.ndarray], resolution: int):
-    """Per-scramble T (P, P), F (P, P, P, P) as F[a, c, b, d] and block values (P,)."""
+    """Per-scramble T (P, P), F (P, P, P, P) as F[a, c, b, d] and block values (P,), over the
+    unknown rows only (P of them): the known ones enter as side information omega_k = z_k, V_kk = 0."""
     P, M = channel.n_indices, channel.n_tokens
     n = Zs.shape[0]
     Z = Zs.reshape(n, P, M)
     obs = channel.observation(Z, xis) if xis is not None else channel.observation(Z)
-    pm = channel.posterior_moments(obs, np.zeros((n, P, M)), np.eye(P), resolution)
-    mean = np.asarray(pm.mean, dtype=float).reshape(n, P, M)
-    cov = np.asarray(pm.cov, dtype=float).reshape(n, P, M, P, M)
+    known, unknown = list(channel.known), list(channel.unknown)
+    omega = np.zeros((n, P, M))
+    omega[:, known] = Z[:, known]
+    V = np.eye(P) - channel.known_overlaps(np.zeros((P, P)))  # Q = 0 on the unknown rows
+    pm = channel.posterior_moments(obs, omega, V, resolution)
+    mean = np.asarray(pm.mean, dtype=float).reshape(n, P, M)[:, unknown]
+    cov = np.asarray(pm.cov, dtype=float).reshape(n, P, M, P, M)[:, unknown][:, :, :, unknown]
+    P = len(unknown)
     T = np.einsum("npm,nqm->pq", mean, mean) / n
     G = np.transpose(cov, (0, 2, 4, 1, 3)).copy()  # (n, m, m', P, P)
     idx = np.arange(M)
@@ -155,7 +161,21 @@ def _evaluate(channel, n_points: int, scrambles: int, seed: int, resolution: int
 
 
 def _analyse(channel, Ts, Fs, Bs):
-    P = channel.n_indices
+    """The trivial subspace and the Perron eigenproblem on the unknown rows' statistics, with
+    matrices and directions embedded back in R^P (zero on the known rows)."""
+    out = _analyse_unknown(Ts, Fs, Bs)
+    E = np.eye(channel.n_indices)[:, list(channel.unknown)]
+    for key in ("trivial_dirs", "Uc", "direction", "blocks", "blocks_hw"):
+        if out.get(key) is not None:
+            out[key] = E @ out[key]
+    for key in ("T", "Q"):
+        if out.get(key) is not None:
+            out[key] = E @ out[key] @ E.T
+    return out
+
+
+def _analyse_unknown(Ts, Fs, Bs):
+    P = Ts.shape[1]
     T = Ts.mean(0)
     T = 0.5 * (T + T.T)
     lam, U = np.linalg.eigh(T)
@@ -337,7 +357,7 @@ class _TrivialDirectionCurve(StaircaseCurve):
         values = getattr(ch, "outputs", None) if getattr(ch, "noiseless", False) else None
         cases = ([(np.full(obs.shape, v), None) for v in np.unique(values)] if values is not None
                  else [(obs, None)])
-        Vinv = np.linalg.inv(V)
+        Vinv = inverse_on_unknown(V, ch.unknown)
         r = Uc.shape[1]
         Bsym = _sym_basis(r)
         h = np.zeros(R * n)

@@ -51,6 +51,30 @@ def _integer(name: str, value, lo: int, hi: int) -> int:
     return v
 
 
+def _known(value, count: int, noun: str) -> tuple[int, ...]:
+    """Validated ``known_layers``: distinct integers in [1, count], not all of them, sorted."""
+    allowed = f"a list of distinct {noun} numbers in [1, {count}], not all {count}"
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise SpecError("known_layers", value, allowed)
+    known = []
+    for i, v in enumerate(value):
+        if isinstance(v, bool) or not (isinstance(v, int) or isinstance(v, float) and v.is_integer()) \
+                or not 1 <= int(v) <= count:
+            raise SpecError(f"known_layers[{i}]", v, f"an integer in [1, {count}]")
+        known.append(int(v))
+    if len(set(known)) != len(known) or len(known) >= count:
+        raise SpecError("known_layers", value, allowed)
+    return tuple(sorted(known))
+
+
+def _with_known(d: dict) -> dict:
+    """to_dict's known_layers only when some are known: unchanged cache keys otherwise."""
+    d["known_layers"] = list(d["known_layers"])
+    if not d["known_layers"]:
+        del d["known_layers"]
+    return d
+
+
 @dataclass(frozen=True)
 class DeepAttentionSpec:
     """Deep tied low-rank attention (THEORY.md section 2), rank 1 per layer.
@@ -59,6 +83,7 @@ class DeepAttentionSpec:
     y = softmax_rows(beta_L a_L a_L^T).  ``skip`` and ``beta`` are one value or one per
     layer; the last layer's skip never enters the output.  ``noise`` is the variance
     Delta of Gaussian noise added to y (0 = noiseless, solved by exact inversion).
+    ``known_layers``: layers (1-based) given exactly, e.g. pretrained (THEORY.md section 7).
     """
 
     layers: int = 2
@@ -67,6 +92,7 @@ class DeepAttentionSpec:
     beta: tuple[float, ...] | float = 1.0
     noise: float = 0.0
     family: str = "deep_attention"
+    known_layers: tuple[int, ...] = ()
 
     def __post_init__(self):
         layers = _integer("layers", self.layers, 1, MAX_LAYERS)
@@ -78,6 +104,14 @@ class DeepAttentionSpec:
         object.__setattr__(self, "noise", _finite("noise", self.noise, 0.0, MAX_NOISE))
         if self.family != "deep_attention":
             raise SpecError("family", self.family, "'deep_attention'")
+        known = _known(self.known_layers, layers, "layer")
+        if layers in known and (self.noise != 0.0 or (layers, tokens) != (2, 2)):
+            # the posterior then lives on the set {B(z_<L) z_L = +-a}: solved in closed form for
+            # L = 2, M = 2 only (channels.deep_attention.posterior_last_layer_known)
+            raise SpecError("known_layers", list(self.known_layers),
+                            f"layers below the last ({layers}); the last layer may be known only "
+                            "for layers = 2, tokens = 2, noise = 0")
+        object.__setattr__(self, "known_layers", known)
 
     @property
     def n_indices(self) -> int:
@@ -87,20 +121,23 @@ class DeepAttentionSpec:
         d = asdict(self)
         d["skip"] = list(self.skip)
         d["beta"] = list(self.beta)
-        return d
+        return _with_known(d)
 
     def channel(self) -> Channel:
-        return make_channel("deep_attention", spec=self)
+        return make_channel("deep_attention", spec=self).with_known(k - 1 for k in self.known_layers)
 
 
 @dataclass(frozen=True)
 class MultiIndexSpec:
-    """A multi-index model (M = 1): y = g(W x / sqrt(D)) + sqrt(noise) * N(0, 1)."""
+    """A multi-index model (M = 1): y = g(W x / sqrt(D)) + sqrt(noise) * N(0, 1).
+
+    ``known_layers``: indices (1-based rows of W) given exactly (THEORY.md section 7)."""
 
     link: str = "square"
     indices: int | None = None
     noise: float = 0.0
     family: str = "multi_index"
+    known_layers: tuple[int, ...] = ()
 
     def __post_init__(self):
         if self.link not in LINKS:
@@ -114,16 +151,17 @@ class MultiIndexSpec:
         object.__setattr__(self, "noise", _finite("noise", self.noise, 0.0, MAX_NOISE))
         if self.family != "multi_index":
             raise SpecError("family", self.family, "'multi_index'")
+        object.__setattr__(self, "known_layers", _known(self.known_layers, p, "index"))
 
     @property
     def n_indices(self) -> int:
         return self.indices
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return _with_known(asdict(self))
 
     def channel(self) -> Channel:
-        return make_channel(self.link, noise=self.noise)
+        return make_channel(self.link, noise=self.noise).with_known(k - 1 for k in self.known_layers)
 
 
 ModelSpec = Union[DeepAttentionSpec, MultiIndexSpec]
@@ -157,6 +195,7 @@ def catalogue() -> dict:
                 "beta": {"type": "number or list per layer", "exclusive_min": 0.0, "max": MAX_BETA,
                          "default": 1.0},
                 "noise": {"type": "number", "min": 0.0, "max": MAX_NOISE, "default": 0.0},
+                "known_layers": {"type": "list of layer numbers", "min": 1, "max": MAX_LAYERS, "default": []},
             },
         },
         "multi_index": {
@@ -165,6 +204,7 @@ def catalogue() -> dict:
                 "link": {"type": "string", "allowed": list(LINKS), "default": "square"},
                 "indices": {"type": "integer", "default": "set by the link"},
                 "noise": {"type": "number", "min": 0.0, "max": MAX_NOISE, "default": 0.0},
+                "known_layers": {"type": "list of index numbers", "min": 1, "default": []},
             },
             "links": {name: {"indices": link.n_indices, "noiseless": link.noiseless_well_posed,
                              "formula": link.formula} for name, link in LINKS.items()},

@@ -64,7 +64,7 @@ def check_target(spec, target: dict) -> dict:
     kind = target.get("kind")
     if kind == "weak_recovery":
         layers = target.get("layers", "all")
-        n = spec.n_indices
+        n = spec.n_indices - len(spec.known_layers)  # known layers have no threshold
         if layers != "all" and (isinstance(layers, bool) or not isinstance(layers, int)
                                 or not 1 <= layers <= n):
             raise SpecError("target.layers", layers, f"'all' or an integer in [1, {n}]")

@@ -47,6 +47,9 @@ CROSS_FIELD = {
     "model.skip": "a list of skips has one value per layer (its length is model.layers)",
     "model.beta": "a list of betas has one value per layer (its length is model.layers)",
     "target.layers": "a sample-size target's layer count is at most model.layers",
+    "model.known_layers": "known layers are distinct, not all of model.layers (or of the link's "
+                          "indices); the last one only for layers = 2, tokens = 2, noise = 0",
+    "model.known_layers[]": "each known layer is at most model.layers (or the link's indices)",
     "dimension": "amp-simulations: alpha * dimension^2 * tokens <= 6e7 (memory)",
     "grid": "grid.parameter and grid.values go together; at least one axis; at most 400 points "
             "(the product of the axes)",

@@ -54,6 +54,33 @@ class Channel(ABC):
     indices_are_layers: bool = False  # thresholds name a layer (else a direction in R^P)
     reports_perfect_recovery: bool = False  # thresholds include alpha_PR (Q = Q_0 stable)
     closed_form_posterior: bool = False  # posterior moments without an inner sampler: cheap per sample
+    known: tuple[int, ...] = ()  # indices given exactly (0-based): see :meth:`with_known`
+
+    def with_known(self, known) -> "Channel":
+        """This channel with the index rows ``known`` (0-based) given exactly (THEORY.md section 7).
+
+        A known row sits at overlap Q_ll = 1 (V_ll = 0) from the start and is never learned:
+        every engine's outer draws pass through :meth:`known_overlaps`, so omega_l = z_l, and the
+        posterior conditions on z_l = omega_l (a channel whose posterior needs a special path for
+        V_ll = 0 overrides :meth:`posterior_moments` for it).  Engines skip the known rows."""
+        self.known = tuple(sorted(int(k) for k in known))
+        return self
+
+    @property
+    def unknown(self) -> tuple[int, ...]:
+        """The index rows still to be learned (0-based)."""
+        return tuple(p for p in range(self.n_indices) if p not in self.known)
+
+    def known_overlaps(self, Q: np.ndarray) -> np.ndarray:
+        """Q with the known rows and columns set to those of Q_0 = I (exactly Q_ll = 1)."""
+        if not self.known:
+            return Q
+        Q = np.array(Q, dtype=float)
+        k = list(self.known)
+        Q[k, :] = 0.0
+        Q[:, k] = 0.0
+        Q[k, k] = 1.0
+        return Q
 
     def revealed_statistic(self, Z: np.ndarray) -> np.ndarray:
         """The smooth statistic a(Z) in R^K a noiseless observation reveals exactly (up to a
