@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -168,3 +169,12 @@ def test_in_process_sweep_runs_the_app_here(tmp_path):
     sweep = json.loads(r.stdout)
     assert sweep["status"] == "done" and sweep["result"]["backend"] == "local"
     assert svg.read_text().lstrip().startswith("<?xml") and "<svg" in svg.read_text()
+
+
+def test_the_installed_command_runs_outside_the_checkout(tmp_path):
+    """`pip install -e .` (the README's first step) installs the `staircase` script."""
+    exe = shutil.which("staircase")
+    assert exe, "the staircase script is not installed: run pip install -e '.[test]'"
+    r = subprocess.run([exe, "thresholds", "--link", "sign", "--layers", "9"], capture_output=True,
+                       text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and "model.layers" in r.stderr, r.stderr
