@@ -140,7 +140,7 @@ def _evaluate(channel, n_points: int, scrambles: int, seed: int, resolution: int
     pts = scrambled_normals(n_points, P * M + noise_dim, scrambles, seed)
     # channels with an inner Monte-Carlo bank get an independent bank per scramble, so that
     # the spread over scrambles (the CI) includes the inner sampling error
-    reseed = hasattr(channel, "with_seed") and not channel.noiseless
+    reseed = channel.reseeded_per_scramble
     bank_seeds = np.random.SeedSequence([seed, 7919]).generate_state(scrambles)
     Ts, Fs, Bs = [], [], []
     for r in range(scrambles):
@@ -334,8 +334,8 @@ class _TrivialDirectionCurve(StaircaseCurve):
         # noiseless channels with finitely many outputs (sign-type links): the sum over y is
         # done exactly, weighted by P(y | omega) = exp(log Z_out) (Rao-Blackwellised: the
         # integrand is then a smooth function of omega, where QMC converges fast)
-        values = getattr(ch, "outputs", None) if getattr(ch, "noiseless", False) else None
-        cases = ([(np.full(obs.shape, v), None) for v in np.unique(values)] if values is not None
+        values = ch.finite_outputs
+        cases = ([(np.full(obs.shape, v), None) for v in values] if values is not None
                  else [(obs, None)])
         Vinv = np.linalg.inv(V)
         r = Uc.shape[1]
