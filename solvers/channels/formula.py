@@ -121,8 +121,10 @@ def _build(node: ast.AST, text: str, depth: int) -> Node:
         ops = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.Pow: "pow"}
         op = ops.get(type(node.op))
         if op is None:
-            sym = text[node.left.end_col_offset:node.right.col_offset].strip() or type(node.op).__name__
-            raise _error(sym, node.left.end_col_offset + 1, "an operator among + - * / **")
+            gap = text[node.left.end_col_offset:node.right.col_offset]
+            sym = gap.strip().strip("()").strip() or type(node.op).__name__
+            raise _error(sym, node.left.end_col_offset + len(gap) - len(gap.lstrip()) + 1,
+                         "an operator among + - * / **")
         a = _build(node.left, text, depth + 1)
         if op == "pow":
             e = _number(node.right)
