@@ -170,3 +170,24 @@ def test_degenerate_top_eigenspace_reports_every_direction(link):
     assert len({t.alpha for t in r.thresholds}) == 1
     expected = 0.5937510982219624 if link == "product" else math.pi ** 2 / 4  # test_linear_stability
     assert abs(r.alpha_c - expected) <= r.alpha_ci95 + 0.002
+
+
+def test_gamp_on_a_formula_link_follows_the_named_link_and_se():
+    """GAMP on y = sign(z1) written as a formula (region posterior) against GAMP with the
+    named link's closed form on the same instances (trajectories agree up to the bank's
+    accuracy), and both against the SE fixed point (finite-size error at D = 300; the named
+    link's own GAMP is off by the same amount)."""
+    from solvers.amp import amp_simulation
+    from solvers.state_evolution import fixed_point
+
+    alpha = 1.0
+    runs = {}
+    for link in ("sign", {"formula": "sign(z1)"}):
+        spec = MultiIndexSpec(link=link)
+        runs[str(link)] = amp_simulation(spec, 300, alpha, seeds=[0, 1], iterations=30)
+    named, formula = runs["sign"], runs[str({"formula": "sign(z1)"})]
+    assert np.max(np.abs(named.layer_overlaps_mean - formula.layer_overlaps_mean)) < 0.01
+    se = fixed_point(MultiIndexSpec(link={"formula": "sign(z1)"}), alpha, "uninformed", "fast", 0)
+    se_named = fixed_point(MultiIndexSpec(link="sign"), alpha, "uninformed", "fast", 0)
+    assert abs(se.layer_overlaps[0] - se_named.layer_overlaps[0]) <= se.overlap_ci95[0] + se_named.overlap_ci95[0]
+    assert abs(formula.final_layer_overlaps_mean[0] - se.layer_overlaps[0]) < 0.06

@@ -67,3 +67,15 @@ def test_formula_thresholds_share_the_canonical_cache_entry(client):
 def test_catalogue_lists_the_grammar(client):
     cat = client.get("/v1/models").json()["families"]["multi_index"]["formula_links"]
     assert "where(c, a, b)" in cat["grammar"] and "sign(z1*z2) + 0.5*tanh(z3)" in cat["examples"]
+
+
+def test_amp_simulation_of_a_formula_link(client):
+    from service_support import wait_job
+    body = {"model": _model("sign(z1)"), "dimension": 200, "alpha": 1.0, "seeds": 2, "iterations": 15}
+    r = client.post("/v1/amp-simulations", json=body)
+    assert r.status_code == 202, r.text
+    job = wait_job(client, r.headers["location"], timeout=300)
+    assert job["status"] == "done", job
+    res = job["result"]
+    se = res["state_evolution"]["layer_overlaps"][0]
+    assert abs(res["final_layer_overlaps_mean"][0] - se) < 0.1  # finite size at D = 200

@@ -434,50 +434,67 @@ def batch(z):
 
 
 @njit(cache=True, nogil=True)
-def region_moments(y, omega, S, T, Vinv, Winv, logdet_ratio, U, tol):
-    """Moments of N(omega_i, V) restricted to {{z : |g(z) - y_i| <= tol (1 + |y_i|)}}.
-
-    Balance-heuristic importance sampling over the bank U (K, P) with two proposals:
-    the prior omega + S u (S = V^1/2) and the wider omega + T u (T = (V + I)^1/2).
-    Returns mean (n, P), cov (n, P, P), log P(region) (n,), hits (n,) (ESS)."""
-    n, P = omega.shape
-    K = U.shape[0]
-    mean = np.zeros((n, P))
-    cov = np.zeros((n, P, P))
-    logz = np.zeros(n)
-    ess = np.zeros(n)
+def _region_sums(y_i, omega_i, S, T, Vinv, Winv, logdet_ratio, U, tol, wide):
+    """Weighted sums (s0, sum w^2, s1, s2) of d = z - omega_i over the bank points in the
+    region |g(z) - y_i| <= tol (1 + |y_i|).  Prior proposal omega_i + S u (weight 1); with
+    ``wide``, also omega_i + T u, both weighted by the balance heuristic
+    prior / (prior / 2 + wide / 2) (T = (V + I)^1/2)."""
+    K, P = U.shape
     z = np.empty(P)
     d = np.empty(P)
-    for i in range(n):
-        s0 = 0.0
-        s2w = 0.0
-        s1 = np.zeros(P)
-        s2 = np.zeros((P, P))
-        for k in range(K):
-            for src in range(2):
-                M = S if src == 0 else T
-                for p in range(P):
-                    acc = 0.0
-                    for q in range(P):
-                        acc += M[p, q] * U[k, q]
-                    d[p] = acc
-                    z[p] = omega[i, p] + acc
-                if abs(value(z) - y[i]) > tol * (1.0 + abs(y[i])):
-                    continue
+    s0 = 0.0
+    s2w = 0.0
+    s1 = np.zeros(P)
+    s2 = np.zeros((P, P))
+    for k in range(K):
+        for src in range(2 if wide else 1):
+            M = S if src == 0 else T
+            for p in range(P):
+                acc = 0.0
+                for q in range(P):
+                    acc += M[p, q] * U[k, q]
+                d[p] = acc
+                z[p] = omega_i[p] + acc
+            if abs(value(z) - y_i) > tol * (1.0 + abs(y_i)):
+                continue
+            w = 1.0
+            if wide:
                 qv = 0.0
                 qw = 0.0
                 for p in range(P):
                     for q in range(P):
                         qv += d[p] * Vinv[p, q] * d[q]
                         qw += d[p] * Winv[p, q] * d[q]
-                # prior / (prior / 2 + wide / 2), wide / prior = exp(-(qw - qv) / 2) sqrt(|V| / |W|)
                 w = 2.0 / (1.0 + math.exp(-0.5 * (qw - qv) + 0.5 * logdet_ratio))
-                s0 += w
-                s2w += w * w
-                for p in range(P):
-                    s1[p] += w * d[p]
-                    for q in range(P):
-                        s2[p, q] += w * d[p] * d[q]
+            s0 += w
+            s2w += w * w
+            for p in range(P):
+                s1[p] += w * d[p]
+                for q in range(P):
+                    s2[p, q] += w * d[p] * d[q]
+    return s0, s2w, s1, s2
+
+
+@njit(cache=True, nogil=True)
+def region_moments(y, omega, S, T, Vinv, Winv, logdet_ratio, U, tol, min_hits):
+    """Moments of N(omega_i, V) restricted to {{z : |g(z) - y_i| <= tol (1 + |y_i|)}}.
+
+    Importance sampling over the bank U (K, P): the prior proposal alone (so moment-matched,
+    symmetric banks give exact moments where the symmetries fix them); when fewer than
+    ``min_hits`` bank points land in the region, again with the wider proposal added.
+    Returns mean (n, P), cov (n, P, P), log P(region) (n,) and the Kish ESS (n,)."""
+    n, P = omega.shape
+    K = U.shape[0]
+    mean = np.zeros((n, P))
+    cov = np.zeros((n, P, P))
+    logz = np.zeros(n)
+    ess = np.zeros(n)
+    for i in range(n):
+        s0, s2w, s1, s2 = _region_sums(y[i], omega[i], S, T, Vinv, Winv, logdet_ratio, U, tol, False)
+        draws = K
+        if s0 < min_hits:
+            s0, s2w, s1, s2 = _region_sums(y[i], omega[i], S, T, Vinv, Winv, logdet_ratio, U, tol, True)
+            draws = 2 * K
         if s0 == 0.0:
             for p in range(P):
                 mean[i, p] = omega[i, p]
@@ -485,7 +502,7 @@ def region_moments(y, omega, S, T, Vinv, Winv, logdet_ratio, U, tol):
                     acc = 0.0
                     for r in range(P):
                         acc += S[p, r] * S[q, r]
-                    cov[i, p, q] = acc  # no sample in the region: the prior, flagged by ess = 0
+                    cov[i, p, q] = acc  # no point in the region: the prior, flagged by ess = 0
             logz[i] = -np.inf
             continue
         for p in range(P):
@@ -493,7 +510,7 @@ def region_moments(y, omega, S, T, Vinv, Winv, logdet_ratio, U, tol):
         for p in range(P):
             for q in range(P):
                 cov[i, p, q] = s2[p, q] / s0 - (s1[p] / s0) * (s1[q] / s0)
-        logz[i] = math.log(s0 / (2.0 * K))
+        logz[i] = math.log(s0 / draws)
         ess[i] = s0 * s0 / s2w
     return mean, cov, logz, ess
 '''

@@ -404,6 +404,8 @@ class CommitteeSignChannel(_OrthantChannel):
 # ------------------------------------------------------------------ formula links
 REGION_BANK_SIZE = 4096  # inner points (times resolution) for a noiseless finite-valued formula
 REGION_TOLERANCE = 1e-9  # g(z) = y up to this relative tolerance
+REGION_MIN_HITS = 64  # fewer prior bank points in the region: add the wider proposal
+FEW_DISTINCT, FEW_DISTINCT_BANK_FACTOR = 256, 16  # at most this many distinct inputs: a larger bank
 
 
 def check_formula_link(formula, noise: float):
@@ -426,9 +428,11 @@ class FormulaChannel(MultiIndexChannel):
     * noise > 0: the generic importance sampler (:class:`.noisy.NoisyChannel`) on the
       formula's numba link;
     * noiseless, finitely many values: the Gaussian N(omega, V) restricted to the region
-      {z : g(z) = y}, by importance sampling over a fixed antithetic scrambled-Sobol bank of
-      K = 4096 x resolution points with two proposals, the prior and N(omega, V + I) (balance
-      heuristic, so regions of small prior probability are still reached):
+      {z : g(z) = y}, by importance sampling over a fixed scrambled-Sobol bank of about
+      K = 4096 x resolution points, closed under the formula's symmetries and moment-matched;
+      the prior is the proposal, and where fewer than 64 bank points land in the region the
+      wider N(omega, V + I) is added (balance heuristic), so small regions are still reached
+      (16x more points when a batch holds at most 256 distinct (y, omega), as at Q = 0):
           log Z_out = log P(g(z) = y | omega, V),  mean, cov = moments on the region.
       Linear stability draws a new bank per scramble (its half-width covers the bank's error);
       the other engines compare two resolutions.  Samples that share (y, omega) (all of them
@@ -502,13 +506,14 @@ class FormulaChannel(MultiIndexChannel):
         T = np.ascontiguousarray(psd_sqrt(W))
         logdet_ratio = float(np.linalg.slogdet(V)[1] - np.linalg.slogdet(W)[1])
         Vinv, Winv = np.ascontiguousarray(np.linalg.inv(V)), np.ascontiguousarray(np.linalg.inv(W))
-        U = self.region_bank(resolution)
         keys, inverse = np.unique(np.column_stack([y, om]), axis=0, return_inverse=True)
         inverse = inverse.reshape(-1)
+        # few distinct (y, omega) (Q = 0: one per output value): a 16x larger bank costs little
+        U = self.region_bank(resolution * (FEW_DISTINCT_BANK_FACTOR if len(keys) <= FEW_DISTINCT else 1))
         yu, omu = np.ascontiguousarray(keys[:, 0]), np.ascontiguousarray(keys[:, 1:])
         kernel = self._module.region_moments
         parts = _threaded(lambda lo, hi: kernel(yu[lo:hi], omu[lo:hi], S, T, Vinv, Winv, logdet_ratio, U,
-                                                REGION_TOLERANCE), len(yu))
+                                                REGION_TOLERANCE, REGION_MIN_HITS), len(yu))
         mean, cov, logz, ess = (np.concatenate([p[k] for p in parts], axis=0)[inverse] for k in range(4))
         self._region_ess = ess
         return mean, cov, logz
@@ -529,7 +534,14 @@ def _symmetric_normals(facts, K: int, P: int, seed: int) -> np.ndarray:
         rest = np.tile(u[:, Pf:], (bank.shape[0] // base_n, 1))
         sign = np.repeat(np.where(np.arange(bank.shape[0] // base_n) % 2 == 0, 1.0, -1.0), base_n)
         bank = np.concatenate([bank, rest * sign[:, None]], axis=1)
-    return np.ascontiguousarray(bank)
+    # moment matching: the bank's second moment made exactly I (its mean is exactly 0).  The
+    # second moment commutes with the symmetries, so the whitened bank keeps them; with it,
+    # posterior covariances that the symmetries fix exactly (the committee's: I on the
+    # complement of (1, 1, 1) at Q = 0) come out exact, and a squared bank error cannot fake a
+    # linear instability there.
+    C = bank.T @ bank / bank.shape[0]
+    w, Q = np.linalg.eigh(C)
+    return np.ascontiguousarray(bank @ ((Q / np.sqrt(w)) @ Q.T))
 
 
 class _SymmetricBankNoisyChannel(NoisyChannel):
