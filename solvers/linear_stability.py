@@ -194,7 +194,7 @@ def _analyse(channel, Ts, Fs, Bs):
             di = np.einsum("a,rab,b->r", evec[:, -1], Fsym, evec[:, -1]) - np.einsum("a,rab,b->r", vi, Fsym, vi)
             if di.mean() <= float(t_halfwidth(di)) + 1e-12 * abs(rho):
                 top.append(i)
-        out["top_directions"] = [_canonical(Uc @ u) for u in top_eigenspace_directions(evec[:, top], r)]
+        out["top_eigenspace"] = evec[:, top]  # its directions are found only when reported
         Qr = (Bsym @ evec[:, -1]).reshape(r, r)
         Q = Uc @ Qr @ Uc.T
         if np.trace(Q) < 0:
@@ -312,7 +312,10 @@ def linear_stability(channel, n_points: int | None = None, scrambles: int = MIN_
                                         kind="linear_stability", layer=p + 1, direction=e))
     elif significant:
         # every direction of a degenerate top eigenspace is learned at this alpha
-        for d in (a["top_directions"] if degenerate else [a["direction"]]):
+        directions = ([_canonical(a["Uc"] @ u) for u in top_eigenspace_directions(a["top_eigenspace"],
+                                                                                  a["Uc"].shape[1])]
+                      if degenerate else [a["direction"]])
+        for d in directions:
             thresholds.append(Threshold(alpha=float(alpha), ci95=float(alpha_hw), kind="linear_stability",
                                         direction=tuple(float(x) for x in d)))
     settings = Settings(precision=precision, seed=seed, method="randomised QMC at Q = 0 "

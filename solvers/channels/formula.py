@@ -368,6 +368,11 @@ def parse_formula(text) -> Formula:
     """Parse and check a user formula (raises :class:`SpecError` on ``link.formula``)."""
     if not isinstance(text, str):
         raise SpecError(FIELD, text, "a string such as " + repr(EXAMPLES[0]))
+    return _parse(text)
+
+
+@lru_cache(maxsize=1024)
+def _parse(text: str) -> Formula:  # pure: memoised (errors are raised again on every call)
     if len(text) > MAX_FORMULA_LENGTH:
         raise SpecError(FIELD, text[:40] + "...", f"at most {MAX_FORMULA_LENGTH} characters "
                         f"(this one has {len(text)})")

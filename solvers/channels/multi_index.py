@@ -33,6 +33,7 @@ computations (the posterior is then a narrow Gaussian around the degenerate one)
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Callable
 
 import numpy as np
@@ -488,13 +489,13 @@ class FormulaChannel(MultiIndexChannel):
         (:meth:`.formula.FormulaFacts.symmetric_bank`), about region_bank_size x resolution."""
         K = self.region_bank_size * int(resolution)
         if K not in self._region_banks:
-            self._region_banks[K] = _symmetric_normals(self.facts, K, self.n_indices, self.seed)
+            self._region_banks[K] = _symmetric_normals(self.formula, K, self.n_indices, self.seed)
         return self._region_banks[K]
 
     def noisy_channel(self) -> NoisyChannel:
         if self._noisy is None:
             self._noisy = _SymmetricBankNoisyChannel(
-                self.facts, self.numba_link, self.n_indices, 1, 1, self.noise,
+                self.formula, self.numba_link, self.n_indices, 1, 1, self.noise,
                 bank_size=self.bank_size, seed=self.seed, index_names=self.index_names,
                 sign_symmetric=self.sign_symmetric, output_shape=(1,))
         return self._noisy
@@ -522,9 +523,12 @@ class FormulaChannel(MultiIndexChannel):
 MIN_BASE_POINTS = 64  # Sobol points per symmetry image in a symmetrised bank
 
 
-def _symmetric_normals(facts, K: int, P: int, seed: int) -> np.ndarray:
+@lru_cache(maxsize=128)
+def _symmetric_normals(formula: str, K: int, P: int, seed: int) -> np.ndarray:
     """About K normal vectors in R^P (at least MIN_BASE_POINTS per group element), closed under
-    the formula's symmetries; extra indices beyond the formula's are plain Sobol coordinates."""
+    the formula's symmetries; extra indices beyond the formula's are plain Sobol coordinates.
+    Memoised (a deterministic function of its arguments; read-only)."""
+    facts = formula_facts(formula)
     Pf = len(facts.row_flip_symmetric)
     images = 2 * (1 + len(facts.symmetries))
     base_n = 1 << max(int(math.ceil(math.log2(max(K / images, MIN_BASE_POINTS)))), 0)
@@ -541,19 +545,21 @@ def _symmetric_normals(facts, K: int, P: int, seed: int) -> np.ndarray:
     # linear instability there.
     C = bank.T @ bank / bank.shape[0]
     w, Q = np.linalg.eigh(C)
-    return np.ascontiguousarray(bank @ ((Q / np.sqrt(w)) @ Q.T))
+    out = np.ascontiguousarray(bank @ ((Q / np.sqrt(w)) @ Q.T))
+    out.flags.writeable = False
+    return out
 
 
 class _SymmetricBankNoisyChannel(NoisyChannel):
     """The generic noisy channel on a bank closed under the formula's symmetries."""
 
-    def __init__(self, facts, *args, **kwargs):
+    def __init__(self, formula: str, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.facts = facts
+        self.formula = formula
 
     def bank(self, resolution: int = 1) -> np.ndarray:
         K = self.bank_size * int(resolution)
         if K not in self._banks:
-            self._banks[K] = _symmetric_normals(self.facts, K, self.n_indices, self.seed).reshape(
+            self._banks[K] = _symmetric_normals(self.formula, K, self.n_indices, self.seed).reshape(
                 -1, self.n_indices, 1)
         return self._banks[K]
