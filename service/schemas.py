@@ -13,7 +13,8 @@ import solvers
 from solvers.comparison import METRICS
 from solvers.limits import (AMP_MAX_ALPHA, AMP_MAX_DAMPING, AMP_MAX_DIMENSION, AMP_MAX_INPUT_ENTRIES,
                             AMP_MAX_ITERATIONS, AMP_MAX_SEEDS, AMP_MIN_DIMENSION, MAX_ALPHA,
-                            MAX_ALPHAS, MAX_COMPARISON_POINTS, MAX_BETA, MAX_DIMENSION, MAX_LAYERS, MAX_NOISE,
+                            MAX_ALPHAS, MAX_BETA, MAX_COMPARISON_POINTS, MAX_DIMENSION, MAX_FORMULA_INDICES,
+                            MAX_FORMULA_LENGTH, MAX_LAYERS, MAX_NOISE,
                             MAX_PREDICTION_ERROR, MAX_SEED, MAX_SKIP, MAX_TOKENS)
 from solvers.precision import PRECISIONS
 
@@ -37,8 +38,11 @@ ALLOWED: dict[str, str] = {
     "skip": f"a number in [0, {MAX_SKIP:g}] or a list of one such number per layer",
     "beta": f"a number in (0, {MAX_BETA:g}] or a list of one such number per layer",
     "noise": f"a number in [0, {MAX_NOISE:g}]",
-    "link": "one of: " + ", ".join(LINKS),
-    "indices": f"the number of indices of the link ({_indices_in_words()}), or null",
+    "link": "one of: " + ", ".join(LINKS) + ', or {"formula": "<expression in z1 .. z4>"}',
+    "formula": f"an expression in z1 .. z{MAX_FORMULA_INDICES} of at most {MAX_FORMULA_LENGTH} "
+               "characters (grammar: GET /v1/models)",
+    "indices": f"the number of indices of the link ({_indices_in_words()}; a formula: from its "
+               f"largest variable to {MAX_FORMULA_INDICES}), or null",
     "precision": "one of: " + ", ".join(PRECISIONS),
     "seed": f"an integer in [0, {MAX_SEED}]",
     "dimension": f"an integer in [1, {MAX_DIMENSION}]",
@@ -118,15 +122,26 @@ class DeepAttentionModel(BaseModel):
                           "(the last layer only for layers = 2, tokens = 2, noise = 0)")
 
 
+class FormulaLink(BaseModel):
+    """A link given by a formula in z1 .. zP (P <= 4), checked against a whitelist grammar
+    (listed by GET /v1/models); its canonical form is the cache key."""
+
+    model_config = request_config(json_schema_extra={"example": {"formula": "sign(z1*z2) + 0.5*tanh(z3)"}})
+
+    formula: str = Field(description="e.g. sign(z1*z2) + 0.5*tanh(z3); noiseless only with "
+                                     "finitely many values (numbers, sign, comparisons)")
+
+
 class MultiIndexModel(BaseModel):
-    """A multi-index model y = g(W x / sqrt(D)) (+ noise) with a named link."""
+    """A multi-index model y = g(W x / sqrt(D)) (+ noise) with a named link or a formula."""
 
     model_config = request_config(json_schema_extra={
         "example": {"family": "multi_index", "link": "square", "indices": 1, "noise": 0.0}})
 
     family: Literal["multi_index"]
-    link: Literal[LINKS] = "square"  # type: ignore[valid-type]
-    indices: Optional[Annotated[int, Field(ge=1, le=3), BeforeValidator(_integral)]] = Field(None, description="set by the link when omitted")
+    link: Union[Literal[LINKS], FormulaLink] = "square"  # type: ignore[valid-type]
+    indices: Optional[Annotated[int, Field(ge=1, le=MAX_FORMULA_INDICES), BeforeValidator(_integral)]] = Field(
+        None, description="set by the link when omitted")
     noise: float = Field(0.0, ge=0.0, le=MAX_NOISE)
     known_layers: Optional[KnownLayers] = Field(
         None, description="indices (1-based rows of W) given exactly: held at overlap 1, not learned")

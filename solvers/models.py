@@ -17,9 +17,11 @@ from typing import Union
 
 from .channels import make_channel
 from .channels.base import Channel
-from .channels.multi_index import LINKS
+from .channels.formula import EXAMPLES as FORMULA_EXAMPLES, GRAMMAR as FORMULA_GRAMMAR
+from .channels.multi_index import LINKS, FormulaChannel, check_formula_link
 from .errors import SpecError
-from .limits import MAX_BETA, MAX_LAYERS, MAX_NOISE, MAX_SKIP, MAX_TOKENS
+from .limits import (MAX_BETA, MAX_FORMULA_INDICES, MAX_FORMULA_LENGTH, MAX_LAYERS, MAX_NOISE, MAX_SKIP,
+                     MAX_TOKENS)
 
 
 def _finite(name: str, value, lo: float, hi: float, lo_open: bool = False) -> float:
@@ -128,30 +130,45 @@ class DeepAttentionSpec:
 
 
 @dataclass(frozen=True)
+class FormulaLink:
+    """A link given by a formula (:mod:`solvers.channels.formula`), kept in canonical form."""
+
+    formula: str
+
+
+@dataclass(frozen=True)
 class MultiIndexSpec:
     """A multi-index model (M = 1): y = g(W x / sqrt(D)) + sqrt(noise) * N(0, 1).
 
-    ``known_layers``: indices (1-based rows of W) given exactly (THEORY.md section 7)."""
+    ``link`` is a registered name or a formula, ``{"formula": "sign(z1*z2)"}`` (or a
+    :class:`FormulaLink`); a formula in z1 .. zP has P indices by default (more may be asked
+    for: the extra directions do not enter the output).  ``known_layers``: indices (1-based rows
+    of W) given exactly (THEORY.md section 7)."""
 
-    link: str = "square"
+    link: str | FormulaLink = "square"
     indices: int | None = None
     noise: float = 0.0
     family: str = "multi_index"
     known_layers: tuple[int, ...] = ()
 
     def __post_init__(self):
-        if self.link not in LINKS:
-            raise SpecError("link", self.link, "one of " + ", ".join(LINKS))
-        p = LINKS[self.link].n_indices
-        if self.indices is None:
-            object.__setattr__(self, "indices", p)
-        elif _integer("indices", self.indices, p, p) != p:  # pragma: no cover
-            raise SpecError("indices", self.indices, f"{p} for link {self.link!r}")
-        object.__setattr__(self, "indices", int(self.indices))
         object.__setattr__(self, "noise", _finite("noise", self.noise, 0.0, MAX_NOISE))
+        if isinstance(self.link, (dict, FormulaLink)):
+            formula = self.link.get("formula") if isinstance(self.link, dict) else self.link.formula
+            if isinstance(self.link, dict) and set(self.link) != {"formula"}:
+                raise SpecError("link", self.link, '{"formula": "<expression>"} or a link name')
+            parsed = check_formula_link(formula, self.noise)
+            object.__setattr__(self, "link", FormulaLink(parsed.text))
+            lo, hi = parsed.n_indices, MAX_FORMULA_INDICES
+        elif self.link not in LINKS:
+            raise SpecError("link", self.link, "one of " + ", ".join(LINKS) + ', or {"formula": ...}')
+        else:
+            lo = hi = LINKS[self.link].n_indices
+        object.__setattr__(self, "indices", lo if self.indices is None
+                           else _integer("indices", self.indices, lo, hi))
         if self.family != "multi_index":
             raise SpecError("family", self.family, "'multi_index'")
-        object.__setattr__(self, "known_layers", _known(self.known_layers, p, "index"))
+        object.__setattr__(self, "known_layers", _known(self.known_layers, self.indices, "index"))
 
     @property
     def n_indices(self) -> int:
@@ -161,7 +178,10 @@ class MultiIndexSpec:
         return _with_known(asdict(self))
 
     def channel(self) -> Channel:
-        return make_channel(self.link, noise=self.noise).with_known(k - 1 for k in self.known_layers)
+        known = [k - 1 for k in self.known_layers]
+        if isinstance(self.link, FormulaLink):
+            return FormulaChannel(self.link.formula, noise=self.noise, indices=self.indices).with_known(known)
+        return make_channel(self.link, noise=self.noise).with_known(known)
 
 
 ModelSpec = Union[DeepAttentionSpec, MultiIndexSpec]
@@ -208,5 +228,14 @@ def catalogue() -> dict:
             },
             "links": {name: {"indices": link.n_indices, "noiseless": link.noiseless_well_posed,
                              "formula": link.formula} for name, link in LINKS.items()},
+            "formula_links": {
+                "usage": '"link": {"formula": "<expression in z1 .. zP>"}',
+                "grammar": FORMULA_GRAMMAR,
+                "examples": list(FORMULA_EXAMPLES),
+                "max_length": MAX_FORMULA_LENGTH, "max_indices": MAX_FORMULA_INDICES,
+                "noiseless": "only formulas with finitely many values (numbers, sign, comparisons); "
+                             "others need noise > 0",
+                "canonical": "operands of sums and products are sorted: z2*z1 and z1*z2 are one model",
+            },
         },
     }

@@ -82,6 +82,19 @@ class Channel(ABC):
         Q[k, k] = 1.0
         return Q
 
+    @property
+    def finite_outputs(self) -> np.ndarray | None:
+        """The sorted distinct values of y when the channel is noiseless with finitely many
+        outputs (sign-type links), else None: the sum over y can then be done exactly."""
+        return None
+
+    @property
+    def reseeded_per_scramble(self) -> bool:
+        """True when the posterior moments come from a seeded inner sampler (``with_seed``):
+        linear stability then draws an independent inner bank per scramble, so that its
+        half-width covers the inner Monte-Carlo error."""
+        return hasattr(self, "with_seed") and not self.noiseless
+
     def revealed_statistic(self, Z: np.ndarray) -> np.ndarray:
         """The smooth statistic a(Z) in R^K a noiseless observation reveals exactly (up to a
         discrete symmetry), for Z of shape (n, P, M): needed by channels that set
