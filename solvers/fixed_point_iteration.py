@@ -30,6 +30,7 @@ Q_MAX = 1.0 - 1e-10  # overlaps are capped here: beyond, recovery is perfect to 
 LEAVING_ZERO = 1e-2  # a slowly growing layer below this jumps to the least root of its own map
 NEAR_ONE = 1e-6  # 1 - q below this: perfect recovery decided by the contraction of 1 - q
 SMALL_OVERLAP = 1e-3  # below, a layer's fate (0 or growth) is decided by its linear rate at q = 0
+GROWN_SMALL_OVERLAP = 1e-5  # the same for a layer grown from 0 to the least root of its map
 NEWTON_LOGIT_STEP = 3.0  # largest Newton move in logit q: a factor e^3 ~ 20 in q or in 1 - q
 STEADY_STEPS = 3  # consecutive steady geometric steps that trigger a jump
 
@@ -476,8 +477,9 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
       goes on;
     - a component at or below SMALL_OVERLAP (the uninformed start included) is set to exactly
       0 if its linear rate there, alpha E||Cov[z_l | y, omega] - I||^2, is below 1, and grown
-      to its least positive root otherwise (iterating on from there); one that falls back
-      below SMALL_OVERLAP after being grown is held at 0 (its rate exceeded 1 only within the
+      to its least positive root otherwise (iterating on from there; just above a threshold
+      that root may be below SMALL_OVERLAP, so a grown layer counts as small only below
+      GROWN_SMALL_OVERLAP); one that falls back after being grown is held at 0 (its rate exceeded 1 only within the
       Monte-Carlo error).  So a layer near its staircase threshold, which first decays while
       the others are learned and grows only afterwards, is never reported as converged at a
       tiny value, nor left at its start when the map's step there is below the statistical error.
@@ -510,7 +512,9 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
         # sign-symmetric channels: q_l = 0 is an exact fixed point of each layer, whose
         # stability is decided at the end by its linear rate, not by a residual near 0;
         # likewise Q_0 (perfect recovery, noiseless channels) near q = 1
-        small = mask & (x <= SMALL_OVERLAP) if symmetric else none  # the uninformed start included
+        # the uninformed start included; a layer grown to its own map's root (which just above a
+        # threshold may sit below SMALL_OVERLAP) is small again only far below it
+        small = mask & (x <= np.where(grown, GROWN_SMALL_OVERLAP, SMALL_OVERLAP)) if symmetric else none
         near_one = mask & (1.0 - x < NEAR_ONE) & (x < Q_MAX) if symmetric else none
         res, done = stopping.converged(x, f, se_map.standard_error, ~small & ~near_one)
         if done and np.any(near_one):
@@ -562,6 +566,7 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
                 x[l] = 0.0
                 continue
             grown[l] = True
+            x[l] = 0.0  # its rate at 0 is above 1: the least root lies above 0, maybe below the start
             x[l] = coordinate_root(se_map, l, x)
             moves.reset_growing()
             newton.forget_step()
