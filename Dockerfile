@@ -3,6 +3,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY solvers ./solvers
 COPY service ./service
+COPY staircase ./staircase
 COPY openapi ./openapi
 RUN pip install --no-cache-dir .
 ENV STAIRCASE_CACHE_DIR=/var/cache/staircase

@@ -1,4 +1,5 @@
-"""Pictures of a sweep (matplotlib, Agg): a phase diagram or overlap curves.  No I/O.
+"""Pictures of a sweep (matplotlib, Agg): a phase diagram or overlap curves; of a comparison:
+the user's points over the theory's error curves.  No I/O.
 
 * thresholds sweep: alpha against the swept parameter, one threshold curve per layer, the
   regions between the curves shaded by how many layers are learned there;
@@ -16,6 +17,8 @@ from __future__ import annotations
 import io
 import math
 import threading
+
+from .render import threshold_label
 
 LABELS = {"skip": "skip strength c", "beta": r"inverse temperature $\beta$", "noise": r"noise $\Delta$",
           "tokens": "tokens M", "layers": "layers L"}
@@ -46,10 +49,6 @@ def load() -> None:
         matplotlib, Figure = mpl, figure_class
 
 
-def _label(t: dict, j: int) -> str:
-    return f"layer {t['layer']}" if t.get("layer") is not None else f"direction {j + 1}"
-
-
 def _threshold_series(points: list[dict]) -> tuple[list[float], dict[str, list[float]]]:
     """x values and, per layer label, the threshold alpha at each x (nan: not finished/never)."""
     xs, rows = [], []
@@ -57,7 +56,7 @@ def _threshold_series(points: list[dict]) -> tuple[list[float], dict[str, list[f
         if p["kind"] != "thresholds" or p["status"] != "done" or p.get("result") is None:
             continue
         xs.append(p["value"] if p["value"] is not None else 0.0)
-        rows.append({_label(t, j): (math.inf if t["alpha"] is None else t["alpha"])
+        rows.append({threshold_label(t, j): (math.inf if t["alpha"] is None else t["alpha"])
                      for j, t in enumerate(p["result"]["thresholds"])})
     labels = sorted({k for r in rows for k in r})
     order = sorted(range(len(xs)), key=lambda k: xs[k])
@@ -124,7 +123,7 @@ def overlap_curves(body: dict, fig) -> None:
             layer = (t.get("layer") or j + 1) - 1
             ax.axvline(t["alpha"], color=f"C{layer}", ls=":", lw=1.2,
                        label=None if marked and len(values) > 1 else
-                       f"threshold, {_label(t, j)}" + ("" if p["value"] is None else f", {param}={p['value']:g}"))
+                       f"threshold, {threshold_label(t, j)}" + ("" if p["value"] is None else f", {param}={p['value']:g}"))
         marked = True
     ax.set_xlabel(r"sample ratio $\alpha = N/D$")
     ax.set_ylabel("overlap with the teacher (uninformed start)")
@@ -134,11 +133,49 @@ def overlap_curves(body: dict, fig) -> None:
     ax.legend(loc="best", fontsize=8)
 
 
+def comparison(body: dict, fig) -> None:
+    """The user's points (with their error bars) over the theory's error curves against the
+    number of samples N = alpha D: Bayes-optimal and AMP with their 95% bands, the thresholds
+    as dotted verticals, the user's sharpest drop shaded.  Before the theory is done: the
+    user's points alone."""
+    ax = fig.add_subplot(111)
+    req, res = body["request"], body["result"]
+    if res is not None:
+        th = res["theory"]
+        n = th["samples"]
+        for name, color, label in (("bayes_optimal", "C0", "Bayes-optimal (SE)"), ("amp", "C1", "AMP (SE)")):
+            e, h = th[name], th[name + "_ci95"]
+            ax.plot(n, e, "-" if name == "bayes_optimal" else "--", color=color, lw=2, label=label)
+            ax.fill_between(n, [a - b for a, b in zip(e, h)], [a + b for a, b in zip(e, h)], color=color,
+                            alpha=0.2, linewidth=0)
+        for j, t in enumerate(res["thresholds"]):
+            if t["samples"] and n[0] <= t["samples"] <= n[-1]:
+                ax.axvline(t["samples"], color=f"C{j + 3}", ls=":" if t["kind"] == "weak_recovery" else "-.",
+                           lw=1.5, label=t["label"] if t["kind"] != "weak_recovery" else f"threshold, {t['label']}")
+        drop = res["summary"]["sharpest_drop"]
+        if drop is not None:
+            ax.axvspan(drop["samples_from"], drop["samples_to"], color="0.85", zorder=0,
+                       label="your sharpest drop")
+    pts = sorted(req["points"], key=lambda p: p["samples"])
+    ax.errorbar([p["samples"] for p in pts], [p["test_error"] for p in pts],
+                yerr=[p.get("error_bar") or 0.0 for p in pts], fmt="o", color="k", ms=5, capsize=3,
+                label="your measurements")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"training samples N (D = {req['dimension']})")
+    ax.set_ylabel(f"test error ({req['metric']})")
+    model = ", ".join(f"{k}={v}" for k, v in req["model"].items() if v is not None)
+    state = "" if res is not None else f" (theory: {body['progress']['done']}/{body['progress']['total']} points)"
+    ax.set_title(f"Your curve against the theory: {model}{state}", fontsize=9)
+    ax.legend(loc="best", fontsize=8)
+
+
 def render(body: dict, fmt: str) -> bytes:
-    """PNG or SVG bytes of a sweep's job body (service.sweeps.view)."""
+    """PNG or SVG bytes of a sweep's or a comparison's job body (service.sweeps.view)."""
     load()
     fig = Figure(figsize=(7.5, 5.0), dpi=110)
-    if body["result"]["compute"] == "thresholds":
+    if body["kind"] == "comparison":
+        comparison(body, fig)
+    elif body["result"]["compute"] == "thresholds":
         phase_diagram(body, fig)
     else:
         overlap_curves(body, fig)

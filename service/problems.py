@@ -21,10 +21,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from .cache import StoreUnavailable
-from .schemas import ALLOWED, AMP_ALLOWED
+from .schemas import ALLOWED, AMP_ALLOWED, COMPARISON_ALLOWED
 
 # routes whose fields have their own ranges (looked up before ALLOWED)
-ALLOWED_BY_PATH = {"/v1/amp-simulations": AMP_ALLOWED}
+ALLOWED_BY_PATH = {"/v1/amp-simulations": AMP_ALLOWED, "/v1/comparisons": COMPARISON_ALLOWED}
 
 log = logging.getLogger("staircase.problems")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from typing import Any, Optional
 
+from solvers.comparison import TheoryCurve, Threshold, compare, error_halfwidth
 from solvers.sample_size import weak_recovery
 
 
@@ -66,12 +67,14 @@ def _transition(t: dict, dimension) -> dict:
 
 
 _FP_KEYS = ("start", "overlap", "layer_overlaps", "overlap_ci95", "mse", "prediction_error_bayes",
-            "prediction_error_plugin", "free_entropy", "converged", "iterations", "residual")
+            "prediction_error_plugin", "prediction_error_plugin_ci95", "free_entropy", "converged",
+            "iterations", "residual")
 
 
 def _fixed_point(fp: dict) -> dict:
     out = {k: fp.get(k) for k in _FP_KEYS}
-    for k in ("mse", "prediction_error_bayes", "prediction_error_plugin", "free_entropy", "residual"):
+    for k in ("mse", "prediction_error_bayes", "prediction_error_plugin", "prediction_error_plugin_ci95",
+              "free_entropy", "residual"):
         out[k] = _finite(out[k])
     out["overlap"] = [[_finite(v) or 0.0 for v in row] for row in (out["overlap"] or [])]
     out["layer_overlaps"] = [_finite(v) or 0.0 for v in (out["layer_overlaps"] or [])]
@@ -143,3 +146,63 @@ def amp_simulation(raw: dict, request: dict, cache: str) -> dict[str, Any]:
                                 "iterations": int(se.get("iterations") or 0)},
             "solver": _solver(raw)}
 
+
+def threshold_label(t: dict, j: int) -> str:
+    """A rendered threshold's name: its layer (deep attention) or its place j (a direction)."""
+    return f"layer {t['layer']}" if t.get("layer") is not None else f"direction {j + 1}"
+
+
+def _theory_curve(se_points: list[dict], branch: str):
+    """The TheoryCurve of one branch ("bayes_optimal": the point's larger free entropy, or
+    "uninformed": AMP) from rendered state-evolution points sorted by alpha."""
+    fps = [p[p["bayes_optimal"]] if branch == "bayes_optimal" else p[branch] for p in se_points]
+    return TheoryCurve(alphas=tuple(p["alpha"] for p in se_points),
+                       errors=tuple(float(fp["prediction_error_plugin"]) for fp in fps),
+                       overlaps=tuple(tuple(fp["layer_overlaps"]) for fp in fps),
+                       overlap_ci95=tuple(tuple(math.inf if v is None else v for v in fp["overlap_ci95"])
+                                          for fp in fps),
+                       # results cached before the plug-in error had its half-width: unknown (inf)
+                       error_ci95=tuple(math.inf if fp.get("prediction_error_plugin_ci95") is None
+                                        else fp["prediction_error_plugin_ci95"] for fp in fps))
+
+
+def comparison(request: dict, theory_points: list[dict], job_id: str, solver_version: str) -> dict[str, Any]:
+    """A comparison's body from its finished theory points (the sweep points of
+    ``service.sweeps.view``: one state-evolution point per alpha of the theory grid, the user's
+    alphas among them, each /v1/state-evolution's point, and the thresholds)."""
+    dimension = request["dimension"]
+    se_points = sorted((p["result"] for p in theory_points if p["kind"] == "state_evolution"),
+                       key=lambda p: p["alpha"])
+    thresholds_body = next(p["result"] for p in theory_points if p["kind"] == "thresholds")
+    bo, amp = _theory_curve(se_points, "bayes_optimal"), _theory_curve(se_points, "uninformed")
+    ths = [Threshold(threshold_label(t, j), _finite(t.get("alpha")), _finite(t.get("ci95")))
+           for j, t in enumerate(thresholds_body["thresholds"])]
+    pr = _finite(thresholds_body.get("perfect_recovery_alpha"))
+    perfect = [] if pr is None else [Threshold("perfect recovery", pr, None)]
+    pts = request["points"]
+    res = compare(dimension, [p["samples"] for p in pts], [p["test_error"] for p in pts],
+                  [p.get("error_bar") for p in pts], bo, amp, ths, perfect).to_dict()
+    for p in res["points"]:
+        for est in ("bayes_optimal", "amp"):
+            p[est]["ci95"] = _finite(p[est]["ci95"])
+            p[est]["alpha_needed_range"] = [_finite(v) for v in p[est]["alpha_needed_range"]]
+    curve = {"alphas": list(bo.alphas), "samples": [samples(a, dimension) for a in bo.alphas],
+             "bayes_optimal": list(bo.errors),
+             "bayes_optimal_ci95": [_finite(error_halfwidth(bo, i)) for i in range(len(bo.alphas))],
+             "amp": list(amp.errors),
+             "amp_ci95": [_finite(error_halfwidth(amp, i)) for i in range(len(amp.alphas))]}
+    return {"id": job_id, "model": request["model"], "dimension": dimension, "metric": request["metric"],
+            "precision": request["precision"], "seed": request["seed"], "points": res["points"],
+            "summary": res["summary"], "theory": curve,
+            "thresholds": [{"label": t.label, "kind": kind, "alpha": t.alpha, "ci95": t.ci95,
+                            "samples": samples(t.alpha, dimension)}
+                           for kind, group in (("weak_recovery", ths), ("perfect_recovery", perfect))
+                           for t in group],
+            "theory_points": {"total": len(theory_points),
+                              "from_cache": sum(p["cache"] == "hit" for p in theory_points)},
+            "plot": {"png": f"/v1/jobs/{job_id}/plot.png", "svg": f"/v1/jobs/{job_id}/plot.svg"},
+            "solver": {"version": solver_version,
+                       "method": "state evolution on a 2^(k/4) alpha grid with the user's alphas "
+                                 "(Bayes-optimal: larger free entropy; AMP: uninformed start), "
+                                 "inverted linearly in log alpha; thresholds from /v1/thresholds",
+                       "seconds": float(sum(float(p.get("seconds") or 0.0) for p in theory_points))}}

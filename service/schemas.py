@@ -10,9 +10,11 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 import solvers
+from solvers.comparison import METRICS
 from solvers.limits import (AMP_MAX_ALPHA, AMP_MAX_DAMPING, AMP_MAX_DIMENSION, AMP_MAX_INPUT_ENTRIES,
                             AMP_MAX_ITERATIONS, AMP_MAX_SEEDS, AMP_MIN_DIMENSION, MAX_ALPHA,
-                            MAX_ALPHAS, MAX_BETA, MAX_DENSITY, MAX_DIMENSION, MAX_LAYERS, MAX_NOISE,
+                            MAX_ALPHAS, MAX_BETA, MAX_COMPARISON_POINTS, MAX_DENSITY, MAX_DIMENSION,
+                            MAX_FORMULA_INDICES, MAX_FORMULA_LENGTH, MAX_LAYERS, MAX_NOISE,
                             MAX_PREDICTION_ERROR, MAX_SEED, MAX_SKIP, MAX_TOKENS, MIN_DENSITY)
 from solvers.precision import PRECISIONS
 
@@ -36,8 +38,11 @@ ALLOWED: dict[str, str] = {
     "skip": f"a number in [0, {MAX_SKIP:g}] or a list of one such number per layer",
     "beta": f"a number in (0, {MAX_BETA:g}] or a list of one such number per layer",
     "noise": f"a number in [0, {MAX_NOISE:g}]",
-    "link": "one of: " + ", ".join(LINKS),
-    "indices": f"the number of indices of the link ({_indices_in_words()}), or null",
+    "link": "one of: " + ", ".join(LINKS) + ', or {"formula": "<expression in z1 .. z4>"}',
+    "formula": f"an expression in z1 .. z{MAX_FORMULA_INDICES} of at most {MAX_FORMULA_LENGTH} "
+               "characters (grammar: GET /v1/models)",
+    "indices": f"the number of indices of the link ({_indices_in_words()}; a formula: from its "
+               f"largest variable to {MAX_FORMULA_INDICES}), or null",
     "precision": "one of: " + ", ".join(PRECISIONS),
     "seed": f"an integer in [0, {MAX_SEED}]",
     "dimension": f"an integer in [1, {MAX_DIMENSION}]",
@@ -51,6 +56,8 @@ ALLOWED: dict[str, str] = {
     "prior": "{\"kind\": \"gaussian\"} (the default), {\"kind\": \"binary\"} or "
              f"{{\"kind\": \"sparse\", \"density\": rho}} with rho in ({MIN_DENSITY:g}, {MAX_DENSITY:g}]",
     "density": f"a number in ({MIN_DENSITY:g}, {MAX_DENSITY:g}]",
+    "known_layers": f"a list of distinct layer (multi-index: index) numbers in [1, L], not all L "
+                    f"(L <= {MAX_LAYERS}), or null",
 }
 
 # the same for POST /v1/amp-simulations, whose fields have their own ranges
@@ -61,6 +68,14 @@ AMP_ALLOWED: dict[str, str] = {
     "seeds": f"an integer in [1, {AMP_MAX_SEEDS}] (runs on seeds 0 .. seeds - 1)",
     "iterations": f"an integer in [1, {AMP_MAX_ITERATIONS}]",
     "damping": f"a number in [0, {AMP_MAX_DAMPING:g}], or null (0)",
+}
+
+# the same for POST /v1/comparisons
+COMPARISON_ALLOWED: dict[str, str] = {
+    "points": f"a list of 1 to {MAX_COMPARISON_POINTS} objects {{samples: an integer >= 1 with "
+              f"samples / dimension <= {MAX_ALPHA:g}, test_error: a number in [0, "
+              f"{MAX_PREDICTION_ERROR:g}], error_bar: a number >= 0 or null}}",
+    "metric": "one of: " + ", ".join(METRICS),
 }
 
 
@@ -87,6 +102,7 @@ Int = Annotated[int, BeforeValidator(_integral)]  # a request's integer field
 Skip = Annotated[float, Field(ge=0.0, le=MAX_SKIP)]
 Beta = Annotated[float, Field(gt=0.0, le=MAX_BETA)]
 Alpha = Annotated[float, Field(gt=0.0, le=MAX_ALPHA)]
+KnownLayers = Annotated[list[Annotated[Int, Field(ge=1, le=MAX_LAYERS)]], Field(max_length=MAX_LAYERS - 1)]
 
 
 class GaussianPriorModel(BaseModel):
@@ -131,19 +147,35 @@ class DeepAttentionModel(BaseModel):
         1.0, description="inverse temperature, one value or one per layer")
     noise: float = Field(0.0, ge=0.0, le=MAX_NOISE, description="variance of Gaussian output noise")
     prior: Optional[WeightPrior] = None
+    known_layers: Optional[KnownLayers] = Field(
+        None, description="layers (1-based) given exactly, e.g. pretrained: held at overlap 1, not learned "
+                          "(the last layer only for layers = 2, tokens = 2, noise = 0)")
+
+
+class FormulaLink(BaseModel):
+    """A link given by a formula in z1 .. zP (P <= 4), checked against a whitelist grammar
+    (listed by GET /v1/models); its canonical form is the cache key."""
+
+    model_config = request_config(json_schema_extra={"example": {"formula": "sign(z1*z2) + 0.5*tanh(z3)"}})
+
+    formula: str = Field(description="e.g. sign(z1*z2) + 0.5*tanh(z3); noiseless only with "
+                                     "finitely many values (numbers, sign, comparisons)")
 
 
 class MultiIndexModel(BaseModel):
-    """A multi-index model y = g(W x / sqrt(D)) (+ noise) with a named link."""
+    """A multi-index model y = g(W x / sqrt(D)) (+ noise) with a named link or a formula."""
 
     model_config = request_config(json_schema_extra={
         "example": {"family": "multi_index", "link": "square", "indices": 1, "noise": 0.0}})
 
     family: Literal["multi_index"]
-    link: Literal[LINKS] = "square"  # type: ignore[valid-type]
-    indices: Optional[Annotated[int, Field(ge=1, le=3), BeforeValidator(_integral)]] = Field(None, description="set by the link when omitted")
+    link: Union[Literal[LINKS], FormulaLink] = "square"  # type: ignore[valid-type]
+    indices: Optional[Annotated[int, Field(ge=1, le=MAX_FORMULA_INDICES), BeforeValidator(_integral)]] = Field(
+        None, description="set by the link when omitted")
     noise: float = Field(0.0, ge=0.0, le=MAX_NOISE)
     prior: Optional[WeightPrior] = None
+    known_layers: Optional[KnownLayers] = Field(
+        None, description="indices (1-based rows of W) given exactly: held at overlap 1, not learned")
 
 
 Model = Annotated[Union[DeepAttentionModel, MultiIndexModel], Field(discriminator="family")]
@@ -226,6 +258,37 @@ class SampleSizeRequest(BaseModel):
     seed: Int = Field(0, ge=0, le=MAX_SEED)
 
 
+class MeasuredPoint(BaseModel):
+    """One point of the user's learning curve."""
+
+    model_config = request_config()
+
+    samples: Int = Field(ge=1, description="training samples N (alpha = N / dimension)")
+    test_error: float = Field(ge=0.0, le=MAX_PREDICTION_ERROR,
+                              description="the measured test error at N, on the metric's scale")
+    error_bar: Optional[float] = Field(None, ge=0.0, description="its error bar (drawn, not used)")
+
+
+class ComparisonRequest(BaseModel):
+    model_config = request_config(json_schema_extra={
+        "examples": [{"model": {"family": "multi_index", "link": "sign"}, "dimension": 1000,
+                      "points": [{"samples": 500, "test_error": 1.6}, {"samples": 1000, "test_error": 1.2},
+                                 {"samples": 2000, "test_error": 0.75, "error_bar": 0.05}],
+                      "precision": "fast"}]})
+
+    model: Model
+    dimension: Int = Field(ge=1, le=MAX_DIMENSION, description="input dimension D")
+    points: list[MeasuredPoint] = Field(min_length=1, max_length=MAX_COMPARISON_POINTS,
+                                        description="the measured (samples, test error) points")
+    metric: Literal[tuple(METRICS)] = Field(  # type: ignore[valid-type]
+        "prediction_error",
+        description="prediction_error: the plug-in prediction error E||g(Z) - g(omega)||^2, the "
+                    "scale of /v1/state-evolution's prediction_error_plugin (the test MSE of "
+                    "g(W_hat x) on noiseless labels; a sign link's is in [0, 4])")
+    precision: Precision = "standard"
+    seed: Int = Field(0, ge=0, le=MAX_SEED)
+
+
 # ---------------------------------------------------------------- responses
 
 class SolverInfo(BaseModel):
@@ -294,6 +357,9 @@ class FixedPointOut(BaseModel):
     mse: Optional[float]
     prediction_error_bayes: Optional[float]
     prediction_error_plugin: Optional[float]
+    prediction_error_plugin_ci95: Optional[float] = Field(
+        None, description="95% half-width of prediction_error_plugin's QMC average (null in results "
+                          "cached before it was reported)")
     free_entropy: Optional[float]
     converged: bool
     iterations: int
@@ -383,15 +449,111 @@ class AmpSimulationResponse(BaseModel):
     solver: SolverInfo
 
 
+class EstimatorAtPoint(BaseModel):
+    """One estimator (Bayes-optimal or AMP) at one of the user's points."""
+
+    error: float = Field(description="its prediction error at the point's alpha (/v1/state-evolution's "
+                                     "prediction_error_plugin of that fixed point)")
+    ci95: Optional[float] = Field(description="95% half-width of error: its QMC average's plus the overlaps' "
+                                              "carried along the theory curve (null: unknown)")
+    alpha_needed: Optional[float] = Field(description="the smallest alpha at which its error is <= the "
+                                                      "user's (null: not reached on the theory grid)")
+    alpha_needed_range: list[Optional[float]] = Field(
+        description="[lower, upper]: where the theory's error band (error +- ci95) first reaches the "
+                    "user's error, to grid points (upper null: not reached on the grid)")
+    reached: Literal["bracketed", "at_most", "not_reached"] = Field(
+        description="bracketed: between two grid points; at_most: already at the grid's smallest alpha "
+                    "(alpha_needed is an upper bound); not_reached: not up to the grid's largest alpha")
+    samples_needed: Optional[int] = Field(description="ceil(alpha_needed * dimension) (reached at_most: an "
+                                                      "upper bound)")
+    samples_ratio: Optional[float] = Field(description="the user's samples / samples_needed: the user's "
+                                                       "training needs this many times the estimator's samples "
+                                                       "(reached at_most: a lower bound)")
+
+
+class PointComparisonOut(BaseModel):
+    samples: int
+    alpha: float
+    test_error: float
+    error_bar: Optional[float]
+    bayes_optimal: EstimatorAtPoint
+    amp: EstimatorAtPoint = Field(description="AMP: the fixed point from the uninformed start")
+    learned_layers: list[str] = Field(description="layers (directions) whose threshold is <= alpha")
+    undecided_layers: list[str] = Field(description="layers whose threshold is within its 95% half-width "
+                                                    "of alpha: learned or not is not decided")
+
+
+class DropOut(BaseModel):
+    samples_from: int
+    samples_to: int
+    error_from: float
+    error_to: float
+    rate: float = Field(description="(error_from - error_to) / ln(samples_to / samples_from)")
+
+
+class CurveSummaryOut(BaseModel):
+    sharpest_drop: Optional[DropOut] = Field(
+        description="consecutive sample sizes with the steepest error fall per log-sample (null: fewer "
+                    "than two sample sizes, or the error never falls)")
+    alpha_from: Optional[float]
+    alpha_to: Optional[float]
+    thresholds_inside: list[str] = Field(description="theory thresholds (weak recovery per layer, perfect "
+                                                     "recovery) inside [alpha_from, alpha_to]")
+    nearest_threshold: Optional[str]
+    nearest_threshold_factor: Optional[float] = Field(
+        description="how far the nearest threshold lies from the interval, as a factor in alpha (1: inside)")
+    bayes_optimal_sharpest_drop: Optional[DropOut] = Field(
+        description="the Bayes-optimal curve's own sharpest drop between neighbouring grid points")
+    amp_sharpest_drop: Optional[DropOut] = Field(description="AMP's, likewise")
+
+
+class TheoryCurveOut(BaseModel):
+    alphas: list[float]
+    samples: list[int]
+    bayes_optimal: list[float]
+    bayes_optimal_ci95: list[Optional[float]]
+    amp: list[float]
+    amp_ci95: list[Optional[float]]
+
+
+class ComparisonThreshold(BaseModel):
+    label: str
+    kind: Literal["weak_recovery", "perfect_recovery"] = Field(
+        description="a layer's weak-recovery threshold, or perfect recovery (the error reaches 0)")
+    alpha: Optional[float]
+    ci95: Optional[float]
+    samples: Optional[int]
+
+
+class ComparisonResponse(BaseModel):
+    """The comparison (also the `result` of its job)."""
+
+    id: str = Field(description="its job: GET /v1/jobs/{id}, plots at /v1/jobs/{id}/plot.png|svg")
+    model: dict[str, Any]
+    dimension: int
+    metric: str
+    precision: Precision
+    seed: int
+    points: list[PointComparisonOut]
+    summary: CurveSummaryOut
+    theory: TheoryCurveOut
+    thresholds: list[ComparisonThreshold]
+    theory_points: dict[str, int] = Field(description="total: the theory points (state-evolution alphas "
+                                                      "and the thresholds); from_cache: those read from "
+                                                      "the cache")
+    plot: dict[str, str]
+    solver: SolverInfo
+
+
 class JobProgress(BaseModel):
     done: int
     total: int
-    failed: Optional[int] = Field(None, description="sweeps: points that failed")
+    failed: Optional[int] = Field(None, description="sweeps and comparisons: points that failed")
 
 
 class JobOut(BaseModel):
     id: str
-    kind: Literal["thresholds", "state_evolution", "sample_size", "sweep", "amp_simulation"]
+    kind: Literal["thresholds", "state_evolution", "sample_size", "sweep", "amp_simulation", "comparison"]
     status: Literal["queued", "running", "done", "failed", "cancelled"]
     progress: JobProgress
     estimated_seconds: Optional[float] = Field(

@@ -227,6 +227,8 @@ def view(rec: dict, jobs: list[Optional[Job]]) -> dict:
     else:
         status = "queued"
     updated = max([rec.get("updated_at", rec["created_at"])] + [j.updated_at for j in finished])
+    if "comparison" in rec:
+        return comparison_view(rec, jobs, status, updated)
     return {"id": sid, "kind": "sweep", "status": status,
             "progress": {"done": done, "total": n, "failed": failed},
             "created_at": rec["created_at"], "updated_at": updated, "request": rec["request"],
@@ -235,6 +237,26 @@ def view(rec: dict, jobs: list[Optional[Job]]) -> dict:
                        "backend": rec.get("backend"),
                        "points": [_render_point(p, j) for p, j in zip(points, jobs)]},
             "error": None if status != "failed" else {"detail": "every point failed"}}
+
+
+def comparison_view(rec: dict, jobs: list[Optional[Job]], status: str, updated: float) -> dict:
+    """The job body of a comparison (a sweep of its theory points): when every point is done,
+    the comparison (render.comparison); a point that failed fails the comparison."""
+    points = [_render_point(p, j) for p, j in zip(rec["points"], jobs)]
+    failed = [p for p in points if p["status"] == "failed"]
+    if status == "done" and failed:
+        status = "failed"
+    done = sum(p["status"] in ("done", "failed") for p in points)
+    result = error = None
+    if status == "done":
+        result = render.comparison(rec["comparison"], points, rec["id"], solvers.__version__)
+    elif status == "failed":
+        error = {"detail": f"{len(failed)} of the {len(points)} theory points failed",
+                 "points": [{"alpha": p["alpha"], "kind": p["kind"], "error": p.get("error")} for p in failed]}
+    return {"id": rec["id"], "kind": "comparison", "status": status,
+            "progress": {"done": done, "total": len(points), "failed": len(failed)},
+            "created_at": rec["created_at"], "updated_at": updated, "request": rec["comparison"],
+            "result": result, "error": error}
 
 
 # ------------------------------------------------------------------ the manager
@@ -255,13 +277,17 @@ class Sweeps:
     def backend(self) -> str:
         return "arq" if self.engine.queue is not None else "local"
 
-    async def create(self, body: SweepRequest) -> dict:
+    async def create(self, body: SweepRequest, comparison: Optional[dict] = None) -> dict:
+        """Start a sweep; with ``comparison`` (the canonical request of POST /v1/comparisons) a
+        comparison whose theory points the sweep computes (its job body: comparison_view)."""
         points, questions = plan(body)  # raises InvalidParameter
         if self.backend == "local" and len(self.runners) >= self.settings.max_pending_jobs:
             raise Busy("too many sweeps running; retry later")
         sid = uuid.uuid4().hex
         rec = {"id": sid, "request": body.model_dump(mode="json"), "points": points,
                "status": "active", "backend": self.backend, "created_at": time.time()}
+        if comparison is not None:
+            rec["comparison"] = comparison
         await self._save(rec)  # kept for replay if the store is out
         if rec["backend"] == "arq" and not self.store.available:
             rec["backend"] = "local"  # Redis is down or stuck: the points run in this pool

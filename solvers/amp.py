@@ -48,6 +48,7 @@ from .limits import (AMP_MAX_ALPHA, AMP_MAX_DAMPING, AMP_MAX_DIMENSION, AMP_MAX_
                      AMP_MAX_SEEDS, AMP_MIN_DIMENSION)
 from .priors import GAUSSIAN
 from .results import Settings, _plain
+from .statistics import inverse_on_unknown
 
 SOLVER_VERSION = "amp-0.1.0"
 
@@ -324,7 +325,16 @@ def gamp(model, instance: Instance, iterations: int = 100, damping: float = 0.0,
         W = np.array(init, dtype=float).reshape(p, d)
     else:
         W = init_scale * rng.standard_normal((p, d))
-    V = _eig_clip(eye - W @ W.T / d, v_floor)
+    known, unknown = list(channel.known), channel.unknown
+
+    def pin_known(W, V):
+        """Known rows (THEORY.md section 7): the teacher's, with V_kk = 0; never updated."""
+        W[known] = Wstar[known]
+        V[known, :] = 0.0
+        V[:, known] = 0.0
+        return W, V
+
+    W, V = pin_known(W, _eig_clip(eye - W @ W.T / d, v_floor))
     # Onsager term: S = the part of W_hat x_mu / sqrt(D) that sample mu itself put there
     S = np.zeros((n, p, m))
 
@@ -343,7 +353,7 @@ def gamp(model, instance: Instance, iterations: int = 100, damping: float = 0.0,
     done = 0
     bs = n if batch_size <= 0 else int(batch_size)
     for t in range(iterations):
-        Vinv = _inv_sym(V)
+        Vinv = inverse_on_unknown(V, unknown)  # 0 on the known rows: their g, A and C vanish
         # output side
         proj = (Xf @ W.T / sqd).reshape(n, m, p).transpose(0, 2, 1)  # (N, P, M)
         omega = proj - S
@@ -387,9 +397,9 @@ def gamp(model, instance: Instance, iterations: int = 100, damping: float = 0.0,
             W_new = damping * W + (1.0 - damping) * W_new
             S_new = damping * S + (1.0 - damping) * S_new
             C = damping * V + (1.0 - damping) * C
+        W_new[known] = Wstar[known]
         res = float(np.sqrt(np.mean((W_new - W) ** 2)))
-        W = W_new
-        V = _eig_clip(C, v_floor)
+        W, V = pin_known(W_new, _eig_clip(C, v_floor))
         S = S_new
         residuals.append(res)
         hist.append(record(W))

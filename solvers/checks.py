@@ -32,7 +32,8 @@ SE_BRACKET = (0.95, 1.05)  # multiples of a threshold where SE must show the lay
 
 def counting_bound(alpha: float, ci95: float, bound: float) -> Check:
     """alpha_PR equals P / K within its half-width and is never below it by more (THEORY.md
-    section 2: a noiseless sample reveals K numbers, the weights hold P D unknowns)."""
+    section 2: a noiseless sample reveals K numbers, the weights hold P D unknowns, (P - k) D
+    with k known rows: the caller's ``bound`` counts only those)."""
     slack = ci95 + ROUNDING * bound
     passed = bool(abs(alpha - bound) <= slack)
     return Check("counting bound", passed,
@@ -111,9 +112,8 @@ def se_bracket(thresholds: Sequence[Threshold], n_indices: int,
     statistical error, SE stops at the start: L = 3 at fast reports 0.001 +- 0.0003 there).
     On: grown beyond the start (strictly positive when the start is 0); near a continuous
     transition the half-width of a small overlap is wide (it propagates through
-    (I - J)^-1), so it is not asked to exclude 0.  The same stall can hide a growth just
-    above a threshold (layer 2 at c = 50, fast: 0.001 at 1.05x): the check then fails,
-    saying SE did not confirm the threshold at this precision.  Only
+    (I - J)^-1), so it is not asked to exclude 0.  If SE cannot confirm a growth just above a
+    threshold at this precision, the check fails and says so.  Only
     thresholds that name coordinate directions (layers, or unit directions) are checked;
     thresholds within 5% of each other are not compared at the shared alpha.
 

@@ -30,6 +30,7 @@ Q_MAX = 1.0 - 1e-10  # overlaps are capped here: beyond, recovery is perfect to 
 LEAVING_ZERO = 1e-2  # a slowly growing layer below this jumps to the least root of its own map
 NEAR_ONE = 1e-6  # 1 - q below this: perfect recovery decided by the contraction of 1 - q
 SMALL_OVERLAP = 1e-3  # below, a layer's fate (0 or growth) is decided by its linear rate at q = 0
+GROWN_SMALL_OVERLAP = 1e-5  # the same for a layer grown from 0 to the least root of its map
 NEWTON_LOGIT_STEP = 3.0  # largest Newton move in logit q: a factor e^3 ~ 20 in q or in 1 - q
 STEADY_STEPS = 3  # consecutive steady geometric steps that trigger a jump
 
@@ -45,6 +46,7 @@ class FixedPointIteration:
     contraction: float
     step: np.ndarray  # map(Q) - Q at the last evaluation (order-parameter vector)
     statistics: OutputStatistics | None = None  # at Q itself, when the last evaluation was there
+    normals: np.ndarray | None = None  # the outer points it ended on (the decision points, if it moved to them)
 
 
 # ---------------------------------------------------------------------------------------
@@ -71,6 +73,15 @@ def overlap_matrix(channel: Channel, x: np.ndarray) -> np.ndarray:
         return np.diag(np.clip(x, 0.0, Q_MAX))
     w, U = np.linalg.eigh(symmetric_from_upper(P, x))
     return (U * np.clip(w, 0.0, Q_MAX)) @ U.T
+
+
+def known_mask(channel: Channel) -> np.ndarray:
+    """P x P indicator of the overlaps on a known row or column (held at Q_0's entries)."""
+    P = channel.n_indices
+    K = np.zeros((P, P))
+    K[list(channel.known), :] = 1.0
+    K[:, list(channel.known)] = 1.0
+    return K > 0
 
 
 def difference_step(q: float) -> float:
@@ -100,6 +111,12 @@ class SEMap:
         self.evaluations += 1
         return output_statistics(self.channel, overlap_matrix(self.channel, x), self.normals, self.resolution,
                                  plugin=True)
+
+    def on(self, normals: np.ndarray) -> "SEMap":
+        """The same map on other outer points, its evaluation count carried over."""
+        finer = SEMap(self.channel, self.alpha, normals, self.resolution, self.mask)
+        finer.evaluations = self.evaluations
+        return finer
 
     def remember(self, x: np.ndarray, statistics: OutputStatistics) -> None:
         self.last_point, self.last_statistics = x, statistics
@@ -391,6 +408,8 @@ class RayJumps:
         if not (leave or approach):
             return None
         ray = mask & (1.0 - mapped < LEAVING_ZERO) & (1.0 - mapped > 1e-8)
+        if not np.any(ray):  # every component already within 1e-8 of 1: no ray to jump along
+            return None
         v = 1.0 - mapped
         if leave:
             end = LEAVING_ZERO
@@ -459,17 +478,20 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
       goes on;
     - a component at or below SMALL_OVERLAP (the uninformed start included) is set to exactly
       0 if its linear rate there, alpha E||Cov[z_l | y, omega] - I||^2, is below 1, and grown
-      to its least positive root otherwise (iterating on from there); one that falls back
-      below SMALL_OVERLAP after being grown is held at 0 (its rate exceeded 1 only within the
+      to its least positive root otherwise (iterating on from there; just above a threshold
+      that root may be below SMALL_OVERLAP, so a grown layer counts as small only below
+      GROWN_SMALL_OVERLAP); one that falls back after being grown is held at 0 (its rate exceeded 1 only within the
       Monte-Carlo error).  So a layer near its staircase threshold, which first decays while
       the others are learned and grows only afterwards, is never reported as converged at a
       tiny value, nor left at its start when the map's step there is below the statistical error.
     ``frozen``: mask of order parameters held at their start value (the staircase keeps
     not-yet-learned layers at exactly 0).  ``decision_normals``: more outer points (the same
     scrambles), on which a small layer's linear rate is estimated again when it is within its
-    95% half-width of 1 (a sequential test: SE's own points cannot tell 0.95 from 1.05)."""
-    x = order_vector(channel, Q_start)
+    95% half-width of 1 (a sequential test: SE's own points cannot tell 0.95 from 1.05); if
+    only they see it grow, the iteration goes on on them (``normals`` of the result says which)."""
+    x = order_vector(channel, channel.known_overlaps(Q_start))
     mask = np.ones_like(x, dtype=bool) if frozen is None else ~frozen
+    mask &= ~order_vector(channel, known_mask(channel))  # known rows stay at Q_0, never learned
     grown = np.zeros(x.shape, dtype=bool)  # grown from 0 to the least root of their own map
     fallen = np.zeros(x.shape, dtype=bool)  # grown and fallen back to 0: settled there
     symmetric = channel.sign_symmetric
@@ -491,7 +513,9 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
         # sign-symmetric channels: q_l = 0 is an exact fixed point of each layer, whose
         # stability is decided at the end by its linear rate, not by a residual near 0;
         # likewise Q_0 (perfect recovery, noiseless channels) near q = 1
-        small = mask & (x <= SMALL_OVERLAP) if symmetric else none  # the uninformed start included
+        # the uninformed start included; a layer grown to its own map's root (which just above a
+        # threshold may sit below SMALL_OVERLAP) is small again only far below it
+        small = mask & (x <= np.where(grown, GROWN_SMALL_OVERLAP, SMALL_OVERLAP)) if symmetric else none
         near_one = mask & (1.0 - x < NEAR_ONE) & (x < Q_MAX) if symmetric else none
         res, done = stopping.converged(x, f, se_map.standard_error, ~small & ~near_one)
         if done and np.any(near_one):
@@ -506,12 +530,19 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
             x0 = np.where(small, 0.0, x)
             at_zero = se_map.output_statistics(x0)
             rate = alpha * at_zero.cov_deviation.mean(0)
+            refined = none
             if decision_normals is not None:
                 marginal = small & (np.abs(rate - 1.0) <= alpha * t_halfwidth(at_zero.cov_deviation))
                 if np.any(marginal):
                     finer = output_statistics(channel, overlap_matrix(channel, x0), decision_normals, resolution)
                     rate = np.where(marginal, alpha * finer.cov_deviation.mean(0), rate)
+                    refined = marginal
             unstable = small & (rate > 1.0) & ~fallen
+            if np.any(unstable & refined):
+                # only the finer points see this layer grow: iterate on them from here, or the
+                # coarse map (whose own slope may be below 1) would take it straight back to 0
+                se_map = se_map.on(decision_normals)
+                normals, decision_normals = decision_normals, None
             if not np.any(unstable):
                 x, f = x0, np.where(small, 0.0, f)
                 se_map.remember(x0, at_zero)
@@ -520,6 +551,15 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
             # the fastest-growing layer leaves 0: to the least root of its own map
             l = int(np.argmax(np.where(unstable, rate, -np.inf)))
             x = np.where(small & ~unstable, 0.0, x)
+            if grown[l] and decision_normals is not None:
+                # fallen back on SE's own points, whose map's slope at 0 is below its rate's
+                # estimate (c = 50, layer 2 at 1.05x: rate 1.09, slope 0.96): grow it once more
+                # on the finer points, and iterate on them from here
+                se_map = se_map.on(decision_normals)
+                normals, decision_normals = decision_normals, None
+                grown[l] = False
+                x[l] = 0.0
+                continue
             if grown[l]:
                 # grown once already and fallen back: its rate at 0 is above 1 only within the
                 # Monte-Carlo error (its map has no fixed point above 0), so it stays at 0
@@ -527,6 +567,7 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
                 x[l] = 0.0
                 continue
             grown[l] = True
+            x[l] = 0.0  # its rate at 0 is above 1: the least root lies above 0, maybe below the start
             x[l] = coordinate_root(se_map, l, x)
             moves.reset_growing()
             newton.forget_step()
@@ -567,4 +608,4 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
         if ratio is not None:
             contraction = ratio
     return FixedPointIteration(overlap_matrix(channel, x), converged, se_map.evaluations, res, contraction, f,
-                               se_map.statistics_at(x))
+                               se_map.statistics_at(x), normals)

@@ -31,5 +31,16 @@ AMP_MAX_ITERATIONS = 200
 AMP_MAX_DAMPING = 0.9
 AMP_MAX_INPUT_ENTRIES = 60_000_000  # N * M * D of the training inputs (480 MB of float64)
 
+# Comparisons of a measured learning curve with the theory's.
+MAX_COMPARISON_POINTS = 200
+
 # Sweeps.
 MAX_SWEEP_POINTS = 400
+
+# Formula links (multi-index, solvers/channels/formula.py).
+MAX_FORMULA_LENGTH = 200  # characters
+MAX_FORMULA_DEPTH = 12  # nesting of operations and calls
+MAX_FORMULA_INDICES = 4  # variables z1 .. z4
+MAX_FORMULA_EXPONENT = 8.0  # |constant exponent| of **
+MAX_FORMULA_CONSTANT = 1e6  # |numbers| written in a formula
+MAX_FORMULA_VALUES = 64  # distinct outputs of a noiseless finite-valued formula

@@ -31,13 +31,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 import numpy as np
+from scipy import optimize
 
 from .precision import (LINEAR_STABILITY_MAX_POINTS, LINEAR_STABILITY_POINTS, PRECISION_TARGETS, SCRAMBLES,
                         TRIVIAL_STAIRCASE_MAX_POINTS, TRIVIAL_STAIRCASE_PILOT_POINTS, check_precision)
 from .quadrature import MIN_SCRAMBLES, scrambled_normals, t_halfwidth
 from .results import Settings, Threshold
 from .staircase_curve import StaircaseCurve, refine_root
-from .statistics import control_variate_combination, outer_normals, sample_outer
+from .statistics import control_variate_combination, inverse_on_unknown, outer_normals, sample_outer
 TRIVIAL_ABS_TOL = 1e-10  # eigenvalues of T below this are zero whatever their half-width
 RHO_ABS_TOL = 1e-10
 
@@ -114,14 +115,20 @@ def _sym_basis(r: int) -> np.ndarray:
 
 
 def _scramble_statistics(channel, Zs: np.ndarray, xis: Optional[np.ndarray], resolution: int):
-    """Per-scramble T (P, P), F (P, P, P, P) as F[a, c, b, d] and block values (P,)."""
+    """Per-scramble T (P, P), F (P, P, P, P) as F[a, c, b, d] and block values (P,), over the
+    unknown rows only (P of them): the known ones enter as side information omega_k = z_k, V_kk = 0."""
     P, M = channel.n_indices, channel.n_tokens
     n = Zs.shape[0]
     Z = Zs.reshape(n, P, M)
     obs = channel.observation(Z, xis) if xis is not None else channel.observation(Z)
-    pm = channel.posterior_moments(obs, np.zeros((n, P, M)), np.eye(P), resolution)
-    mean = np.asarray(pm.mean, dtype=float).reshape(n, P, M)
-    cov = np.asarray(pm.cov, dtype=float).reshape(n, P, M, P, M)
+    known, unknown = list(channel.known), list(channel.unknown)
+    omega = np.zeros((n, P, M))
+    omega[:, known] = Z[:, known]
+    V = np.eye(P) - channel.known_overlaps(np.zeros((P, P)))  # Q = 0 on the unknown rows
+    pm = channel.posterior_moments(obs, omega, V, resolution)
+    mean = np.asarray(pm.mean, dtype=float).reshape(n, P, M)[:, unknown]
+    cov = np.asarray(pm.cov, dtype=float).reshape(n, P, M, P, M)[:, unknown][:, :, :, unknown]
+    P = len(unknown)
     T = np.einsum("npm,nqm->pq", mean, mean) / n
     G = np.transpose(cov, (0, 2, 4, 1, 3)).copy()  # (n, m, m', P, P)
     idx = np.arange(M)
@@ -140,7 +147,7 @@ def _evaluate(channel, n_points: int, scrambles: int, seed: int, resolution: int
     pts = scrambled_normals(n_points, P * M + noise_dim, scrambles, seed)
     # channels with an inner Monte-Carlo bank get an independent bank per scramble, so that
     # the spread over scrambles (the CI) includes the inner sampling error
-    reseed = hasattr(channel, "with_seed") and not channel.noiseless
+    reseed = channel.reseeded_per_scramble
     bank_seeds = np.random.SeedSequence([seed, 7919]).generate_state(scrambles)
     Ts, Fs, Bs = [], [], []
     for r in range(scrambles):
@@ -155,7 +162,21 @@ def _evaluate(channel, n_points: int, scrambles: int, seed: int, resolution: int
 
 
 def _analyse(channel, Ts, Fs, Bs):
-    P = channel.n_indices
+    """The trivial subspace and the Perron eigenproblem on the unknown rows' statistics, with
+    matrices and directions embedded back in R^P (zero on the known rows)."""
+    out = _analyse_unknown(Ts, Fs, Bs)
+    E = np.eye(channel.n_indices)[:, list(channel.unknown)]
+    for key in ("trivial_dirs", "Uc", "direction", "blocks", "blocks_hw"):
+        if out.get(key) is not None:
+            out[key] = E @ out[key]
+    for key in ("T", "Q"):
+        if out.get(key) is not None:
+            out[key] = E @ out[key] @ E.T
+    return out
+
+
+def _analyse_unknown(Ts, Fs, Bs):
+    P = Ts.shape[1]
     T = Ts.mean(0)
     T = 0.5 * (T + T.T)
     lam, U = np.linalg.eigh(T)
@@ -187,6 +208,13 @@ def _analyse(channel, Ts, Fs, Bs):
             gap_hw = float(t_halfwidth(dr))
         else:
             gap_hw = 0.0
+        top = [len(ev) - 1]
+        for i in range(len(ev) - 1):
+            vi = evec[:, i]
+            di = np.einsum("a,rab,b->r", evec[:, -1], Fsym, evec[:, -1]) - np.einsum("a,rab,b->r", vi, Fsym, vi)
+            if di.mean() <= float(t_halfwidth(di)) + 1e-12 * abs(rho):
+                top.append(i)
+        out["top_eigenspace"] = evec[:, top]  # its directions are found only when reported
         Qr = (Bsym @ evec[:, -1]).reshape(r, r)
         Q = Uc @ Qr @ Uc.T
         if np.trace(Q) < 0:
@@ -202,6 +230,47 @@ def _analyse(channel, Ts, Fs, Bs):
     out["blocks"] = Bs.mean(0)
     out["blocks_hw"] = t_halfwidth(Bs)
     return out
+
+
+RANK_ONE_TOL = 0.02  # 1 - (share of u u^T inside the top eigenspace) below which u is learned
+
+
+def top_eigenspace_directions(E: np.ndarray, r: int) -> list[np.ndarray]:
+    """The directions learned at the Perron eigenvalue of F when its top eigenspace (columns
+    E, on the symmetric basis of r x r matrices) may be degenerate: every unit u in R^r with
+    u u^T in that eigenspace (a Q = q u u^T perturbation grows at the threshold rate), found
+    by minimising 1 - |E^T s(u)|^2 (s(u) = u u^T on the basis) from a fixed set of starts;
+    for a one-dimensional eigenspace, its eigenmatrix's top eigenvector.  When the eigenspace
+    holds no rank-one matrix (the committee's: the identity on the complement) the
+    eigenvectors spanning the projection of the identity on it are returned: that subspace is
+    learned together.  Directions are unit vectors with their largest-|.| entry positive.
+
+    E.g. y = z1 z2: both (1, 1)/sqrt 2 and (1, -1)/sqrt 2 (the model is symmetric under
+    z1 z2 = ((z1 + z2)^2 - (z1 - z2)^2) / 2 up to a sign of y)."""
+    Bsym = _sym_basis(r)
+    if E.shape[1] == 1:
+        w, V = np.linalg.eigh((Bsym @ E[:, 0]).reshape(r, r))
+        return [_canonical(V[:, int(np.argmax(np.abs(w)))])]
+
+    def leak(u):
+        u = u / np.linalg.norm(u)
+        s = Bsym.T @ np.outer(u, u).ravel()
+        return 1.0 - float(np.sum((E.T @ s) ** 2))
+
+    starts = np.random.default_rng(0).normal(size=(16 * r, r))
+    found: list[np.ndarray] = []
+    for u0 in np.concatenate([np.eye(r), starts]):
+        res = optimize.minimize(leak, u0, method="BFGS", options={"gtol": 1e-10})
+        if res.fun > RANK_ONE_TOL:
+            continue
+        u = _canonical(res.x)
+        if all(abs(float(u @ f)) < 0.99 for f in found):
+            found.append(u)
+    if found:
+        return sorted(found, key=lambda u: tuple(-abs(x) for x in u))
+    M = (Bsym @ (E @ (E.T @ (Bsym.T @ np.eye(r).ravel())))).reshape(r, r)
+    w, V = np.linalg.eigh(0.5 * (M + M.T))
+    return [_canonical(V[:, i]) for i in range(r) if w[i] > 1e-6 * max(w.max(), 1e-300)][::-1]
 
 
 def _relative_ci(a) -> float:
@@ -262,8 +331,13 @@ def linear_stability(channel, n_points: int | None = None, scrambles: int = MIN_
             thresholds.append(Threshold(alpha=block_alpha[p], ci95=block_ci[p],
                                         kind="linear_stability", layer=p + 1, direction=e))
     elif significant:
-        thresholds.append(Threshold(alpha=float(alpha), ci95=float(alpha_hw), kind="linear_stability",
-                                    direction=tuple(float(x) for x in a["direction"])))
+        # every direction of a degenerate top eigenspace is learned at this alpha
+        directions = ([_canonical(a["Uc"] @ u) for u in top_eigenspace_directions(a["top_eigenspace"],
+                                                                                  a["Uc"].shape[1])]
+                      if degenerate else [a["direction"]])
+        for d in directions:
+            thresholds.append(Threshold(alpha=float(alpha), ci95=float(alpha_hw), kind="linear_stability",
+                                        direction=tuple(float(x) for x in d)))
     settings = Settings(precision=precision, seed=seed, method="randomised QMC at Q = 0 "
                         "(trivial subspace, Perron eigenvalue of F on the complement)",
                         outer_points=n, scrambles=scrambles, inner_resolution=resolution,
@@ -287,10 +361,10 @@ def linear_stability(channel, n_points: int | None = None, scrambles: int = MIN_
 
 
 def _canonical(u: np.ndarray) -> np.ndarray:
-    """Unit vector with its largest-|.| entry positive."""
+    """Unit vector with its largest-|.| entry positive (the first of entries tied to 1e-6)."""
     u = np.asarray(u, dtype=float)
     u = u / np.linalg.norm(u)
-    k = int(np.argmax(np.abs(u)))
+    k = int(np.flatnonzero(np.abs(u) >= np.abs(u).max() - 1e-6)[0])
     return u if u[k] >= 0 else -u
 
 
@@ -334,10 +408,10 @@ class _TrivialDirectionCurve(StaircaseCurve):
         # noiseless channels with finitely many outputs (sign-type links): the sum over y is
         # done exactly, weighted by P(y | omega) = exp(log Z_out) (Rao-Blackwellised: the
         # integrand is then a smooth function of omega, where QMC converges fast)
-        values = getattr(ch, "outputs", None) if getattr(ch, "noiseless", False) else None
-        cases = ([(np.full(obs.shape, v), None) for v in np.unique(values)] if values is not None
+        values = ch.finite_outputs
+        cases = ([(np.full(obs.shape, v), None) for v in values] if values is not None
                  else [(obs, None)])
-        Vinv = np.linalg.inv(V)
+        Vinv = inverse_on_unknown(V, ch.unknown)
         r = Uc.shape[1]
         Bsym = _sym_basis(r)
         h = np.zeros(R * n)

@@ -114,7 +114,9 @@ class FixedPoint:
 
     overlap: P x P matrix Q; layer_overlaps: its diagonal (per layer / index);
     overlap_ci95: 95% half-width per diagonal entry (Monte-Carlo + quadrature);
-    mse = Tr(Q_0 - Q); prediction errors per THEORY.md section 5; free_entropy Phi.
+    mse = Tr(Q_0 - Q); prediction errors per THEORY.md section 5; free_entropy Phi;
+    prediction_error_plugin_ci95: the 95% half-width of the plug-in error's outer QMC average
+    (over scrambles; the overlaps' own uncertainty not included).
     """
 
     alpha: float
@@ -129,6 +131,7 @@ class FixedPoint:
     converged: bool
     iterations: int
     residual: float
+    prediction_error_plugin_ci95: float = float("nan")
 
 
 @dataclass(frozen=True)

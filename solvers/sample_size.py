@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Callable, Optional
 
 from .errors import SpecError
-from .limits import MAX_DIMENSION
+from .limits import MAX_DIMENSION, MAX_PREDICTION_ERROR
 from .precision import PRECISION_TARGETS, check_precision
 from . import checks
 from .results import Check, _plain
@@ -64,15 +64,16 @@ def check_target(spec, target: dict) -> dict:
     kind = target.get("kind")
     if kind == "weak_recovery":
         layers = target.get("layers", "all")
-        n = spec.n_indices
+        n = spec.n_indices - len(spec.known_layers)  # known layers have no threshold
         if layers != "all" and (isinstance(layers, bool) or not isinstance(layers, int)
                                 or not 1 <= layers <= n):
             raise SpecError("target.layers", layers, f"'all' or an integer in [1, {n}]")
         return {"kind": kind, "layers": layers}
     if kind == "prediction_error":
         m = target.get("max")
-        if isinstance(m, bool) or not isinstance(m, (int, float)) or not (math.isfinite(m) and m > 0):
-            raise SpecError("target.max", m, "a number > 0")
+        if (isinstance(m, bool) or not isinstance(m, (int, float))
+                or not (math.isfinite(m) and 0 < m <= MAX_PREDICTION_ERROR)):
+            raise SpecError("target.max", m, f"a number in (0, {MAX_PREDICTION_ERROR:g}]")
         return {"kind": kind, "max": float(m)}
     raise SpecError("target.kind", kind, "one of weak_recovery, prediction_error")
 

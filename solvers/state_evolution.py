@@ -49,6 +49,8 @@ STATISTICAL_TOLERANCE = 0.1
 
 
 def _fixed_point_result(channel, alpha, start, fp: FixedPointIteration, normals, resolution) -> FixedPoint:
+    if fp.normals is not None:
+        normals = fp.normals  # the iteration moved to the finer decision points
     st, phi, q_r = fixed_point_statistics(channel, alpha, fp.Q, normals, resolution, fp.statistics)
     q = np.diag(fp.Q)
     # delta method: the per-scramble spread of the map at Q* (and its change at double
@@ -85,6 +87,7 @@ def _fixed_point_result(channel, alpha, start, fp: FixedPointIteration, normals,
                       mse=float(np.trace(np.eye(len(q)) - fp.Q)),
                       prediction_error_bayes=float(bayes.mean()),
                       prediction_error_plugin=float(st.plugin_error.mean()),
+                      prediction_error_plugin_ci95=float(t_halfwidth(st.plugin_error)),
                       free_entropy=phi, converged=bool(fp.converged), iterations=int(fp.iterations),
                       residual=float(fp.residual))
 

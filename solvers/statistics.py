@@ -61,6 +61,7 @@ def sample_outer(channel: Channel, Q: np.ndarray, normals: np.ndarray):
     n = normals.shape[0]
     xi = normals[:, : P * M].reshape(n, P, M)
     u = normals[:, P * M: 2 * P * M].reshape(n, P, M)
+    Q = channel.known_overlaps(Q)  # known rows: omega_l = z_l, V_ll = 0
     V = np.eye(P) - Q
     omega = np.einsum("pq,nqm->npm", _sqrtm_psd(Q), xi)
     Z = omega + np.einsum("pq,nqm->npm", _sqrtm_psd(V), u)
@@ -75,7 +76,7 @@ def output_statistics(channel: Channel, Q: np.ndarray, normals: np.ndarray,
     P, M = channel.n_indices, channel.n_tokens
     omega, Z, obs, V = sample_outer(channel, Q, normals.reshape(R * n, -1))
     post = channel.posterior_moments(obs, omega, V, resolution)
-    Vinv = np.linalg.inv(V)
+    Vinv = inverse_on_unknown(V, channel.unknown)
     g = np.einsum("pq,nqm->npm", Vinv, post.mean - omega)
     H_direct = np.einsum("npm,nqm->npq", g, g)
     cov_tok = np.einsum("npmqm->npq", post.cov)  # sum over tokens of the diagonal token blocks
@@ -95,6 +96,14 @@ def output_statistics(channel: Channel, Q: np.ndarray, normals: np.ndarray,
 
     return OutputStatistics(per_scramble(H), per_scramble(H_direct), per_scramble(H_nish),
                             per_scramble(cov_dev), per_scramble(post.log_partition), per_scramble(perr))
+
+
+def inverse_on_unknown(V: np.ndarray, unknown) -> np.ndarray:
+    """V^{-1} on the unknown rows, 0 on the known ones (V_ll = 0 there): their g and H vanish."""
+    Vinv = np.zeros_like(V)
+    u = np.asarray(unknown, dtype=int)
+    Vinv[np.ix_(u, u)] = np.linalg.inv(V[np.ix_(u, u)])
+    return Vinv
 
 
 def control_variate_combination(direct: np.ndarray, nishimori: np.ndarray) -> np.ndarray:

@@ -397,13 +397,14 @@ def staircase(channel: Channel, precision: str = "standard", seed: int = 0,
     """The grand staircase of a sign-symmetric (layer-wise) channel: thresholds in order."""
     zero = rates_at_zero(channel, precision, seed)
     P = channel.n_indices
-    first = int(np.argmin(zero.alpha))
+    unknown = list(channel.unknown)  # known layers sit at Q_0 throughout and have no threshold
+    first = unknown[int(np.argmin(zero.alpha[unknown]))]
     out = [Threshold(alpha=float(zero.alpha[first]), ci95=float(zero.ci95[first]), kind="linear_stability",
                      layer=first + 1)]
     learned = [first]
-    remaining = [l for l in range(P) if l != first]
+    remaining = [l for l in unknown if l != first]
     if progress:
-        progress(1, P)
+        progress(1, len(unknown))
     Q_prev = np.zeros((P, P))
     alpha_prev = out[0].alpha
     while remaining:
@@ -440,7 +441,7 @@ def staircase(channel: Channel, precision: str = "standard", seed: int = 0,
         remaining.remove(step.layer)
         alpha_prev = step.alpha
         if progress:
-            progress(len(learned), P)
+            progress(len(learned), len(unknown))
     return out, zero
 
 
@@ -452,8 +453,8 @@ class PerfectRecovery:
     """alpha_PR with its 95% half-width.
 
     rates: t_l at the stationary ratio of the v_l (all equal there); ratio: that ratio,
-    v_l / max v_l; counting_bound: P / K (unknowns per revealed number, L / M for deep
-    attention), which no estimator can beat."""
+    v_l / max v_l (both over the unknown rows); counting_bound: P / K (unknowns per revealed
+    number, L / M for deep attention; (P - k) / K with k known rows), which no estimator can beat."""
 
     alpha: float
     ci95: float
@@ -502,16 +503,19 @@ def perfect_recovery(channel: Channel, seed: int = 0, points: int = 256, step: f
     iteration r_l <- r_l (t / t_l)^(1/2) on the pooled rates.
 
     Counting check: sum_l t_l = tr(S S^{-1}) = K wherever J has full rank K, so
-    alpha_PR = P / K = L / M for deep attention.  The estimate does not assume it: each
+    alpha_PR = P / K = L / M for deep attention, (P - k) / K with k known rows (their J columns
+    are dropped: only the unknown rows move).  The estimate does not assume it: each
     scramble's outer QMC average gives its own alpha, and the half-width is their Student-t
     interval plus the change when the difference step is doubled."""
     P, M = channel.n_indices, channel.n_tokens
     normals = outer_normals(channel, points, SCRAMBLES, seed)
     R, n, _ = normals.shape
     Z = np.ascontiguousarray(normals[:, :, : P * M].reshape(R * n, P, M))
+    unknown = list(channel.unknown)  # known rows are no unknowns: only their z is fixed in J
+    P = len(unknown)
 
     def gram_matrices(h):
-        J = revealed_jacobians(channel, Z, h)
+        J = revealed_jacobians(channel, Z, h)[:, :, unknown]
         return np.einsum("nkpm,njpm->npkj", J, J)
 
     gram = gram_matrices(step)

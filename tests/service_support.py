@@ -189,3 +189,11 @@ def run_app(app, scenario, timeout: float = 600):
                 return await scenario(c)
 
     return asyncio.run(main())
+
+
+def jobs_server(cache_dir) -> Uvicorn:
+    """A live uvicorn that answers every cold question with a 202 job (sync timeout 0), on a
+    fresh disk cache, without warming the kernels first (numba loads them from its disk cache
+    on the first computation)."""
+    return Uvicorn({"STAIRCASE_SYNC_TIMEOUT": "0", "STAIRCASE_WARM_UP": "false",
+                    "STAIRCASE_CACHE_DIR": str(cache_dir)}).start()

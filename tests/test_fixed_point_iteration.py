@@ -267,3 +267,14 @@ def test_driver_phase_retrieval_above_and_below_its_threshold():
     assert below.converged and below.Q[0, 0] == 0.0 and below.statistics is not None
     above = iterate_fixed_point(channel, 1.5, np.eye(1) * 1e-3, normals, statistical_tolerance=0.1)
     assert above.converged and 0.3 < above.Q[0, 0] < 1.0
+
+
+def test_ray_jump_with_every_component_at_one_is_no_jump():
+    """The square link below its threshold from the informed start (seed 77 at fast): the map
+    lands within 1e-8 of q = 1, where there is no ray to jump along (was a ValueError from the
+    maximum of an empty array); plain iteration then goes down to q = 0."""
+    from solvers import spec_from_dict, state_evolution
+
+    point = state_evolution(spec_from_dict({"family": "multi_index", "link": "square"}), [0.125],
+                            precision="fast", seed=77).points[0]
+    assert point.informed.converged and point.informed.layer_overlaps[0] < 1e-6

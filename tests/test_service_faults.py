@@ -208,6 +208,8 @@ def test_queue_keys_live_under_the_prefix_and_a_stuck_queue_runs_here(pool, serv
             log["done"] = (await finish(c, queued.headers["location"]))["status"]
             log["keys_done"] = sorted(k.decode() for k in r.scan_iter("*"))
             log["fp_ttl"] = [r.ttl(k) for k in r.scan_iter(p + "fp:*")]
+            x, log["compute"] = await timed(c.post("/v1/thresholds", json={**req, "seed": 54}))
+            log["compute_status"] = (x.status_code, x.json().get("cache"))
             server.pause()
             x, log["hung_cold"] = await timed(c.post("/v1/thresholds", json={**req, "seed": 53}))
             log["hung_cold_status"] = (x.status_code, x.json().get("cache"))
@@ -223,7 +225,10 @@ def test_queue_keys_live_under_the_prefix_and_a_stuck_queue_runs_here(pool, serv
     for keys in (log["keys_queued"], log["keys_done"]):
         assert keys and all(k.startswith(p) for k in keys), keys
     assert log["fp_ttl"] and all(0 < t <= 3600 for t in log["fp_ttl"])
-    assert log["hung_cold_status"] == (200, "miss") and log["hung_cold"] < 5.0
+    assert log["compute_status"] == (200, "miss")
+    # computed here instead of waiting for the stuck queue: bounded by the same cold question's
+    # time through the healthy queue, measured in this run (an absolute bound failed under load)
+    assert log["hung_cold_status"] == (200, "miss") and log["hung_cold"] < log["compute"] + 5 * SLACK
     assert log["hung_sweep"] == (202, "local") and log["hung_sweep_done"] == "done"
 
 

@@ -313,3 +313,32 @@ def test_a_validation_problem_stays_small(client):
     assert isinstance(value, str) and value.startswith("[0.5,0.5") and value.endswith("...")
     assert len(value) == 203
     assert len(r.content) < 5000
+
+
+# ------------------------------------------------------------------ known layers (issue 13)
+
+@pytest.mark.parametrize("model, field, allowed", [
+    ({**PAPER, "known_layers": [3]}, "model.known_layers[0]", "[1, 2]"),
+    ({**PAPER, "known_layers": [0]}, "model.known_layers[0]", None),
+    ({**PAPER, "known_layers": [1, 2]}, "model.known_layers", "not all 2"),
+    ({**PAPER, "known_layers": [True]}, "model.known_layers[0]", None),
+    ({**PAPER, "known_layers": [1, 1, 1, 1]}, "model.known_layers", None),
+    ({**PHASE, "known_layers": [1]}, "model.known_layers", "not all 1"),
+    ({**PAPER, "noise": 0.1, "known_layers": [2]}, "model.known_layers", "last"),
+])
+def test_bad_known_layers_are_422_naming_the_field(client, model, field, allowed):
+    p = assert_problem(client.post("/v1/thresholds", json={"model": model, "precision": "fast"}), 422, field)
+    if allowed is not None:
+        assert allowed in p["allowed"], p
+
+
+def test_known_layer_thresholds_through_the_api(client):
+    r = client.post("/v1/thresholds", json={"model": {**PAPER, "known_layers": [1]}, "precision": "fast"})
+    assert r.status_code in (200, 202), r.text
+    if r.status_code == 202:
+        r = client.get(r.headers["location"] + "?wait=60")
+    body = r.json()
+    body = body.get("result", body)
+    assert body["model"]["known_layers"] == [1]
+    (t,) = body["thresholds"]
+    assert t["layer"] == 2 and abs(t["alpha"] - 1 / 6) <= t["ci95"]

@@ -29,6 +29,7 @@ def test_check_target():
                        ({"kind": "weak_recovery", "layers": True}, "target.layers"),
                        ({"kind": "prediction_error", "max": 0}, "target.max"),
                        ({"kind": "prediction_error", "max": float("nan")}, "target.max"),
+                       ({"kind": "prediction_error", "max": 1e4}, "target.max"),  # > MAX_PREDICTION_ERROR
                        ({"kind": "accuracy"}, "target.kind")]:
         with pytest.raises(solvers.SpecError) as e:
             check_target(spec, bad)

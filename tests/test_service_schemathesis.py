@@ -47,6 +47,9 @@ CROSS_FIELD = {
     "model.skip": "a list of skips has one value per layer (its length is model.layers)",
     "model.beta": "a list of betas has one value per layer (its length is model.layers)",
     "target.layers": "a sample-size target's layer count is at most model.layers",
+    "model.known_layers": "known layers are distinct, not all of model.layers (or of the link's "
+                          "indices); the last one only for layers = 2, tokens = 2, noise = 0",
+    "model.known_layers[]": "each known layer is at most model.layers (or the link's indices)",
     "dimension": "amp-simulations: alpha * dimension^2 * tokens <= 6e7 (memory)",
     "grid": "grid.parameter and grid.values go together; at least one axis; at most 400 points "
             "(the product of the axes)",
@@ -54,6 +57,7 @@ CROSS_FIELD = {
     "grid.parameter": "the parameter must belong to the model's family (multi_index: noise)",
     "grid.values[]": "each value must be valid for the swept parameter (tokens: an integer in "
                      "[2, 4], ...)",
+    "points[].samples": "comparisons: samples / dimension <= 1000 (the largest alpha)",
 }
 
 
@@ -65,7 +69,7 @@ def documented_rejection(case, response) -> bool:
     if response.status_code != 422:
         return False
     body = response.json()
-    field = re.sub(r"\[\d+\]$", "[]", body.get("field") or "")
+    field = re.sub(r"\[\d+\]", "[]", body.get("field") or "")
     if field not in CROSS_FIELD:
         return False
     if field == "dimension" and case.operation.path != "/v1/amp-simulations":

@@ -57,6 +57,46 @@ class Channel(ABC):
     closed_form_posterior: bool = False  # posterior moments without an inner sampler: cheap per sample
     # the weights' prior (the input side of SE and GAMP); the spec sets it on its channel
     prior: Prior = GAUSSIAN
+    known: tuple[int, ...] = ()  # indices given exactly (0-based): see :meth:`with_known`
+
+    def with_known(self, known) -> "Channel":
+        """This channel with the index rows ``known`` (0-based) given exactly (THEORY.md section 7).
+
+        A known row sits at overlap Q_ll = 1 (V_ll = 0) from the start and is never learned:
+        every engine's outer draws pass through :meth:`known_overlaps`, so omega_l = z_l, and the
+        posterior conditions on z_l = omega_l (a channel whose posterior needs a special path for
+        V_ll = 0 overrides :meth:`posterior_moments` for it).  Engines skip the known rows."""
+        self.known = tuple(sorted(int(k) for k in known))
+        return self
+
+    @property
+    def unknown(self) -> tuple[int, ...]:
+        """The index rows still to be learned (0-based)."""
+        return tuple(p for p in range(self.n_indices) if p not in self.known)
+
+    def known_overlaps(self, Q: np.ndarray) -> np.ndarray:
+        """Q with the known rows and columns set to those of Q_0 = I (exactly Q_ll = 1)."""
+        if not self.known:
+            return Q
+        Q = np.array(Q, dtype=float)
+        k = list(self.known)
+        Q[k, :] = 0.0
+        Q[:, k] = 0.0
+        Q[k, k] = 1.0
+        return Q
+
+    @property
+    def finite_outputs(self) -> np.ndarray | None:
+        """The sorted distinct values of y when the channel is noiseless with finitely many
+        outputs (sign-type links), else None: the sum over y can then be done exactly."""
+        return None
+
+    @property
+    def reseeded_per_scramble(self) -> bool:
+        """True when the posterior moments come from a seeded inner sampler (``with_seed``):
+        linear stability then draws an independent inner bank per scramble, so that its
+        half-width covers the inner Monte-Carlo error."""
+        return hasattr(self, "with_seed") and not self.noiseless
 
     def revealed_statistic(self, Z: np.ndarray) -> np.ndarray:
         """The smooth statistic a(Z) in R^K a noiseless observation reveals exactly (up to a

@@ -56,7 +56,7 @@ class DeepAttentionChannel(Channel):
     def rates_at_zero(self, relative_target: float):
         """L = 2, M = 2 noiseless: nested trapezoid grids over a = B z_2 and z_1 (deterministic),
         refined (n x 1.5) until two grids agree to 0.2 x the target (or n >= 256)."""
-        if not (self.noiseless and self.n_indices == 2 and self.n_tokens == 2):
+        if not (self.noiseless and self.n_indices == 2 and self.n_tokens == 2) or self.known:
             return None
         c, b = self.spec.skip[0], self.spec.beta[0]
         half_a = 8.5 * (c + 1.0)
@@ -135,6 +135,8 @@ class DeepAttentionChannel(Channel):
         if not self.noiseless:
             return self._noisy.posterior_moments(obs, omega, V, resolution)
         L, M = self.n_indices, self.n_tokens
+        if L - 1 in self.known:  # the spec allows this for L = 2, M = 2 only
+            return posterior_last_layer_known(obs, omega, V, float(self.skips[0]), float(self.betas[0]))
         a = np.ascontiguousarray(obs, dtype=float).reshape(-1, M)
         om = np.ascontiguousarray(omega, dtype=float).reshape(-1, L, M)
         v = np.maximum(np.diag(np.atleast_2d(V)).astype(float), V_FLOOR)
@@ -153,6 +155,80 @@ class DeepAttentionChannel(Channel):
                 mean, cov, logz = K.posterior_importance(a, om, v, self.skips, self.betas, bank, True)
         n = a.shape[0]
         return PosteriorMoments(mean.reshape(n, L, M), cov.reshape(n, L, M, L, M), logz)
+
+
+def posterior_last_layer_known(obs, omega, V, c: float, beta: float) -> PosteriorMoments:
+    """Posterior of z_1 for L = 2, M = 2 noiseless with z_2 = omega_2 known (V_22 = 0), z_1 ~ N(omega_1, v_1 I).
+
+    Derivation (THEORY.md section 7).  Write z_1 = (u_1, u_2), z_2 = (b_1, b_2) and
+    s_i = S(z_1)_ii = sigmoid(beta t_i), t_1 = u_1 (u_1 - u_2), t_2 = u_2 (u_2 - u_1) (row i of
+    the softmax of beta z_1 z_1^T has the two entries s_i, 1 - s_i).  Then
+        a = (c I + S(z_1)) z_2:  a_1 = c b_1 + b_2 + s_1 (b_1 - b_2),  a_2 = c b_2 + b_1 + s_2 (b_2 - b_1),
+    so for each sign sigma of the revealed sigma a (y gives {a, -a}) the pair (s_1, s_2) is read off
+    linearly, and t_1 + t_2 = (u_1 - u_2)^2 =: d^2, t_1 - t_2 = (u_1 - u_2)(u_1 + u_2) give
+        d = sqrt(t_1 + t_2),  u_1 = t_1 / d,  u_2 = -t_2 / d,   up to z_1 -> -z_1 (S is even in z_1).
+    A sign branch exists iff s_1, s_2 in (0, 1) and t_1 + t_2 > 0 (s_1 + s_2 > 1).  So y and z_2
+    reveal z_1 up to its sign, plus a second pair +-z_1' when -a is also reachable.  For -a,
+    s'_1 + s'_2 = 2 (1 - c) - (s_1 + s_2) < 2 (1 - c) - 1, so for c >= 1/2 that never happens and
+    the posterior is exactly the pair +-z_1; for c < 1/2 it may (not seen in 2e5 draws at
+    c = 0, 0.2).  In double precision a carries s_i only to rounding: where beta |t_i| > ~37 the
+    softmax saturates and the point is read at the clipped t_i (3e-5 of the draws at beta = 1,
+    7% at beta = 5, where the estimated threshold is then 0.186 instead of 1/6).  In general the posterior
+    is the prior N(omega_1, v_1 I) on these <= 4 points times 1 / |det da/dz_1|,
+        |det da/dz_1| = 2 beta^2 (b_1 - b_2)^2 s_1 (1 - s_1) s_2 (1 - s_2) d^2.
+    At Q = 0 with one branch, Cov[z_1 | y, z_2] = z_1 z_1^T and E||Cov - I||_F^2 = E|z|^4 - 2 E|z|^2 + M
+    = M^2 + M: for c >= 1/2 layer 1's threshold is exactly the closed form 1 / (M^2 + M) = 1/6 of
+    observing +-z (THEORY.md section 4), for any beta; for c < 1/2 the second branch raises it
+    (mixing lowers E||Cov - I||^2).  tests/test_known_layers.py checks the posterior against a
+    brute-force root search.  With b_1 = b_2,
+    a does not depend on z_1: the posterior is the prior.  log_partition: log p(a | z_2, omega_1, v_1)."""
+    a = np.asarray(obs, dtype=float).reshape(-1, 2)
+    om = np.asarray(omega, dtype=float).reshape(-1, 2, 2)
+    n = a.shape[0]
+    v1 = max(float(np.atleast_2d(V)[0, 0]), V_FLOOR)
+    w1, b = om[:, 0], om[:, 1]
+    db = b[:, 0] - b[:, 1]
+    safe = np.where(db == 0.0, 1.0, db)
+    points, logw = [], []
+    for sigma in (1.0, -1.0):
+        s1 = (sigma * a[:, 0] - c * b[:, 0] - b[:, 1]) / safe
+        s2 = (sigma * a[:, 1] - c * b[:, 1] - b[:, 0]) / -safe
+        # a carries s_i to rounding only: a saturated softmax (beta t_i beyond ~37) reads as s_i = 1
+        # up to that rounding, so a branch is accepted within it, at the clipped (largest
+        # representable) t_i, instead of being lost
+        tol = 1e-13 * (np.abs(a).sum(1) + (1 + c) * np.abs(b).sum(1)) / np.abs(safe)
+        ok = ((db != 0.0) & (s1 > -tol) & (s1 < 1 + tol) & (s2 > -tol) & (s2 < 1 + tol)
+              & (s1 + s2 > 1 - tol))
+        s1c, s2c = np.clip(s1, 1e-300, 1 - 1e-16), np.clip(s2, 1e-300, 1 - 1e-16)
+        t1 = (np.log(s1c) - np.log1p(-s1c)) / beta
+        t2 = (np.log(s2c) - np.log1p(-s2c)) / beta
+        d2 = np.where(ok, t1 + t2, 1.0)
+        d = np.sqrt(np.maximum(d2, 1e-300))
+        u = np.stack([t1 / d, -t2 / d], axis=1)
+        log_jac = (np.log(2.0 * beta ** 2) + 2 * np.log(np.abs(safe)) + np.log(s1c) + np.log1p(-s1c)
+                   + np.log(s2c) + np.log1p(-s2c) + np.log(np.maximum(d2, 1e-300)))
+        for sign in (1.0, -1.0):
+            z = sign * u
+            lp = -((z - w1) ** 2).sum(1) / (2 * v1) - np.log(2 * np.pi * v1) - log_jac
+            points.append(z)
+            logw.append(np.where(ok, lp, -np.inf))
+    logw = np.stack(logw, axis=1)  # (n, 4)
+    pts = np.stack(points, axis=1)  # (n, 4, 2)
+    top = logw.max(1)
+    found = np.isfinite(top)
+    wts = np.exp(logw - np.where(found, top, 0.0)[:, None])
+    total = wts.sum(1)
+    wts /= np.where(found, total, 1.0)[:, None]
+    mean1 = np.einsum("nk,nki->ni", wts, pts)
+    second = np.einsum("nk,nki,nkj->nij", wts, pts, pts)
+    cov1 = second - np.einsum("ni,nj->nij", mean1, mean1)
+    mean1 = np.where(found[:, None], mean1, w1)  # b_1 = b_2: a carries nothing on z_1
+    cov1 = np.where(found[:, None, None], cov1, v1 * np.eye(2))
+    mean = np.stack([mean1, b], axis=1)
+    cov = np.zeros((n, 2, 2, 2, 2))
+    cov[:, 0, :, 0, :] = cov1
+    logz = np.where(found, top + np.log(np.where(found, total, 1.0)), 0.0)
+    return PosteriorMoments(mean, cov, logz)
 
 
 _BANKS: dict = {}

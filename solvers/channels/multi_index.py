@@ -33,16 +33,20 @@ computations (the posterior is then a narrow Gaussian around the degenerate one)
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Callable
 
 import numpy as np
 from numba import njit
 from scipy.special import log_ndtr
 
+from ..errors import SpecError
+from ..quadrature import sobol_normals
 from ._gauss import orthant_mixture, trunc_std
 from ._hyperbola import hyperbola_batch
 from .base import Channel, PosteriorMoments, register_channel
-from .noisy import DEFAULT_BANK_SIZE, NoisyChannel, _threaded
+from .formula import FIELD as FORMULA_FIELD, compile_formula, formula_facts, parse_formula
+from .noisy import DEFAULT_BANK_SIZE, NoisyChannel, _threaded, psd_sqrt
 
 GL_ORDER = 10  # Gauss-Legendre nodes per panel (times resolution) for general-V orthants
 PANEL_ORDER = 16  # Gauss-Legendre nodes per panel on the hyperbola
@@ -213,6 +217,10 @@ class _OrthantChannel(MultiIndexChannel):
     _exact_with_noise = True
     patterns: np.ndarray
     outputs: np.ndarray
+
+    @property
+    def finite_outputs(self):
+        return np.unique(self.outputs) if self.noiseless else None
 
     def _exact(self, y, om, V, resolution):
         x, w = _gl(GL_ORDER * resolution)
@@ -392,3 +400,166 @@ class CommitteeSignChannel(_OrthantChannel):
     numba_link = staticmethod(g_committee_sign)
     patterns = _all_patterns(3)
     outputs = np.ascontiguousarray(np.sign(patterns.sum(axis=1)))
+
+
+# ------------------------------------------------------------------ formula links
+REGION_BANK_SIZE = 4096  # inner points (times resolution) for a noiseless finite-valued formula
+REGION_TOLERANCE = 1e-9  # g(z) = y up to this relative tolerance
+REGION_MIN_HITS = 64  # fewer prior bank points in the region: add the wider proposal
+FEW_DISTINCT, FEW_DISTINCT_BANK_FACTOR = 256, 16  # at most this many distinct inputs: a larger bank
+
+
+def check_formula_link(formula, noise: float):
+    """The checked :class:`~.formula.Formula` of a formula link, refused (SpecError on
+    ``link.formula``) when it is noiseless with continuous output: without noise only formulas
+    with finitely many values have a posterior we compute (the Gaussian restricted to a region)."""
+    parsed = parse_formula(formula)
+    facts = formula_facts(parsed.text)
+    if noise == 0.0 and facts.values is None:
+        raise SpecError(FORMULA_FIELD, parsed.text,
+                        "a noise level > 0 (model.noise) for a formula with continuous output: "
+                        "noiseless, only formulas with finitely many values (built from numbers, "
+                        "sign and comparisons) can be solved")
+    return parsed
+
+
+class FormulaChannel(MultiIndexChannel):
+    """A multi-index link given by a checked formula (:mod:`.formula`), y = g(z) (+ noise).
+
+    * noise > 0: the generic importance sampler (:class:`.noisy.NoisyChannel`) on the
+      formula's numba link;
+    * noiseless, finitely many values: the Gaussian N(omega, V) restricted to the region
+      {z : g(z) = y}, by importance sampling over a fixed scrambled-Sobol bank of about
+      K = 4096 x resolution points, closed under the formula's symmetries and moment-matched;
+      the prior is the proposal, and where fewer than 64 bank points land in the region the
+      wider N(omega, V + I) is added (balance heuristic), so small regions are still reached
+      (16x more points when a batch holds at most 256 distinct (y, omega), as at Q = 0):
+          log Z_out = log P(g(z) = y | omega, V),  mean, cov = moments on the region.
+      Linear stability draws a new bank per scramble (its half-width covers the bank's error);
+      the other engines compare two resolutions.  Samples that share (y, omega) (all of them
+      at Q = 0) are computed once.
+
+    ``sign_symmetric`` holds when every row z_p -> -z_p leaves g unchanged
+    (``row_flip_symmetric`` per row, found on a probe sample)."""
+
+    link = "formula"
+
+    def __init__(self, formula: str, noise: float = 0.0, indices: int | None = None,
+                 bank_size: int = DEFAULT_BANK_SIZE, seed: int = 0,
+                 region_bank_size: int = REGION_BANK_SIZE):
+        parsed = check_formula_link(formula, float(noise))
+        self.formula = parsed.text
+        self.n_indices = int(indices) if indices is not None else parsed.n_indices
+        facts = formula_facts(parsed.text)
+        self.facts = facts
+        self.values = facts.values
+        self.row_flip_symmetric = facts.row_flip_symmetric + (True,) * (self.n_indices - parsed.n_indices)
+        self.sign_symmetric = all(self.row_flip_symmetric)
+        module = compile_formula(parsed.text)
+        self._module = module
+        self.numba_link = module.link
+        self.vectorised_link = lambda z: module.batch(np.ascontiguousarray(z, dtype=float))
+        super().__init__(noise=noise, bank_size=bank_size, seed=seed)
+        self.closed_form_posterior = False
+        self.region_bank_size = int(region_bank_size)
+        self._region_banks: dict[int, np.ndarray] = {}
+        self._region_ess = None
+
+    def __repr__(self):
+        return f"FormulaChannel({self.formula!r}, noise={self.noise})"
+
+    def with_seed(self, seed: int) -> "FormulaChannel":
+        return FormulaChannel(self.formula, self.noise, self.n_indices, self.bank_size, int(seed),
+                              self.region_bank_size)
+
+    @property
+    def finite_outputs(self):
+        return np.asarray(self.values) if self.noiseless else None
+
+    @property
+    def reseeded_per_scramble(self) -> bool:
+        return True
+
+    @property
+    def last_effective_sample_size(self):
+        return self._region_ess if self.noiseless else super().last_effective_sample_size
+
+    def region_bank(self, resolution: int = 1) -> np.ndarray:
+        """(K, P) scrambled-Sobol normals closed under the formula's symmetries and z -> -z
+        (:meth:`.formula.FormulaFacts.symmetric_bank`), about region_bank_size x resolution."""
+        K = self.region_bank_size * int(resolution)
+        if K not in self._region_banks:
+            self._region_banks[K] = _symmetric_normals(self.formula, K, self.n_indices, self.seed)
+        return self._region_banks[K]
+
+    def noisy_channel(self) -> NoisyChannel:
+        if self._noisy is None:
+            self._noisy = _SymmetricBankNoisyChannel(
+                self.formula, self.numba_link, self.n_indices, 1, 1, self.noise,
+                bank_size=self.bank_size, seed=self.seed, index_names=self.index_names,
+                sign_symmetric=self.sign_symmetric, output_shape=(1,))
+        return self._noisy
+
+    def _exact(self, y, om, V, resolution):
+        P = self.n_indices
+        S = np.ascontiguousarray(psd_sqrt(V))
+        W = V + np.eye(P)
+        T = np.ascontiguousarray(psd_sqrt(W))
+        logdet_ratio = float(np.linalg.slogdet(V)[1] - np.linalg.slogdet(W)[1])
+        Vinv, Winv = np.ascontiguousarray(np.linalg.inv(V)), np.ascontiguousarray(np.linalg.inv(W))
+        keys, inverse = np.unique(np.column_stack([y, om]), axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        # few distinct (y, omega) (Q = 0: one per output value): a 16x larger bank costs little
+        U = self.region_bank(resolution * (FEW_DISTINCT_BANK_FACTOR if len(keys) <= FEW_DISTINCT else 1))
+        yu, omu = np.ascontiguousarray(keys[:, 0]), np.ascontiguousarray(keys[:, 1:])
+        kernel = self._module.region_moments
+        parts = _threaded(lambda lo, hi: kernel(yu[lo:hi], omu[lo:hi], S, T, Vinv, Winv, logdet_ratio, U,
+                                                REGION_TOLERANCE, REGION_MIN_HITS), len(yu))
+        mean, cov, logz, ess = (np.concatenate([p[k] for p in parts], axis=0)[inverse] for k in range(4))
+        self._region_ess = ess
+        return mean, cov, logz
+
+
+MIN_BASE_POINTS = 64  # Sobol points per symmetry image in a symmetrised bank
+
+
+@lru_cache(maxsize=128)
+def _symmetric_normals(formula: str, K: int, P: int, seed: int) -> np.ndarray:
+    """About K normal vectors in R^P (at least MIN_BASE_POINTS per group element), closed under
+    the formula's symmetries; extra indices beyond the formula's are plain Sobol coordinates.
+    Memoised (a deterministic function of its arguments; read-only)."""
+    facts = formula_facts(formula)
+    Pf = len(facts.row_flip_symmetric)
+    images = 2 * (1 + len(facts.symmetries))
+    base_n = 1 << max(int(math.ceil(math.log2(max(K / images, MIN_BASE_POINTS)))), 0)
+    u = sobol_normals(base_n, P, seed)
+    bank = facts.symmetric_bank(u[:, :Pf])
+    if P > Pf:  # the extra coordinates do not enter g: antithetic copies keep them centred
+        rest = np.tile(u[:, Pf:], (bank.shape[0] // base_n, 1))
+        sign = np.repeat(np.where(np.arange(bank.shape[0] // base_n) % 2 == 0, 1.0, -1.0), base_n)
+        bank = np.concatenate([bank, rest * sign[:, None]], axis=1)
+    # moment matching: the bank's second moment made exactly I (its mean is exactly 0).  The
+    # second moment commutes with the symmetries, so the whitened bank keeps them; with it,
+    # posterior covariances that the symmetries fix exactly (the committee's: I on the
+    # complement of (1, 1, 1) at Q = 0) come out exact, and a squared bank error cannot fake a
+    # linear instability there.
+    C = bank.T @ bank / bank.shape[0]
+    w, Q = np.linalg.eigh(C)
+    out = np.ascontiguousarray(bank @ ((Q / np.sqrt(w)) @ Q.T))
+    out.flags.writeable = False
+    return out
+
+
+class _SymmetricBankNoisyChannel(NoisyChannel):
+    """The generic noisy channel on a bank closed under the formula's symmetries."""
+
+    def __init__(self, formula: str, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.formula = formula
+
+    def bank(self, resolution: int = 1) -> np.ndarray:
+        K = self.bank_size * int(resolution)
+        if K not in self._banks:
+            self._banks[K] = _symmetric_normals(self.formula, K, self.n_indices, self.seed).reshape(
+                -1, self.n_indices, 1)
+        return self._banks[K]

@@ -1,4 +1,5 @@
-"""``/v1/jobs/{id}``: one route for every job (computations and sweeps), and a sweep's plots."""
+"""``/v1/jobs/{id}``: one route for every job (computations, sweeps, comparisons), and the plots of
+sweeps and comparisons."""
 from __future__ import annotations
 
 import asyncio
@@ -52,24 +53,25 @@ async def cancel_job(job_id: JobId, svc: ServicesDep) -> Response:
     return await _job(job_id, svc.sweeps.cancel, svc.engine.cancel)
 
 
-PLOT_RESPONSES = {404: problem_response("No such sweep"), 401: problem_response(UNAUTHORIZED),
+PLOT_RESPONSES = {404: problem_response("No such sweep or comparison"), 401: problem_response(UNAUTHORIZED),
                   422: problem_response("Malformed job id")}
 
 
 async def _plot(job_id: str, svc, fmt: str, media: str) -> Response:
     body = await svc.sweeps.get(job_id)
     if body is None:
-        raise NotFound(f"no sweep {job_id}")
+        raise NotFound(f"no sweep or comparison {job_id}")
     data = await asyncio.to_thread(plots.render, body, fmt)
     return Response(data, media_type=media, headers={"X-Sweep-Status": body["status"]})
 
 
 @sweep_plots.get("/jobs/{job_id}/plot.png", response_class=Response, responses={
     200: {"description": "Phase diagram (thresholds sweep) or overlap curves (state-evolution "
-                         "sweep) of the points finished so far", "content": {"image/png": {}}},
+                         "sweep) of the points finished so far; for a comparison, the user's points "
+                         "over the theory's error curves", "content": {"image/png": {}}},
     **PLOT_RESPONSES})
 async def plot_png(job_id: JobId, svc: ServicesDep):
-    """The sweep as a PNG (matplotlib)."""
+    """The sweep or comparison as a PNG (matplotlib)."""
     return await _plot(job_id, svc, "png", "image/png")
 
 
@@ -77,5 +79,5 @@ async def plot_png(job_id: JobId, svc: ServicesDep):
     200: {"description": "The same picture as SVG", "content": {"image/svg+xml": {}}},
     **PLOT_RESPONSES})
 async def plot_svg(job_id: JobId, svc: ServicesDep):
-    """The sweep as an SVG (matplotlib)."""
+    """The sweep or comparison as an SVG (matplotlib)."""
     return await _plot(job_id, svc, "svg", "image/svg+xml")
