@@ -102,7 +102,8 @@ Int = Annotated[int, BeforeValidator(_integral)]  # a request's integer field
 Skip = Annotated[float, Field(ge=0.0, le=MAX_SKIP)]
 Beta = Annotated[float, Field(gt=0.0, le=MAX_BETA)]
 Alpha = Annotated[float, Field(gt=0.0, le=MAX_ALPHA)]
-KnownLayers = Annotated[list[Annotated[Int, Field(ge=1, le=MAX_LAYERS)]], Field(max_length=MAX_LAYERS - 1)]
+KnownLayers = Annotated[list[Annotated[int, Field(ge=1, le=MAX_LAYERS), BeforeValidator(_integral)]],
+                        Field(max_length=MAX_LAYERS - 1)]
 
 
 class GaussianPriorModel(BaseModel):

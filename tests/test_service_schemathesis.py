@@ -58,6 +58,10 @@ CROSS_FIELD = {
     "grid.values[]": "each value must be valid for the swept parameter (tokens: an integer in "
                      "[2, 4], ...)",
     "points[].samples": "comparisons: samples / dimension <= 1000 (the largest alpha)",
+    # not between fields, but as little expressible in JSON Schema: a grammar
+    "model.link.formula": "a formula follows the grammar GET /v1/models lists (whitelisted names, "
+                          "functions and operators, bounded depth, no division by a possible 0, "
+                          "noiseless only with finitely many values)",
 }
 
 
