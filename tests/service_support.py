@@ -44,6 +44,18 @@ def pool():
     p.close(kill=True)
 
 
+@pytest.fixture(scope="module")
+def app_client(pool, tmp_path_factory):
+    """A TestClient of the app on the shared pool and a fresh disk cache, for one test module."""
+    from fastapi.testclient import TestClient
+
+    from service.main import create_app
+
+    app = create_app(settings(tmp_path_factory.mktemp("cache")), pool=pool)
+    with TestClient(app) as c:
+        yield c
+
+
 def counter(metrics_text: str, name: str, **labels) -> float:
     """Sum of a Prometheus sample over series matching the labels."""
     total = 0.0

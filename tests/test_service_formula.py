@@ -5,19 +5,10 @@ from __future__ import annotations
 import math
 
 import pytest
-from fastapi.testclient import TestClient
 
-from service.main import create_app
-from service_support import pool, settings  # noqa: F401
+from service_support import app_client, pool  # noqa: F401
 
 pytestmark = pytest.mark.timeout(600)
-
-
-@pytest.fixture(scope="module")
-def client(pool, tmp_path_factory):  # noqa: F811
-    app = create_app(settings(tmp_path_factory.mktemp("cache")), pool=pool)
-    with TestClient(app) as c:
-        yield c
 
 
 def _model(formula, **extra):
@@ -35,8 +26,8 @@ def _model(formula, **extra):
     (_model("exp(exp(z1**2))", noise=0.1), "model.link.formula", None, "finite for every z"),
     (_model("sign(z1)", indices=3.5), "model.indices", None, "from its largest variable to 4"),
 ])
-def test_formula_problems(client, model, field, value, allowed):
-    r = client.post("/v1/thresholds", json={"model": model, "precision": "fast"})
+def test_formula_problems(app_client, model, field, value, allowed):
+    r = app_client.post("/v1/thresholds", json={"model": model, "precision": "fast"})
     assert r.status_code == 422, r.text
     assert r.headers["content-type"].startswith("application/problem+json")
     p = r.json()
@@ -46,35 +37,35 @@ def test_formula_problems(client, model, field, value, allowed):
         assert value in p["detail"], p
 
 
-def test_formula_link_object_rejects_other_keys(client):
-    r = client.post("/v1/thresholds", json={"model": {"family": "multi_index",
+def test_formula_link_object_rejects_other_keys(app_client):
+    r = app_client.post("/v1/thresholds", json={"model": {"family": "multi_index",
                                                       "link": {"formula": "sign(z1)", "f": 1}}})
     assert r.status_code == 422 and r.json()["field"].startswith("model.link")
 
 
-def test_formula_thresholds_share_the_canonical_cache_entry(client):
-    first = client.post("/v1/thresholds", json={"model": _model("sign(z2*z1)"), "precision": "fast"})
+def test_formula_thresholds_share_the_canonical_cache_entry(app_client):
+    first = app_client.post("/v1/thresholds", json={"model": _model("sign(z2*z1)"), "precision": "fast"})
     assert first.status_code == 200, first.text
     body = first.json()
     assert body["model"]["link"] == {"formula": "sign(z1*z2)"}
     assert len(body["thresholds"]) == 2  # (1, 1) and (1, -1): a degenerate top eigenspace
     for t in body["thresholds"]:
         assert abs(t["alpha"] - math.pi ** 2 / 4) <= t["ci95"] + 1e-3
-    again = client.post("/v1/thresholds", json={"model": _model("sign( z1 * z2 )"), "precision": "fast"})
+    again = app_client.post("/v1/thresholds", json={"model": _model("sign( z1 * z2 )"), "precision": "fast"})
     assert again.status_code == 200 and again.json()["cache"] == "hit"
 
 
-def test_catalogue_lists_the_grammar(client):
-    cat = client.get("/v1/models").json()["families"]["multi_index"]["formula_links"]
+def test_catalogue_lists_the_grammar(app_client):
+    cat = app_client.get("/v1/models").json()["families"]["multi_index"]["formula_links"]
     assert "where(c, a, b)" in cat["grammar"] and "sign(z1*z2) + 0.5*tanh(z3)" in cat["examples"]
 
 
-def test_amp_simulation_of_a_formula_link(client):
+def test_amp_simulation_of_a_formula_link(app_client):
     from service_support import wait_job
     body = {"model": _model("sign(z1)"), "dimension": 200, "alpha": 1.0, "seeds": 2, "iterations": 15}
-    r = client.post("/v1/amp-simulations", json=body)
+    r = app_client.post("/v1/amp-simulations", json=body)
     assert r.status_code == 202, r.text
-    job = wait_job(client, r.headers["location"], timeout=300)
+    job = wait_job(app_client, r.headers["location"], timeout=300)
     assert job["status"] == "done", job
     res = job["result"]
     se = res["state_evolution"]["layer_overlaps"][0]

@@ -5,40 +5,31 @@ from __future__ import annotations
 import math
 
 import pytest
-from fastapi.testclient import TestClient
 
-from service.main import create_app
-from service_support import pool, settings  # noqa: F401
+from service_support import app_client, pool  # noqa: F401
 
 pytestmark = pytest.mark.timeout(600)
 
 
-@pytest.fixture(scope="module")
-def client(pool, tmp_path_factory):  # noqa: F811
-    app = create_app(settings(tmp_path_factory.mktemp("cache")), pool=pool)
-    with TestClient(app) as c:
-        yield c
-
-
 @pytest.mark.parametrize("density", [0, -0.5, 1.5])
-def test_a_density_outside_zero_one_is_a_problem_naming_the_field(client, density):
-    r = client.post("/v1/thresholds", json={"model": {"family": "multi_index", "link": "square",
+def test_a_density_outside_zero_one_is_a_problem_naming_the_field(app_client, density):
+    r = app_client.post("/v1/thresholds", json={"model": {"family": "multi_index", "link": "square",
                                                       "prior": {"kind": "sparse", "density": density}}})
     assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
     p = r.json()
     assert p["field"] == "model.prior.density" and p["allowed"] == "a number in (0, 1]", p
 
 
-def test_an_unknown_prior_kind_is_a_problem_naming_the_prior(client):
-    r = client.post("/v1/thresholds", json={"model": {"family": "deep_attention",
+def test_an_unknown_prior_kind_is_a_problem_naming_the_prior(app_client):
+    r = app_client.post("/v1/thresholds", json={"model": {"family": "deep_attention",
                                                       "prior": {"kind": "laplace"}}})
     assert r.status_code == 422 and r.json()["field"].startswith("model.prior"), r.json()
 
 
-def test_phase_retrieval_thresholds_report_both_kinds_of_perfect_recovery(client):
+def test_phase_retrieval_thresholds_report_both_kinds_of_perfect_recovery(app_client):
     """Gaussian phase retrieval: weak recovery 1/2; perfect recovery information-theoretically
     at 1 and algorithmically at about 1.13 (Maillard et al. 2020), a gap (coincide false)."""
-    r = client.post("/v1/thresholds", json={"model": {"family": "multi_index", "link": "square"},
+    r = app_client.post("/v1/thresholds", json={"model": {"family": "multi_index", "link": "square"},
                                              "precision": "fast", "dimension": 1000})
     assert r.status_code == 200, r.text
     body = r.json()
