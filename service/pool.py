@@ -188,12 +188,15 @@ class Pool:
                 slot.executor = self._executor()
 
     async def warm_up(self) -> None:
-        """Start every slot's process (its initializer compiles the kernels) and wait."""
+        """Start every slot's process (its initializer compiles the kernels) and wait: the first
+        alone, so that on a fresh install the kernels are compiled once into numba's on-disk
+        cache, which the others then load, instead of every process compiling them at once."""
         t0 = time.perf_counter()
         try:
             loop = asyncio.get_running_loop()
-            outs = await asyncio.gather(*[loop.run_in_executor(s.executor, ping)
-                                          for s in self.all_slots()])
+            slots = self.all_slots()
+            outs = [await loop.run_in_executor(slots[0].executor, ping)] if slots else []
+            outs += await asyncio.gather(*[loop.run_in_executor(s.executor, ping) for s in slots[1:]])
             if outs:
                 self.version = outs[0]["version"]
             self.ready = True
