@@ -541,8 +541,7 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
             if np.any(unstable & refined):
                 # only the finer points see this layer grow: iterate on them from here, or the
                 # coarse map (whose own slope may be below 1) would take it straight back to 0
-                se_map = se_map.on(decision_normals)
-                normals, decision_normals = decision_normals, None
+                se_map, decision_normals = se_map.on(decision_normals), None
             if not np.any(unstable):
                 x, f = x0, np.where(small, 0.0, f)
                 se_map.remember(x0, at_zero)
@@ -555,8 +554,7 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
                 # fallen back on SE's own points, whose map's slope at 0 is below its rate's
                 # estimate (c = 50, layer 2 at 1.05x: rate 1.09, slope 0.96): grow it once more
                 # on the finer points, and iterate on them from here
-                se_map = se_map.on(decision_normals)
-                normals, decision_normals = decision_normals, None
+                se_map, decision_normals = se_map.on(decision_normals), None
                 grown[l] = False
                 x[l] = 0.0
                 continue
@@ -608,4 +606,4 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
         if ratio is not None:
             contraction = ratio
     return FixedPointIteration(overlap_matrix(channel, x), converged, se_map.evaluations, res, contraction, f,
-                               se_map.statistics_at(x), normals)
+                               se_map.statistics_at(x), se_map.normals)
