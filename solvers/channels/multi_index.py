@@ -23,6 +23,10 @@ Noiseless posteriors are exact:
   (products of 1-D truncated normals) for diagonal V, nested adaptive quadrature
   (:func:`._gauss.orthant_moments`) for general V.
 
+Formula links (:class:`FormulaChannel`) noiseless: finitely many values, the Gaussian restricted
+to a region; continuous, in z1 alone and invertible, a discrete posterior on the roots of
+g(z1) = y.
+
 With noise > 0 the sign-type links (outputs +-1) stay exact: the posterior is a mixture of
 the orthant pieces weighted by N(y; +-1, Delta).  The continuous links (square, abs, relu,
 product) use the importance sampler :class:`.noisy.NoisyChannel`.
