@@ -87,3 +87,16 @@ def test_noiseless_formula_that_can_be_inverted(app_client):
     assert t["kind"] == "trivial" and t["alpha"] == 0.0
     for tr in body["transitions"]:
         assert abs(tr["alpha"] - 1.0) <= tr["ci95"] + 1e-9, tr
+
+
+def test_cost_of_a_noiseless_continuous_formula():
+    """Its root search per sample costs about 8x the named link's closed form (service/cost.py);
+    a finite-valued formula costs what its named link does."""
+    from service import cost
+    params = {"precision": "standard", "seed": 0}
+    base = {"family": "multi_index", "indices": 1, "noise": 0.0}
+    square = cost.estimate("thresholds", {**base, "link": "square"}, params)
+    assert cost.estimate("thresholds", {**base, "link": {"formula": "z1**2"}}, params) == 8.0 * square
+    assert cost.estimate("thresholds", {**base, "link": {"formula": "sign(z1)"}}, params) == square
+    noisy = cost.estimate("thresholds", {**base, "noise": 0.1, "link": "square"}, params)
+    assert cost.estimate("thresholds", {**base, "noise": 0.1, "link": {"formula": "z1**2"}}, params) == noisy
