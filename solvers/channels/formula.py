@@ -20,6 +20,10 @@ entry).  :func:`compile_formula` generates the numba source of the link and of i
 from the canonical tree alone (a template over the whitelist: user text never reaches the
 compiler), writes it to a per-formula module file so numba caches it on disk, and memoises
 the compiled module by canonical text.
+
+Noiseless, a formula with a continuous output is solved only when it can be inverted:
+:func:`inversion_problem` says why not (P >= 2, a flat piece, a jump), and a formula in z1 alone
+gets the pre-image kernels (``preimage_moments``: the posterior on the roots of g(z1) = y).
 """
 from __future__ import annotations
 
@@ -526,14 +530,14 @@ def region_moments(y, omega, S, T, Vinv, Winv, logdet_ratio, U, tol, min_hits):
 _PREIMAGE_TEMPLATE = '''
 
 GOLDEN_STEPS = 60  # golden-section steps: the bracket shrinks 0.618^60 = 3e-13 times
-ROOT_STEPS = 200  # at most (the Illinois method takes about 10 to a 1e-12 bracket)
+ROOT_STEPS = 200  # at most (the Illinois method converges superlinearly: far fewer)
 ROOT_TOLERANCE = 1e-12  # of the bracket, relative to the grid's cell
 WIDENINGS = 3  # no root in the window: widen it 4x, at most this many times
 
 
 @njit(cache=True, nogil=True, inline="always")
 def g1(x):
-    """g at the number x (the same arithmetic as value, so g1(z) - g(z) is exactly 0)."""
+    """g at the number x (the expression of value, so the teacher's z is a root of g1 - y)."""
     return float({scalar})
 
 
@@ -712,8 +716,9 @@ def module_source(formula: Formula) -> str:
 
 @lru_cache(maxsize=256)
 def compile_formula(text: str):
-    """The compiled module (value, link, batch, region_moments) of a canonical formula text,
-    memoised by that text in this process and cached by numba on disk."""
+    """The compiled module (value, link, batch, region_moments; for a formula in z1 alone also
+    g1 and preimage_moments) of a canonical formula text, memoised by that text in this process
+    and cached by numba on disk."""
     formula = parse_formula(text)
     source = module_source(formula)
     digest = hashlib.sha256(source.encode()).hexdigest()[:20]
