@@ -17,7 +17,10 @@ benchmarks where a measurement takes minutes:
   fast, on a machine loaded about 2x): L = 2, M = 2 31 s, M = 3 28 s, M = 4 63 s; L = 3, M = 2
   136 s; L = 4 extrapolated;
 * state evolution per alpha: phase retrieval 0.17 s, sign 0.05 s, product 5.6 s, deep attention
-  L = 1 4.4 to 7.5 s, the paper's model 1.7 s (README: 30 alphas, both starts, 51 s).
+  L = 1 4.4 to 7.5 s, the paper's model 1.7 s (README: 30 alphas, both starts, 51 s);
+* a noiseless continuous formula (solved on the roots of g(z1) = y): ``z1**2`` thresholds 1.0 s
+  at fast and 3.9 s at standard against 0.18 s and 0.36 s for ``square`` (2026-12-01, warm,
+  load average 7 on the 2 cores): about 8x the named link's constants.
 
 Estimates err on the expensive side where nothing was measured (committee_sign, L >= 3, noisy
 models): misfiling a cheap question as expensive costs it a wait, the other way round makes the
@@ -26,6 +29,8 @@ cheap lane wait behind it.
 from __future__ import annotations
 
 from typing import Optional
+
+from solvers.channels.formula import parse_formula
 
 # seconds at precision fast, thresholds of one model (see the module docstring)
 THRESHOLDS_MULTI_INDEX = {1: 0.05, 2: 2.0, 3: 30.0}          # by the link's indices P
@@ -37,6 +42,8 @@ SE_DEEP_ATTENTION = {1: 6.0, 2: 2.0, 3: 20.0, 4: 60.0}
 TOKENS = {2: 1.0, 3: 1.5, 4: 3.0}
 # a noisy channel uses the generic importance sampler (not measured: a guess on the safe side)
 NOISY = 3.0
+# a noiseless formula with a continuous output: a root search per sample (module docstring)
+INVERTED_FORMULA = 8.0
 # relative to fast (L = 1: standard 1.4x, precise 10x; sign: precise 15x; the paper's
 # staircase step: standard about 2x)
 PRECISION = {"fast": 1.0, "standard": 3.0, "precise": 20.0}
@@ -56,7 +63,8 @@ PRIOR_THRESHOLDS = {1: 12.0, 2: 70.0}
 
 def _size(model: dict) -> tuple[float, float]:
     """(thresholds seconds, state-evolution seconds per alpha) at fast for ``model``."""
-    noisy = NOISY if float(model.get("noise") or 0.0) > 0.0 else 1.0
+    noiseless = float(model.get("noise") or 0.0) == 0.0
+    noisy = NOISY if not noiseless else (INVERTED_FORMULA if _continuous_formula(model) else 1.0)
     prior = model.get("prior") or {}
     if model.get("family") == "multi_index":
         P = int(model.get("indices") or 1)
@@ -91,6 +99,15 @@ def estimate(kind: str, model: dict, params: dict) -> float:
         se = se_per_alpha * PRECISION.get(str(params.get("se_precision", "fast")), 1.0)
         return AMP_PER_ENTRY * work * layers + se
     return 60.0  # a kind without an estimate yet: not cheap
+
+
+def _continuous_formula(model: dict) -> bool:
+    """A formula link with a continuous output (not built from numbers, sign and comparisons
+    alone: the parsed formula's ``finite_valued``, memoised by its text)."""
+    link = model.get("link")
+    if not isinstance(link, dict) or not isinstance(link.get("formula"), str):
+        return False
+    return not parse_formula(link["formula"]).finite_valued
 
 
 def _indices(model: dict) -> int:

@@ -160,7 +160,8 @@ class FormulaLink(BaseModel):
     model_config = request_config(json_schema_extra={"example": {"formula": "sign(z1*z2) + 0.5*tanh(z3)"}})
 
     formula: str = Field(description="e.g. sign(z1*z2) + 0.5*tanh(z3); noiseless only with "
-                                     "finitely many values (numbers, sign, comparisons)")
+                                     "finitely many values (numbers, sign, comparisons) or in z1 "
+                                     "alone and invertible (continuous, nowhere flat: z1**2, tanh(z1))")
 
 
 class MultiIndexModel(BaseModel):

@@ -264,8 +264,11 @@ def catalogue() -> dict:
                 "grammar": FORMULA_GRAMMAR,
                 "examples": list(FORMULA_EXAMPLES),
                 "max_length": MAX_FORMULA_LENGTH, "max_indices": MAX_FORMULA_INDICES,
-                "noiseless": "only formulas with finitely many values (numbers, sign, comparisons); "
-                             "others need noise > 0",
+                "noiseless": "formulas with finitely many values (numbers, sign, comparisons), and "
+                             "formulas in z1 alone that can be inverted (continuous and nowhere flat, "
+                             "e.g. z1**2, z1**3, tanh(z1): the posterior sits on the roots of "
+                             "g(z1) = y); others (relu(z1), min(z1, 0), any continuous formula in "
+                             "z1 .. zP with P >= 2) need noise > 0",
                 "canonical": "operands of sums and products are sorted: z2*z1 and z1*z2 are one model",
             },
         },

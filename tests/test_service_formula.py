@@ -23,6 +23,10 @@ def _model(formula, **extra):
     (_model("z1 + " * 60), "model.link.formula", None, "at most 200 characters"),
     (_model("abs(" * 13 + "z1" + ")" * 13), "model.link.formula", None, "nested at most 12"),
     (_model("z1*z2"), "model.link.formula", "z1*z2", "noise level"),
+    (_model("z1*z2"), "model.link.formula", "z1*z2", "cannot be inverted: a formula in 2 variables"),
+    (_model("relu(z1)"), "model.link.formula", "relu(z1)", "cannot be inverted: it is flat"),
+    (_model("min(z1, 0)"), "model.link.formula", "min(z1, 0.0)", "noise level > 0 (model.noise)"),
+    (_model("z1 + sign(z1)"), "model.link.formula", None, "cannot be inverted: it jumps at z1 = 0"),
     (_model("exp(exp(z1**2))", noise=0.1), "model.link.formula", None, "finite for every z"),
     (_model("sign(z1)", indices=3.5), "model.indices", None, "from its largest variable to 4"),
 ])
@@ -70,3 +74,29 @@ def test_amp_simulation_of_a_formula_link(app_client):
     res = job["result"]
     se = res["state_evolution"]["layer_overlaps"][0]
     assert abs(res["final_layer_overlaps_mean"][0] - se) < 0.1  # finite size at D = 200
+
+
+def test_noiseless_formula_that_can_be_inverted(app_client):
+    """y = z1**3 noiseless: y reveals z, so the first threshold is trivial (alpha = 0, E[z | y] =
+    z), and perfect recovery is at alpha = 1 both ways (noiseless linear regression)."""
+    r = app_client.post("/v1/thresholds", json={"model": _model("z1**3"), "precision": "fast"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"]["link"] == {"formula": "z1**3"} and body["model"]["noise"] == 0.0
+    (t,) = body["thresholds"]
+    assert t["kind"] == "trivial" and t["alpha"] == 0.0
+    for tr in body["transitions"]:
+        assert abs(tr["alpha"] - 1.0) <= tr["ci95"] + 1e-9, tr
+
+
+def test_cost_of_a_noiseless_continuous_formula():
+    """Its root search per sample costs about 8x the named link's closed form (service/cost.py);
+    a finite-valued formula costs what its named link does."""
+    from service import cost
+    params = {"precision": "standard", "seed": 0}
+    base = {"family": "multi_index", "indices": 1, "noise": 0.0}
+    square = cost.estimate("thresholds", {**base, "link": "square"}, params)
+    assert cost.estimate("thresholds", {**base, "link": {"formula": "z1**2"}}, params) == 8.0 * square
+    assert cost.estimate("thresholds", {**base, "link": {"formula": "sign(z1)"}}, params) == square
+    noisy = cost.estimate("thresholds", {**base, "noise": 0.1, "link": "square"}, params)
+    assert cost.estimate("thresholds", {**base, "noise": 0.1, "link": {"formula": "z1**2"}}, params) == noisy

@@ -61,7 +61,8 @@ CROSS_FIELD = {
     # not between fields, but as little expressible in JSON Schema: a grammar
     "model.link.formula": "a formula follows the grammar GET /v1/models lists (whitelisted names, "
                           "functions and operators, bounded depth, no division by a possible 0, "
-                          "noiseless only with finitely many values)",
+                          "noiseless only with finitely many values or in z1 alone and "
+                          "invertible)",
 }
 
 

@@ -20,6 +20,10 @@ entry).  :func:`compile_formula` generates the numba source of the link and of i
 from the canonical tree alone (a template over the whitelist: user text never reaches the
 compiler), writes it to a per-formula module file so numba caches it on disk, and memoises
 the compiled module by canonical text.
+
+Noiseless, a formula with a continuous output is solved only when it can be inverted:
+:func:`inversion_problem` says why not (P >= 2, a flat piece, a jump), and a formula in z1 alone
+gets the pre-image kernels (``preimage_moments``: the posterior on the roots of g(z1) = y).
 """
 from __future__ import annotations
 
@@ -287,7 +291,8 @@ def _num(x: float) -> str:
 
 
 def render(n: Node, target: str = "text") -> str:
-    """The canonical text (``target="text"``, re-parseable) or numba source (``"numba"``)."""
+    """The canonical text (``target="text"``, re-parseable) or numba source: ``"numba"`` (of an
+    array z) or ``"scalar"`` (of one number x, for formulas in z1 alone)."""
     r = lambda a: render(a, target)  # noqa: E731
 
     def atom(a):
@@ -297,7 +302,7 @@ def render(n: Node, target: str = "text") -> str:
     if n.op == "num":
         return _num(n.value)
     if n.op == "var":
-        return f"z{n.value + 1}" if target == "text" else f"z[{n.value}]"
+        return {"text": f"z{n.value + 1}", "scalar": "x"}.get(target, f"z[{n.value}]")
     if n.op == "neg":
         return "-" + atom(n.args[0])
     if n.op == "add":
@@ -520,6 +525,177 @@ def region_moments(y, omega, S, T, Vinv, Winv, logdet_ratio, U, tol, min_hits):
     return mean, cov, logz, ess
 '''
 
+# Formulas in z1 alone get the pre-image kernels too (noiseless continuous outputs, solved by
+# inverting y = g(z1): multi_index.FormulaChannel).
+_PREIMAGE_TEMPLATE = '''
+
+GOLDEN_STEPS = 60  # golden-section steps: the bracket shrinks 0.618^60 = 3e-13 times
+ROOT_STEPS = 200  # at most (the Illinois method converges superlinearly: far fewer)
+ROOT_TOLERANCE = 1e-12  # of the bracket, relative to the grid's cell
+WIDENINGS = 3  # no root in the window: widen it 4x, at most this many times
+
+
+@njit(cache=True, nogil=True, inline="always")
+def g1(x):
+    """g at the number x (the expression of value, so the teacher's z is a root of g1 - y)."""
+    return float({scalar})
+
+
+@njit(cache=True, nogil=True)
+def _extremum(a, b, sense, y):
+    """Golden-section search for the extremum of g - y on [a, b] (a minimum for sense = 1, a
+    maximum for sense = -1): returns (x, g(x) - y)."""
+    r = 0.6180339887498949
+    c = b - r * (b - a)
+    d = a + r * (b - a)
+    fc = sense * (g1(c) - y)
+    fd = sense * (g1(d) - y)
+    for _ in range(GOLDEN_STEPS):
+        if fc < fd:
+            b = d
+            d = c
+            fd = fc
+            c = b - r * (b - a)
+            fc = sense * (g1(c) - y)
+        else:
+            a = c
+            c = d
+            fc = fd
+            d = a + r * (b - a)
+            fd = sense * (g1(d) - y)
+    x = c if fc < fd else d
+    return x, g1(x) - y
+
+
+@njit(cache=True, nogil=True)
+def _bracketed_root(a, fa, b, fb, y, tol):
+    """The root of g - y in [a, b] (fa = g(a) - y and fb of opposite signs): the Illinois
+    method (regula falsi halving the weight of an end kept twice), which keeps the bracket,
+    until the bracket is under tol, a step lands on an exact zero or no float lies between."""
+    side = 0
+    c = 0.5 * (a + b)
+    for _ in range(ROOT_STEPS):
+        c = (a * fb - b * fa) / (fb - fa)
+        if not (a < c < b):
+            c = 0.5 * (a + b)
+            if not (a < c < b):
+                break
+        fc = g1(c) - y
+        if fc == 0.0:
+            return c
+        if (fc < 0.0) == (fb < 0.0):
+            b = c
+            fb = fc
+            if side == -1:
+                fa *= 0.5
+            side = -1
+        else:
+            a = c
+            fa = fc
+            if side == 1:
+                fb *= 0.5
+            side = 1
+        if b - a <= tol:
+            break
+    return c
+
+
+@njit(cache=True, nogil=True)
+def preimage(y, lo, hi, cells, roots, xs, fs):
+    """The points of {{x in [lo, hi] : g(x) = y}} into roots; returns how many.
+
+    g - y on a grid of ``cells`` cells; every grid point where its differences change sign (a
+    local extremum of g nearby) gets the extremum of the two cells around it inserted
+    (golden section), so two roots closer than a cell (either side of an extremum) are still
+    bracketed; then every sign change between consecutive points is solved and every exact
+    zero is a root (a tangency: one root, where g' = 0).  xs, fs: work arrays of 2 (cells + 1)."""
+    n = cells + 1
+    h = (hi - lo) / cells
+    for k in range(n):
+        xs[k] = lo + h * k
+        fs[k] = g1(xs[k]) - y
+    m = n
+    for k in range(1, n - 1):
+        left = fs[k] - fs[k - 1]
+        right = fs[k + 1] - fs[k]
+        if left * right < 0.0:
+            sense = 1.0 if left < 0.0 else -1.0
+            xs[m], fs[m] = _extremum(xs[k - 1], xs[k + 1], sense, y)
+            m += 1
+    if m > n:
+        order = np.argsort(xs[:m], kind="mergesort")
+        xs[:m] = xs[:m][order]
+        fs[:m] = fs[:m][order]
+    count = 0
+    for k in range(m):
+        if fs[k] == 0.0:
+            if count == 0 or xs[k] > roots[count - 1]:
+                roots[count] = xs[k]
+                count += 1
+        elif k + 1 < m and fs[k] * fs[k + 1] < 0.0:
+            roots[count] = _bracketed_root(xs[k], fs[k], xs[k + 1], fs[k + 1], y, ROOT_TOLERANCE * h)
+            count += 1
+    return count
+
+
+@njit(cache=True, nogil=True)
+def preimage_moments(y, omega, v, cells, span, step):
+    """Posterior moments of z ~ N(omega_i, v) given g(z) = y_i (noiseless, g in z1 alone).
+
+    The pre-image is the finite set of roots z_k of g(z) = y_i, searched on
+    [omega_i - span sd, omega_i + span sd] (sd = v^1/2; widened 4x, three times, if empty), and
+    the posterior is discrete (the density of y is a sum over the roots, y = g(z)):
+        P(z_k | y) = N(z_k; omega, v) / |g'(z_k)| / Z,  Z = sum_k N(z_k; omega, v) / |g'(z_k)|,
+    with g' by centred differences of step ``step`` (1 + |z_k|).  Returns mean (n,), var (n,),
+    log Z (n,) (-inf, with the prior's moments, when no root is found) and the roots' count."""
+    n = y.shape[0]
+    mean = np.empty(n)
+    var = np.empty(n)
+    logz = np.empty(n)
+    found = np.zeros(n, dtype=np.int64)
+    roots = np.empty(2 * (cells + 1))
+    logw = np.empty(2 * (cells + 1))
+    xs = np.empty(2 * (cells + 1))
+    fs = np.empty(2 * (cells + 1))
+    sd = math.sqrt(v)
+    for i in range(n):
+        count = 0
+        width = span * sd
+        for _ in range(WIDENINGS + 1):
+            count = preimage(y[i], omega[i] - width, omega[i] + width, cells, roots, xs, fs)
+            if count > 0:
+                break
+            width *= 4.0
+        found[i] = count
+        if count == 0:
+            mean[i] = omega[i]
+            var[i] = v
+            logz[i] = -np.inf
+            continue
+        top = -np.inf
+        for k in range(count):
+            x = roots[k]
+            dx = step * (1.0 + abs(x))
+            slope = abs(g1(x + dx) - g1(x - dx)) / (2.0 * dx)
+            logw[k] = -0.5 * (x - omega[i]) ** 2 / v - math.log(max(slope, 1e-300))
+            top = max(top, logw[k])
+        total = 0.0
+        first = 0.0
+        for k in range(count):
+            logw[k] = math.exp(logw[k] - top)
+            total += logw[k]
+            first += logw[k] * roots[k]
+        mu = first / total
+        second = 0.0
+        for k in range(count):
+            second += logw[k] * (roots[k] - mu) ** 2
+        mean[i] = mu
+        var[i] = second / total
+        logz[i] = top + math.log(total) - 0.5 * math.log(2.0 * math.pi * v)
+    return mean, var, logz, found
+'''
+
+
 
 def formula_directory() -> str:
     """Where generated formula modules live (numba caches their kernels next to them)."""
@@ -530,14 +706,19 @@ def formula_directory() -> str:
 
 
 def module_source(formula: Formula) -> str:
-    """The numba source of a formula: the template with the checked tree rendered for numba."""
-    return _TEMPLATE.format(text=formula.text, expr=render(formula.tree, "numba"))
+    """The numba source of a formula: the template with the checked tree rendered for numba
+    (and, for a formula in z1 alone, the pre-image kernels)."""
+    source = _TEMPLATE.format(text=formula.text, expr=render(formula.tree, "numba"))
+    if formula.n_indices == 1:
+        source += _PREIMAGE_TEMPLATE.format(scalar=render(formula.tree, "scalar"))
+    return source
 
 
 @lru_cache(maxsize=256)
 def compile_formula(text: str):
-    """The compiled module (value, link, batch, region_moments) of a canonical formula text,
-    memoised by that text in this process and cached by numba on disk."""
+    """The compiled module (value, link, batch, region_moments; for a formula in z1 alone also
+    g1 and preimage_moments) of a canonical formula text, memoised by that text in this process
+    and cached by numba on disk."""
     formula = parse_formula(text)
     source = module_source(formula)
     digest = hashlib.sha256(source.encode()).hexdigest()[:20]
@@ -618,3 +799,73 @@ def formula_facts(text: str) -> FormulaFacts:
                        for signs in itertools.product((1.0, -1.0), repeat=P)
                        if (perm, signs) != (identity, (1.0,) * P) and invariant(perm, signs))
     return FormulaFacts(values, flips, symmetries)
+
+
+# ---------------------------------------------------------------------------------------
+# invertibility of a noiseless continuous output
+# ---------------------------------------------------------------------------------------
+INVERSION_PROBE_RANGE = 5.0  # |z1| <= 5 holds all but 6e-7 of N(0, 1), the law of z in SE
+INVERSION_PROBE_CELLS = 1 << 16
+# a cell that keeps a difference over this (times 1 + max |g|) when halved to the last bit of z
+# is a jump: a continuous g with slope L keeps about L x 9e-16 there (steeper than ~1e6 reads
+# as a jump)
+JUMP_TOLERANCE = 1e-9
+JUMP_HALVINGS = 64
+
+
+def _may_jump(n: Node) -> bool:
+    """Structurally possibly discontinuous: contains sign, a comparison or where."""
+    if n.op == "cmp" or (n.op == "call" and n.value in ("sign", "where")):
+        return True
+    return any(_may_jump(a) for a in n.args)
+
+
+@lru_cache(maxsize=256)
+def inversion_problem(text: str) -> str | None:
+    """Why the noiseless output y = g(z) of a formula cannot be inverted to finitely many
+    points, or None when it can: g in z1 alone, continuous and nowhere flat.
+
+    The posterior of z given y = g(z) is then discrete, on the roots of g(z) = y (solved by
+    ``preimage_moments`` of the compiled module).  Refused: a formula in P >= 2 variables (the
+    pre-image is a curve or surface); a flat piece (g constant on an interval: that value of y
+    has positive probability and a continuum of pre-images, as relu(z1) at 0); a jump
+    (sign, comparisons, where: the output has no density there).  Both are found on a fixed
+    grid of 2^16 cells over |z1| <= 5 (offset, so no cell is symmetric about 0): a flat piece
+    is three equal consecutive values (narrower than two cells, 3e-4, is not seen); a jump is
+    a cell whose difference stays above JUMP_TOLERANCE when halved towards it to the last bit."""
+    formula = parse_formula(text)
+    if formula.n_indices != 1:
+        return (f"a formula in {formula.n_indices} variables has a curve or surface of pre-images "
+                "{z : g(z) = y}, not finitely many points")
+    module = compile_formula(formula.text)
+    h = 2.0 * INVERSION_PROBE_RANGE / INVERSION_PROBE_CELLS
+    x = -INVERSION_PROBE_RANGE + h * (np.arange(INVERSION_PROBE_CELLS + 1) + 0.381966)
+    g = module.batch(np.ascontiguousarray(x[:, None]))
+    flat = np.flatnonzero((g[1:-1] == g[:-2]) & (g[2:] == g[1:-1]))
+    if len(flat):
+        first = last = int(flat[0]) + 1
+        while last + 1 < len(g) and g[last + 1] == g[first]:
+            last += 1
+        lo = "-inf" if first == 1 else _place(x[first - 1])  # a run to the probe's edge: the tail
+        hi = "inf" if last == len(g) - 1 else _place(x[last])
+        return (f"it is flat (g = {g[first]:.6g} for z1 in [{lo}, {hi}]): that value of y has positive "
+                "probability and a continuum of pre-images")
+    if _may_jump(formula.tree):
+        lo, hi, glo, ghi = x[:-1], x[1:], g[:-1], g[1:]
+        for _ in range(JUMP_HALVINGS):
+            mid = 0.5 * (lo + hi)
+            gm = module.batch(np.ascontiguousarray(mid[:, None]))
+            left = np.abs(gm - glo) >= np.abs(ghi - gm)
+            lo, glo = np.where(left, lo, mid), np.where(left, glo, gm)
+            hi, ghi = np.where(left, mid, hi), np.where(left, gm, ghi)
+        jumps = np.flatnonzero(np.abs(ghi - glo) > JUMP_TOLERANCE * (1.0 + np.max(np.abs(g))))
+        if len(jumps):
+            k = int(jumps[0])
+            return (f"it jumps at z1 = {_place(lo[k])} (from {glo[k]:.6g} to {ghi[k]:.6g}): the output "
+                    "has no density there")
+    return None
+
+
+def _place(x: float) -> str:
+    """A probe grid point for a message, to 4 digits (0, not 1e-24, at a jump at 0)."""
+    return f"{float(np.round(x, 3)) + 0.0:.4g}"

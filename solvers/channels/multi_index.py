@@ -23,6 +23,10 @@ Noiseless posteriors are exact:
   (products of 1-D truncated normals) for diagonal V, nested adaptive quadrature
   (:func:`._gauss.orthant_moments`) for general V.
 
+Formula links (:class:`FormulaChannel`) noiseless: finitely many values, the Gaussian restricted
+to a region; continuous, in z1 alone and invertible, a discrete posterior on the roots of
+g(z1) = y.
+
 With noise > 0 the sign-type links (outputs +-1) stay exact: the posterior is a mixture of
 the orthant pieces weighted by N(y; +-1, Delta).  The continuous links (square, abs, relu,
 product) use the importance sampler :class:`.noisy.NoisyChannel`.
@@ -45,7 +49,7 @@ from ..quadrature import sobol_normals
 from ._gauss import orthant_mixture, trunc_std
 from ._hyperbola import hyperbola_batch
 from .base import Channel, PosteriorMoments, register_channel
-from .formula import FIELD as FORMULA_FIELD, compile_formula, formula_facts, parse_formula
+from .formula import FIELD as FORMULA_FIELD, compile_formula, formula_facts, inversion_problem, parse_formula
 from .noisy import DEFAULT_BANK_SIZE, NoisyChannel, _threaded, psd_sqrt
 
 GL_ORDER = 10  # Gauss-Legendre nodes per panel (times resolution) for general-V orthants
@@ -411,15 +415,20 @@ FEW_DISTINCT, FEW_DISTINCT_BANK_FACTOR = 256, 16  # at most this many distinct i
 
 def check_formula_link(formula, noise: float):
     """The checked :class:`~.formula.Formula` of a formula link, refused (SpecError on
-    ``link.formula``) when it is noiseless with continuous output: without noise only formulas
-    with finitely many values have a posterior we compute (the Gaussian restricted to a region)."""
+    ``link.formula``) when it is noiseless with a continuous output that cannot be inverted
+    (:func:`.formula.inversion_problem`): without noise, a formula is solved when it takes
+    finitely many values (the Gaussian restricted to a region) or is in z1 alone, continuous and
+    nowhere flat (the posterior on the finitely many roots of g(z1) = y)."""
     parsed = parse_formula(formula)
     facts = formula_facts(parsed.text)
     if noise == 0.0 and facts.values is None:
-        raise SpecError(FORMULA_FIELD, parsed.text,
-                        "a noise level > 0 (model.noise) for a formula with continuous output: "
-                        "noiseless, only formulas with finitely many values (built from numbers, "
-                        "sign and comparisons) can be solved")
+        reason = inversion_problem(parsed.text)
+        if reason is not None:
+            raise SpecError(FORMULA_FIELD, parsed.text,
+                            f"a noise level > 0 (model.noise): noiseless, this formula cannot be inverted: "
+                            f"{reason} (noiseless formulas are solved when they take finitely many values, "
+                            "built from numbers, sign and comparisons, or are in z1 alone, continuous and "
+                            "nowhere flat)")
     return parsed
 
 
@@ -438,6 +447,17 @@ class FormulaChannel(MultiIndexChannel):
       Linear stability draws a new bank per scramble (its half-width covers the bank's error);
       the other engines compare two resolutions.  Samples that share (y, omega) (all of them
       at Q = 0) are computed once.
+    * noiseless, continuous and invertible (in z1 alone, continuous, nowhere flat:
+      :func:`.formula.inversion_problem`): the posterior of z1 is discrete on the roots z_k of
+      g(z1) = y (the module's ``preimage_moments``: a grid of 64 x resolution cells over
+      omega_1 +- 10 V_11^1/2, extrema inserted, Illinois steps to each sign change),
+          P(z_k | y) = N(z_k; omega_1, V_11) / |g'(z_k)| / Z_out,
+          Z_out = sum_k N(z_k; omega_1, V_11) / |g'(z_k)|  (the density of y, as the named
+          square link's, whose log Jacobian is -log 2 sqrt(y) = -log |g'(+-sqrt y)|);
+      g' by centred differences with step 6e-6 (1 + |z_k|) (about eps^1/3: truncation and
+      rounding errors both near 1e-11 relative for a smooth g).  Further indices (``indices``
+      > 1, not in g) are Gaussian given z1: E[z | y] = omega + V e_1 (E[z1 | y] - omega_1) / V_11,
+      Cov = V - V e_1 e_1^T V / V_11 + (V e_1)(V e_1)^T Var[z1 | y] / V_11^2.
 
     ``sign_symmetric`` holds when every row z_p -> -z_p leaves g unchanged
     (``row_flip_symmetric`` per row, found on a probe sample)."""
@@ -460,7 +480,9 @@ class FormulaChannel(MultiIndexChannel):
         self.numba_link = module.link
         self.vectorised_link = lambda z: module.batch(np.ascontiguousarray(z, dtype=float))
         super().__init__(noise=noise, bank_size=bank_size, seed=seed)
-        self.closed_form_posterior = False
+        # noiseless and continuous: check_formula_link admitted it only if it can be inverted
+        self.inverted = self.noiseless and self.values is None
+        self.closed_form_posterior = self.inverted  # roots, no inner sampler
         self.region_bank_size = int(region_bank_size)
         self._region_banks: dict[int, np.ndarray] = {}
         self._region_ess = None
@@ -474,14 +496,16 @@ class FormulaChannel(MultiIndexChannel):
 
     @property
     def finite_outputs(self):
-        return np.asarray(self.values) if self.noiseless else None
+        return np.asarray(self.values) if self.noiseless and self.values is not None else None
 
     @property
     def reseeded_per_scramble(self) -> bool:
-        return True
+        return not self.inverted  # the roots are exact: no bank to draw again
 
     @property
     def last_effective_sample_size(self):
+        if self.inverted:
+            return None
         return self._region_ess if self.noiseless else super().last_effective_sample_size
 
     def region_bank(self, resolution: int = 1) -> np.ndarray:
@@ -501,6 +525,8 @@ class FormulaChannel(MultiIndexChannel):
         return self._noisy
 
     def _exact(self, y, om, V, resolution):
+        if self.inverted:
+            return self._on_preimage(y, om, V, resolution)
         P = self.n_indices
         S = np.ascontiguousarray(psd_sqrt(V))
         W = V + np.eye(P)
@@ -520,6 +546,24 @@ class FormulaChannel(MultiIndexChannel):
         return mean, cov, logz
 
 
+    def _on_preimage(self, y, om, V, resolution):
+        """The posterior on the roots of g(z1) = y (class docstring), z2 .. zP Gaussian given z1."""
+        v = float(V[0, 0])
+        om1 = np.ascontiguousarray(om[:, 0])
+        kernel = self._module.preimage_moments
+        cells = PREIMAGE_CELLS * int(resolution)
+        parts = _threaded(lambda lo, hi: kernel(y[lo:hi], om1[lo:hi], v, cells, PREIMAGE_SPAN,
+                                                DERIVATIVE_STEP), len(y))
+        m1, var1, logz, _ = (np.concatenate([p[k] for p in parts]) for k in range(4))
+        b = V[:, 0] / v  # regression of z on z1 under N(omega, V)
+        mean = om + b[None] * (m1 - om1)[:, None]
+        cov = (V - np.outer(V[:, 0], V[0, :]) / v)[None] + var1[:, None, None] * np.outer(b, b)[None]
+        return mean, cov, logz
+
+
+PREIMAGE_CELLS = 64  # grid cells (times resolution) of the root search over omega +- PREIMAGE_SPAN sd
+PREIMAGE_SPAN = 10.0  # standard deviations: N(omega, V) puts 2e-23 of its mass beyond
+DERIVATIVE_STEP = 6e-6  # centred differences of g: about eps^1/3 (truncation ~ rounding error)
 MIN_BASE_POINTS = 64  # Sobol points per symmetry image in a symmetrised bank
 
 
