@@ -104,3 +104,56 @@ def test_binary_paper_model_learns_layer_1_through_layer_2s_first_order_jump():
     two, one = res.thresholds
     assert two.layer == 2 and abs(two.alpha - 0.18548) < 1e-4
     assert one.layer == 1 and 0.3 < one.alpha < 0.38 and one.ci95 < 0.03 and "first-order jump" in one.reason
+
+
+# ---------------------------------------------------------------------------------------
+# Deep attention with several layers (solvers.transitions.layered_perfect_recovery_transitions)
+# ---------------------------------------------------------------------------------------
+def _staircase(*alphas_and_reasons):
+    from solvers.results import Threshold
+
+    return [Threshold(alpha=a, ci95=0.01, kind="linear_stability" if i == 0 else "staircase", layer=2 - i,
+                      reason=r) for i, (a, r) in enumerate(alphas_and_reasons)]
+
+
+def _se_stub(at_q0_from):
+    """An uninformed SE stand-in: both layers at Q_0 from ``at_q0_from`` on, else layer 1 short of it."""
+    def overlaps(alpha):
+        return ((1 - 1e-10, 1 - 1e-10), (1e-7, 1e-7)) if alpha >= at_q0_from else ((0.8, 0.99), (0.05, 0.01))
+    return overlaps
+
+
+def test_gaussian_deep_attention_coincides_only_where_se_reaches_q0_right_above_alpha_pr():
+    """Gaussian weights: the information-theoretic threshold is alpha_PR; the algorithmic one is
+    confirmed within [alpha_PR, 1.05 alpha_PR] when uninformed SE is short of Q_0 at 0.95x and at
+    it at 1.05x; an SE that reaches Q_0 only later (a first-order jump) leaves AMP's threshold
+    undetermined and coincide false; without SE the note says it was not checked."""
+    from solvers.transitions import layered_perfect_recovery_transitions
+
+    channel = DeepAttentionSpec().channel()
+    steps = _staircase((0.1855, None), (0.7248, None))
+    it, alg = layered_perfect_recovery_transitions(channel, steps, 1.0, 1e-9, _se_stub(1.0))[0]
+    assert it.kind == "information_theoretic" and it.alpha == 1.0 and it.coincide and alg.coincide
+    assert alg.alpha == 1.0 and abs(alg.ci95 - 0.05) < 1e-6 and "SE checked" in alg.note
+    it, alg = layered_perfect_recovery_transitions(channel, steps, 1.0, 1e-9, _se_stub(1.2))[0]
+    assert not it.coincide and math.isnan(alg.alpha) and "did not confirm" in alg.note
+    it, alg = layered_perfect_recovery_transitions(channel, steps, 1.0, 1e-9, None)[0]
+    assert "not checked" in alg.note
+
+
+def test_binary_deep_attention_is_possible_at_any_alpha_and_efficient_at_the_jump():
+    """+-1 weights: information-theoretically 0 (Q_0 a fixed point with free entropy +inf for every
+    alpha); algorithmically the staircase's first-order jump (the last threshold, with its reason);
+    no transitions when the last layer is learned by a root (where AMP reaches Q_0 is not located)."""
+    from solvers.transitions import layered_perfect_recovery_transitions
+
+    channel = DeepAttentionSpec(prior={"kind": "binary"}).channel()
+    jump = _staircase((0.1855, None), (0.343, "reached through a first-order jump: ..."))
+    it, alg = layered_perfect_recovery_transitions(channel, jump, 0.0, 0.0, None)[0]
+    assert (it.alpha, it.ci95) == (0.0, 0.0) and (alg.alpha, alg.ci95) == (0.343, 0.01)
+    assert not it.coincide and not alg.coincide
+    with_se = layered_perfect_recovery_transitions(channel, jump, 0.0, 0.0, _se_stub(0.343))[0]
+    assert "SE confirms" in with_se[1].note
+    assert layered_perfect_recovery_transitions(channel, _staircase((0.1855, None), (0.7, None)), 0.0, 0.0)[0] == ()
+    noisy = DeepAttentionSpec(noise=0.1).channel()
+    assert layered_perfect_recovery_transitions(noisy, jump, 1.0, 0.0)[0] == ()
