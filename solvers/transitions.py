@@ -332,4 +332,5 @@ def layered_perfect_recovery_transitions(channel: Channel, thresholds: list[Thre
         coincide = abs(it - alg) <= it_ci + alg_ci
         return (Transition("perfect_recovery", "information_theoretic", it, it_ci, coincide, note),
                 Transition("perfect_recovery", "algorithmic", alg, alg_ci, coincide, note)), note
-    return (), "information-theoretic vs algorithmic thresholds of deep attention are computed for Gaussian and +-1 weights"
+    return (), ("information-theoretic vs algorithmic thresholds of deep attention are computed for Gaussian "
+                "and +-1 weights")
