@@ -55,6 +55,12 @@ AMP_PER_ENTRY = 1e-8
 LANES = ("cheap", "expensive")
 
 
+# se_bracket on noiseless deep attention with Gaussian weights (L >= 2) also runs uninformed SE at
+# 0.95x and 1.05x of alpha_PR (solvers.transitions): slow fixed points next to perfect recovery,
+# 90 s and 103 s at L = 2, M = 2, fast (2026-12-01, the 2-core box loaded about 2.5x), scaled
+# with L and M like SE_DEEP_ATTENTION
+SE_PERFECT_RECOVERY_BRACKET = 190.0
+
 # extra seconds of a thresholds question with a non-Gaussian prior, by P (measured 2026-11-30 on
 # the loaded 2-core box: the one-index transitions curve 5-11 s; the binary paper model's jump
 # search 69 s in all)
@@ -87,6 +93,8 @@ def estimate(kind: str, model: dict, params: dict) -> float:
         seconds = thresholds * factor
         if params.get("se_bracket"):  # two SE fixed points per threshold
             seconds += factor * se_per_alpha * _indices(model)
+            if _brackets_perfect_recovery(model):
+                seconds += factor * SE_PERFECT_RECOVERY_BRACKET * se_per_alpha / SE_DEEP_ATTENTION[2]
         return seconds
     if kind == "state_evolution":
         return factor * se_per_alpha * max(1, len(params.get("alphas") or ()))
@@ -108,6 +116,14 @@ def _continuous_formula(model: dict) -> bool:
     if not isinstance(link, dict) or not isinstance(link.get("formula"), str):
         return False
     return not parse_formula(link["formula"]).finite_valued
+
+
+def _brackets_perfect_recovery(model: dict) -> bool:
+    """Whether se_bracket also checks AMP's perfect recovery at alpha_PR (Gaussian weights,
+    noiseless deep attention with several layers; +-1 weights reuse the staircase's SE points)."""
+    return (model.get("family") == "deep_attention" and int(model.get("layers") or 2) > 1
+            and not float(model.get("noise") or 0.0) > 0.0
+            and (model.get("prior") or {}).get("kind", "gaussian") == "gaussian")
 
 
 def _indices(model: dict) -> int:

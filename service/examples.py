@@ -88,7 +88,7 @@ AMP_JOB = {"id": "9b1d3c5e7f9a4b2c8d6e0f1a3b5c7d9e", "kind": "amp_simulation", "
                       "state_evolution": {"alpha": 2.0, "start": "uninformed", "precision": "fast",
                                           "layer_overlaps": [1.0], "overlap_ci95": [0.0],
                                           "converged": True, "iterations": 12},
-                      "solver": {"version": "amp-0.1.0",
+                      "solver": {"version": "amp-0.1.1",
                                  "method": "GAMP (Bayes-optimal, tied tokens) vs state evolution "
                                            "(uninformed start)", "seconds": 0.1}},
            "error": None}

@@ -198,7 +198,9 @@ class ThresholdsRequest(BaseModel):
         None, description="input dimension D; adds samples_needed")
     se_bracket: bool = Field(False, description="also check each threshold by state evolution from "
                                                 "the uninformed start at 0.95x and 1.05x of it (two "
-                                                "SE fixed points per threshold: slower)")
+                                                "SE fixed points per threshold: slower), and AMP's "
+                                                "perfect recovery (transitions) of noiseless deep "
+                                                "attention likewise")
 
 
 class StateEvolutionRequest(BaseModel):
@@ -323,7 +325,7 @@ class ThresholdEntry(BaseModel):
 
 
 class TransitionEntry(BaseModel):
-    """A perfect-recovery threshold of one kind (one-index noiseless channels)."""
+    """A perfect-recovery threshold of one kind (noiseless one-index channels and deep attention)."""
 
     transition: Literal["perfect_recovery"]
     kind: Literal["information_theoretic", "algorithmic"] = Field(

@@ -50,7 +50,12 @@ from .priors import GAUSSIAN
 from .results import Settings, _plain
 from .statistics import inverse_on_unknown
 
-SOLVER_VERSION = "amp-0.1.0"
+SOLVER_VERSION = "amp-0.1.1"
+# A row far below its fixed point but growing (a layer leaving W_hat = 0 after another one is
+# learned: the paper's model with +-1 weights learns layer 2 first while layer 1's row decays to
+# ~1e-10, then grows from there by a constant factor per iteration) changes by less than any
+# absolute ``tol``; GAMP does not stop while a row's norm grows by more than this per iteration.
+ROW_GROWTH = 1e-3
 
 
 def _validate(dimension, alpha, m: int, iterations=None, damping=None, seeds=None):
@@ -289,7 +294,8 @@ def gamp(model, instance: Instance, iterations: int = 100, damping: float = 0.0,
     model: a spec or a channel (the one that generated ``instance``).
     iterations: maximum number of updates.  damping d in [0, 1): W_hat and V are updated
       as d * old + (1 - d) * new.  tol: stop when the rms change of the entries of W_hat is
-      below tol (not before ``min_iterations``).  seed: for the random start (default: the
+      below tol and no row's norm grew by more than :data:`ROW_GROWTH` (not before
+      ``min_iterations``).  seed: for the random start (default: the
       instance seed).  init_scale: the start is W_hat = init_scale * N(0,1) entries and
       V = I - W_hat W_hat^T / D (uninformed, spectral-free).  ``init`` (P x D) overrides it.
     resolution: passed to channel.posterior_moments.  v_floor: eigenvalue floor of V (V -> 0
@@ -399,6 +405,8 @@ def gamp(model, instance: Instance, iterations: int = 100, damping: float = 0.0,
             C = damping * V + (1.0 - damping) * C
         W_new[known] = Wstar[known]
         res = float(np.sqrt(np.mean((W_new - W) ** 2)))
+        growing = bool(np.any(np.linalg.norm(W_new[list(unknown)], axis=1)
+                              > (1.0 + ROW_GROWTH) * np.linalg.norm(W[list(unknown)], axis=1)))
         W, V = pin_known(W_new, _eig_clip(C, v_floor))
         S = S_new
         residuals.append(res)
@@ -408,7 +416,7 @@ def gamp(model, instance: Instance, iterations: int = 100, damping: float = 0.0,
             progress(done, iterations)
         if not np.isfinite(W).all():
             break
-        if done >= min_iterations and (res < tol or np.trace(V) < v_stop * p):
+        if done >= min_iterations and ((res < tol and not growing) or np.trace(V) < v_stop * p):
             converged = True
             break
 

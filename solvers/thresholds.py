@@ -41,7 +41,7 @@ from .results import Settings, Threshold, ThresholdsResult
 from .staircase_curve import StaircaseCurve, refine_root
 from .state_evolution import UNINFORMED_START, fixed_point
 from .statistics import outer_normals, output_statistics
-from .transitions import perfect_recovery_transitions
+from .transitions import layered_perfect_recovery_transitions, perfect_recovery_transitions
 from .version import __version__
 
 
@@ -549,7 +549,8 @@ def layer_thresholds(spec: ModelSpec, precision: str = "standard", seed: int = 0
     Returns a :class:`~solvers.results.ThresholdsResult` sorted by alpha, each threshold
     with its 95% half-width, plus the perfect-recovery alpha for noiseless channels, the
     information-theoretic and algorithmic perfect-recovery thresholds of noiseless one-index
-    channels (:mod:`solvers.transitions`), and
+    channels and of noiseless deep attention (:mod:`solvers.transitions`; with ``se_bracket`` the
+    algorithmic one is checked by SE too), and
     the :mod:`solvers.checks` it passed or failed: staircase order, precision target,
     counting bound (with perfect recovery), and with ``se_bracket`` the SE bracket (two SE
     fixed points per threshold, so slower)."""
@@ -588,16 +589,24 @@ def layer_thresholds(spec: ModelSpec, precision: str = "standard", seed: int = 0
         factor = channel.prior.perfect_recovery_factor
         pr_alpha, pr_ci = factor * pr.alpha, factor * pr.ci95
         result_checks.append(checks.counting_bound(pr_alpha, pr_ci, factor * pr.counting_bound))
-    transitions, _ = perfect_recovery_transitions(channel, precision, seed,
-                                                  None if pr_alpha is None else (pr.alpha, pr.ci95))
+    seen = {}  # the SE bracket and the transitions' check may ask for the same alpha
+
+    def uninformed_overlaps(alpha):
+        if alpha not in seen:
+            fp = fixed_point(spec, alpha, "uninformed", precision, seed)
+            seen[alpha] = fp.layer_overlaps, fp.overlap_ci95
+        return seen[alpha]
+
     thresholds = sorted(thresholds, key=lambda t: t.alpha)
+    if channel.indices_are_layers and channel.n_indices > 1:
+        transitions = () if pr_alpha is None else layered_perfect_recovery_transitions(
+            channel, thresholds, pr_alpha, pr_ci, uninformed_overlaps if se_bracket else None)[0]
+    else:
+        transitions, _ = perfect_recovery_transitions(channel, precision, seed,
+                                                      None if pr_alpha is None else (pr.alpha, pr.ci95))
     result_checks.append(checks.precision_target(thresholds, precision,
                                                  None if pr_alpha is None else (pr_alpha, pr_ci)))
     if se_bracket:
-        def uninformed_overlaps(alpha):
-            fp = fixed_point(spec, alpha, "uninformed", precision, seed)
-            return fp.layer_overlaps, fp.overlap_ci95
-
         result_checks.append(checks.se_bracket(thresholds, channel.n_indices, uninformed_overlaps, UNINFORMED_START))
     settings = Settings(precision=precision, seed=seed, method=method, outer_points=points,
                         scrambles=SCRAMBLES, inner_resolution=1)

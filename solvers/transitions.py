@@ -22,6 +22,20 @@ uninformed branch starts at q -> 0 and follows the curve while alpha(q) increase
 Half-widths: each scramble of the outer QMC gives its own curve, hence its own spinodal maximum
 and free-entropy root; the Student-t interval over scrambles plus the change at double inner
 resolution (quadrature), and the grid refinement, which is far below both.
+
+For noiseless deep attention with several layers (:func:`layered_perfect_recovery_transitions`)
+no one-dimensional curve holds the fixed points; both kinds come from what the staircase and
+the contraction rates at Q_0 already computed, checked by SE where it is asked for:
+* Gaussian weights: Q_0 attracts iff alpha > alpha_PR = L / M (the contraction rates, which
+  equal the counting bound), and there its free entropy is +inf (the output reveals the
+  weights), so the information-theoretic threshold is alpha_PR; AMP's branch cannot reach a
+  repelling Q_0, so its threshold is >= alpha_PR, and equal iff the uninformed branch reaches
+  Q_0 right above it (no first-order jump): checked by uninformed SE at 0.95x (short of Q_0)
+  and 1.05x (at Q_0) of alpha_PR.
+* +-1 weights: Q_0 is a fixed point for every alpha > 0 with free entropy +inf, so the
+  information-theoretic threshold is 0; the algorithmic one is the staircase's first-order jump
+  (the spinodal of the last learned layer's curve), where the uninformed branch jumps to Q_0:
+  checked by uninformed SE at 0.95x and 1.05x of it.
 """
 from __future__ import annotations
 
@@ -33,7 +47,7 @@ import numpy as np
 from .channels.base import Channel
 from .precision import SCRAMBLES, THRESHOLD_POINTS
 from .quadrature import t_halfwidth
-from .results import Transition
+from .results import Threshold, Transition
 from .statistics import outer_normals, output_statistics
 
 # the curve's grid in logit q: from q = 1e-3 to 1 - 1e-5
@@ -228,3 +242,95 @@ def perfect_recovery_transitions(channel: Channel, precision: str, seed: int,
     coincide = abs(it - alg) <= it_ci + alg_ci
     return (Transition("perfect_recovery", "information_theoretic", it, it_ci, coincide, note),
             Transition("perfect_recovery", "algorithmic", alg, alg_ci, coincide, note)), note
+
+
+# multiples of an algorithmic threshold where the uninformed SE branch must be short of Q_0 / at it
+PERFECT_RECOVERY_BRACKET = (0.95, 1.05)
+AT_Q0 = 1.0 - 1e-6  # an SE overlap above this is at Q_0 (SE caps at 1 - 1e-10 there)
+
+
+@dataclass(frozen=True)
+class Q0Bracket:
+    """Uninformed SE at 0.95x and 1.05x of a candidate algorithmic threshold: whether the branch
+    is short of Q_0 below (some unknown layer's overlap + its half-width < 1) and at Q_0 above
+    (every unknown layer's overlap above :data:`AT_Q0`), and what it saw."""
+
+    below: bool
+    above: bool
+    detail: str
+
+
+def q0_bracket(alpha: float, unknown, uninformed_overlaps) -> Q0Bracket:
+    """:class:`Q0Bracket` at ``alpha`` (``uninformed_overlaps(alpha)``: the diagonal overlaps of
+    the uninformed SE fixed point and their 95% half-widths, as for the SE bracket check)."""
+    unknown = list(unknown)
+    seen, verdict = [], []
+    for factor in PERFECT_RECOVERY_BRACKET:
+        q, ci = (np.asarray(x, dtype=float)[unknown] for x in uninformed_overlaps(factor * alpha))
+        verdict.append(bool(np.any(q + ci < 1.0)) if factor < 1 else bool(np.all(q > AT_Q0)))
+        seen.append(f"{factor:g}x: overlaps {np.round(q, 4).tolist()} +- {np.round(ci, 4).tolist()}")
+    return Q0Bracket(verdict[0], verdict[1], "uninformed SE at " + "; ".join(seen))
+
+
+def layered_perfect_recovery_transitions(channel: Channel, thresholds: list[Threshold], alpha_pr: float,
+                                         ci_pr: float, uninformed_overlaps=None
+                                         ) -> tuple[tuple[Transition, ...], str]:
+    """The information-theoretic and algorithmic perfect-recovery thresholds of noiseless deep
+    attention with several layers (module docstring), or () with the reason.  ``thresholds``:
+    the staircase's; ``alpha_pr``, ``ci_pr``: Q_0's stability threshold (factor x the contraction
+    rates' alpha_PR); ``uninformed_overlaps``: SE's uninformed fixed point at an alpha (diagonal
+    overlaps, half-widths), to check the algorithmic threshold (None: not checked)."""
+    if not channel.noiseless:
+        return (), "no perfect recovery with output noise"
+    factor = channel.prior.perfect_recovery_factor
+    unknown = channel.unknown
+    if factor == 1.0:
+        # Gaussian weights: Q_0 repels below alpha_PR (its contraction rate), so AMP's threshold is
+        # at least alpha_PR; SE says whether the branch is at Q_0 right above it
+        it, it_ci = alpha_pr, ci_pr
+        note = (f"Gaussian weights: the information-theoretic threshold is where Q_0 becomes a fixed point "
+                f"attracting the contraction of 1 - q (alpha_PR, the counting bound: below it there are more "
+                f"unknowns than revealed numbers, above it Q_0's free entropy is +inf); Q_0 repels below it, so "
+                f"AMP's threshold is at least alpha_PR")
+        if uninformed_overlaps is None:
+            note += ("; that the uninformed branch reaches Q_0 right above it (no first-order jump, the two "
+                     "coinciding) was not checked by this request: ask with se_bracket = true to have SE "
+                     "verify it (tests do for L = 2, M = 2)")
+            alg, alg_ci, coincide = it, it_ci, True
+        else:
+            b = q0_bracket(it, unknown, uninformed_overlaps)
+            high = PERFECT_RECOVERY_BRACKET[1] * it
+            coincide = b.below and b.above
+            if coincide:
+                # between alpha_PR (Q_0 repels below) and 1.05 alpha_PR (SE at Q_0): the interval
+                # centred on alpha_PR covering that bracket
+                alg, alg_ci = it, high - it + it_ci
+                note += (f"; SE checked that the uninformed branch reaches Q_0 within 5% above it ({b.detail}): "
+                         f"no first-order jump, the two coincide")
+            else:
+                alg, alg_ci = math.nan, math.inf
+                note += (f"; SE did not confirm that the uninformed branch reaches Q_0 right above it "
+                         f"({b.detail}): AMP's threshold is not determined")
+        return (Transition("perfect_recovery", "information_theoretic", it, it_ci, coincide, note),
+                Transition("perfect_recovery", "algorithmic", alg, alg_ci, coincide, note)), note
+    if factor == 0.0:
+        # a discrete prior: Q_0 attracts for every alpha > 0; AMP reaches it through a jump
+        jumps = [t for t in thresholds if math.isfinite(t.alpha) and t.kind == "staircase" and t.reason]
+        if not jumps or max(thresholds, key=lambda t: t.alpha) not in jumps:
+            return (), ("the last layer is not learned through a first-order jump: where the uninformed "
+                        "branch reaches Q_0 is not located")
+        jump = jumps[-1]
+        note = ("discrete weights: Q_0 is a fixed point for every alpha > 0 and its free entropy is +inf (the "
+                "continuous output reveals the weights), so perfect recovery is information-theoretically "
+                "possible for any alpha > 0; AMP's uninformed branch reaches Q_0 only through "
+                f"the first-order jump of the staircase (the spinodal; layer {jump.layer} learned there)")
+        if uninformed_overlaps is not None:
+            b = q0_bracket(jump.alpha, unknown, uninformed_overlaps)
+            note += (f"; SE {'confirms' if b.below and b.above else 'does NOT confirm'} the jump to Q_0 "
+                     f"({b.detail})")
+        it, it_ci, alg, alg_ci = 0.0, 0.0, jump.alpha, jump.ci95
+        coincide = abs(it - alg) <= it_ci + alg_ci
+        return (Transition("perfect_recovery", "information_theoretic", it, it_ci, coincide, note),
+                Transition("perfect_recovery", "algorithmic", alg, alg_ci, coincide, note)), note
+    return (), ("information-theoretic vs algorithmic thresholds of deep attention are computed for Gaussian "
+                "and +-1 weights")

@@ -232,3 +232,17 @@ def test_bad_parameters_raise_spec_error(kwargs, param):
     with pytest.raises(SpecError) as e:
         amp_simulation(GaussianChannel(), **args)
     assert e.value.parameter == param
+
+
+def test_gamp_does_not_stop_while_a_row_grows_from_almost_zero():
+    """Phase retrieval (sign-symmetric: W_hat = 0 is a fixed point, unstable above alpha = 1/2)
+    from a start of 1e-12 per entry: the row's changes stay below ``tol`` for many iterations
+    while it grows geometrically.  GAMP must not call that converged (the ROW_GROWTH rule; the
+    absolute rule alone stopped at ``min_iterations`` with overlap ~1e-11) and ends where the
+    default start does."""
+    spec = _spec("multi_index", link="square")
+    inst = generate_instance(spec, 300, 2.0, 0)
+    tiny = gamp(spec, inst, iterations=200, init_scale=1e-12, damping=0.5)
+    plain = gamp(spec, inst, iterations=200, damping=0.5)
+    assert tiny.iterations > 5 and tiny.layer_overlaps[-1, 0] > 0.9, (tiny.iterations, tiny.layer_overlaps[-1])
+    assert abs(tiny.layer_overlaps[-1, 0] - plain.layer_overlaps[-1, 0]) < 1e-3
