@@ -187,7 +187,7 @@ def perfect_recovery_transitions(channel: Channel, precision: str, seed: int,
     if not channel.noiseless:
         return (), "no perfect recovery with output noise"
     prior = channel.prior
-    discrete_outputs = getattr(channel, "outputs", None) is not None
+    discrete_outputs = channel.finite_outputs is not None
     if discrete_outputs and prior.entropy is None:
         return (), ("Q_0 is never an attracting fixed point: perfect recovery needs a discrete prior "
                     "for a link with finitely many outputs")

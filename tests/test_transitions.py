@@ -27,6 +27,22 @@ def test_binary_perceptron_matches_the_classic_teacher_student_values():
     assert res.perfect_recovery_alpha is None  # sign reveals no smooth statistic
 
 
+@pytest.mark.slow
+def test_the_perceptron_as_a_formula_has_the_named_links_transitions():
+    """"sign(z1)" with +-1 weights is the binary perceptron: its finitely many outputs put Q_0's
+    free entropy at -log 2 (transitions used to look for the named links' ``outputs`` attribute,
+    so a formula took the continuous-output path and reported perfect recovery at alpha = 0)."""
+    binary = {"kind": "binary"}
+    named = _by_kind(layer_thresholds(MultiIndexSpec(link="sign", prior=binary), precision="fast", seed=0))
+    formula = _by_kind(layer_thresholds(MultiIndexSpec(link={"formula": "sign(z1)"}, prior=binary),
+                                        precision="fast", seed=0))
+    for kind in ("information_theoretic", "algorithmic"):
+        a, b = named[kind], formula[kind]
+        assert abs(a.alpha - b.alpha) <= a.ci95 + b.ci95, (kind, a, b)
+        assert a.coincide == b.coincide
+    assert formula["information_theoretic"].alpha > 1.0  # not the continuous-output 0
+
+
 def test_gaussian_phase_retrieval_has_its_known_gap():
     """Noiseless real phase retrieval, Gaussian weights (Maillard et al. 2020): information-
     theoretic perfect recovery at alpha = 1, algorithmic at about 1.13; weak recovery at 1/2."""
