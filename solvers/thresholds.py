@@ -50,7 +50,9 @@ from .version import __version__
 # ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RateAtZero:
-    """alpha_c per index from the linearisation at Q = 0, with 95% half-widths."""
+    """alpha_c per index from the linearisation at Q = 0, with 95% half-widths.  The least
+    alpha_c of the unknown indices (the first threshold, the only one the staircase reports
+    from here) meets the precision's target; the others only as far as needed to order them."""
 
     alpha: np.ndarray
     ci95: np.ndarray
@@ -58,8 +60,34 @@ class RateAtZero:
     points: int
 
 
+def unsettled_relative_ci(alpha: np.ndarray, ci: np.ndarray, target: float, indices) -> float:
+    """The largest relative half-width ci_l / alpha_l among ``indices`` that still need more
+    points, 0 when none does: the least alpha must meet the relative half-width ``target``, and
+    every other one must meet it too or lie clearly above (alpha_l - ci_l > alpha_min + ci_min).
+    At 0 the order is resolved at 95% and the threshold reported from Q = 0 meets the target.
+    Before solver 0.5.2 every index had to meet the target, so a later layer's heavy-tailed
+    rate at Q = 0 (whose value the staircase replaces) could drive the points."""
+    idx = np.asarray(indices, dtype=int)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        first = idx[int(np.argmin(alpha[idx]))]
+        relative = ci[idx] / alpha[idx]
+        met = relative <= target
+        above = (alpha[idx] - ci[idx] > alpha[first] + ci[first]) | (alpha[idx] == np.inf)  # never at Q = 0
+        blocking = ~met & ((idx == first) | ~above)
+    if not np.any(blocking):
+        return 0.0
+    worst = float(np.max(relative[blocking]))
+    return worst if math.isfinite(worst) else math.inf
+
+
 def rates_at_zero(channel: Channel, precision: str, seed: int) -> RateAtZero:
-    """Per-index alpha_c = 1 / E||Cov[z_p|y] - I||^2 at Q = 0 by QMC, refined to the target."""
+    """Per-index alpha_c = 1 / E||Cov[z_p|y] - I||^2 at Q = 0 by QMC, the points grown until
+    the first threshold is settled (:func:`unsettled_relative_ci`): sized from the measured
+    half-width by :func:`~solvers.precision.points_for` (n^-1/2, 20% margin, a power of two);
+    a closed-form posterior, whose points are nearly free and whose estimator may be
+    heavy-tailed (phase retrieval), quadruples them instead.  Before solver 0.5.2 they were
+    always quadrupled: L = 2, M = 3 at fast went 128 -> 512 (layer 2 at 2.3%, target 2%) ->
+    2048, where 1024 suffice."""
     target = PRECISION_TARGETS[precision][0]
     own = channel.rates_at_zero(target)  # e.g. deep attention's deterministic grids at L = 2, M = 2
     if own is not None:
@@ -76,13 +104,17 @@ def rates_at_zero(channel: Channel, precision: str, seed: int) -> RateAtZero:
         mean = dev.mean(0)
         alpha = np.where(mean > 0, 1.0 / np.where(mean > 0, mean, 1), np.inf)
         ci = alpha * t_halfwidth(dev) / np.where(mean > 0, mean, 1)
-        if np.all(ci <= target * alpha) or n >= cap:
+        unsettled = unsettled_relative_ci(alpha, ci, target, channel.unknown)
+        if unsettled == 0.0 or n >= cap:
             st2 = output_statistics(channel, Q0, normals, 2)
             m2 = st2.cov_deviation.mean(0)
             alpha2 = np.where(m2 > 0, 1.0 / np.where(m2 > 0, m2, 1), np.inf)
             quad = np.abs(alpha2 - alpha)
             return RateAtZero(alpha, ci + quad, "randomised QMC outer, posterior quadrature inner", n)
-        n *= 4
+        if channel.closed_form_posterior or not math.isfinite(unsettled):
+            n = min(4 * n, cap)
+        else:
+            n = points_for(n, unsettled, target, cap)
 
 
 # ---------------------------------------------------------------------------------------
@@ -185,8 +217,9 @@ def _single_learned_step(channel: Channel, learned: int, remaining: list[int], b
                          precision: str, seed: int) -> StaircaseStep:
     """Next threshold when exactly one layer (``learned``) is active: a root in q, found by
     the pilot -> size -> refine procedure of :mod:`solvers.staircase_curve`.  The pilot
-    brackets the root of every remaining layer; the layers whose pilot threshold is not
-    clearly above the least one are refined, and the least refined threshold is the step."""
+    brackets the root of every remaining layer; in the order of their pilot thresholds, those
+    not clearly above the least pilot nor above the least refined threshold (pilot interval
+    beyond the refined one) are refined, and the least refined threshold is the step."""
     target = PRECISION_TARGETS[precision][1]
     normals = outer_normals(channel, PILOT_POINTS, SCRAMBLES, seed)
     shared = {}  # the pilot's statistics, common to every layer
@@ -197,11 +230,16 @@ def _single_learned_step(channel: Channel, learned: int, remaining: list[int], b
             found.append((root, l))
     if not found:
         return StaircaseStep(remaining[0], math.inf, math.inf, float("nan"))
-    first = min(root.alpha for root, _ in found)
+    found.sort(key=lambda f: f[0].alpha)
+    first = found[0][0].alpha
     best = None
     for pilot, l in found:
         if pilot.alpha - pilot.ci95 > first + pilot.ci95 and len(found) > 1:
             continue  # clearly not the next layer
+        if best is not None and pilot.alpha - pilot.ci95 > best.alpha + best.ci95:
+            # clearly above the refined least one: not this step's layer, and the next step
+            # decides it afresh (refining it cost L = 3, M = 2 at fast 2048 points per scramble)
+            continue
         root = refine_root(pilot, seed, target, MAX_STAIRCASE_POINTS, PILOT_POINTS, refine_on_pilot_points=True)
         step = StaircaseStep(l, root.alpha, root.ci95, float(root.q))
         if best is None or step.alpha < best.alpha:

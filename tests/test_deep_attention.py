@@ -15,7 +15,7 @@ from solvers.precision import PRECISION_TARGETS
 from solvers.quadrature import t_halfwidth
 from solvers.fixed_point_iteration import iterate_fixed_point
 from solvers.thresholds import (_LearnedOverlapsRoot, contraction_rates, perfect_recovery, rates_at_zero,
-                               revealed_jacobians)
+                               revealed_jacobians, unsettled_relative_ci)
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 PAPER = DeepAttentionSpec(layers=2, tokens=2, skip=1.0, beta=1.0)
@@ -94,6 +94,22 @@ def test_large_skip_limit_is_one_sixth():
     assert np.argmin(zero.alpha) == 1
     assert abs(zero.alpha[1] - 1 / 6) <= 0.01 / 6
     assert zero.ci95[1] <= 0.005 * zero.alpha[1]
+
+
+def test_rates_at_zero_refine_only_the_first_threshold_and_the_order():
+    """rates_at_zero grows its points while the least threshold misses the target or the order
+    is open; a later index need not meet the target when it lies clearly above (its value is
+    the staircase's).  The value returned is the relative half-width the points are sized by."""
+    target = 0.02
+    assert unsettled_relative_ci(np.array([1.0, 0.1]), np.array([0.5, 0.001]), target, (0, 1)) == 0.0
+    assert unsettled_relative_ci(np.array([0.2, 0.1]), np.array([0.15, 0.001]), target, (0, 1)) == pytest.approx(0.75)  # order open
+    assert unsettled_relative_ci(np.array([1.0, 0.1]), np.array([0.01, 0.01]), target, (0, 1)) == pytest.approx(0.1)  # first at 10%
+    assert unsettled_relative_ci(np.array([0.1, 0.1]), np.array([0.001, 0.002]), target, (0, 1)) == 0.0  # tie, both met
+    # a known index (not among the unknown ones) neither orders nor must meet anything
+    assert unsettled_relative_ci(np.array([0.05, 0.1]), np.array([0.04, 0.001]), target, (1,)) == 0.0
+    never = np.array([np.inf, 0.1])  # index 0 never learned at Q = 0
+    assert unsettled_relative_ci(never, np.array([np.nan, 0.001]), target, (0, 1)) == 0.0
+    assert unsettled_relative_ci(never, np.array([np.nan, 0.01]), target, (0, 1)) == pytest.approx(0.1)
 
 
 def _iterate(channel, alpha, Q, normals, steps):
