@@ -65,7 +65,7 @@ def unsettled_relative_ci(alpha: np.ndarray, ci: np.ndarray, target: float, indi
     points, 0 when none does: the least alpha must meet the relative half-width ``target``, and
     every other one must meet it too or lie clearly above (alpha_l - ci_l > alpha_min + ci_min).
     At 0 the order is resolved at 95% and the threshold reported from Q = 0 meets the target.
-    Before solver 0.5.2 every index had to meet the target, so a later layer's heavy-tailed
+    Before solver 0.5.3 every index had to meet the target, so a later layer's heavy-tailed
     rate at Q = 0 (whose value the staircase replaces) could drive the points."""
     idx = np.asarray(indices, dtype=int)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -85,7 +85,7 @@ def rates_at_zero(channel: Channel, precision: str, seed: int) -> RateAtZero:
     the first threshold is settled (:func:`unsettled_relative_ci`): sized from the measured
     half-width by :func:`~solvers.precision.points_for` (n^-1/2, 20% margin, a power of two);
     a closed-form posterior, whose points are nearly free and whose estimator may be
-    heavy-tailed (phase retrieval), quadruples them instead.  Before solver 0.5.2 they were
+    heavy-tailed (phase retrieval), quadruples them instead.  Before solver 0.5.3 they were
     always quadrupled: L = 2, M = 3 at fast went 128 -> 512 (layer 2 at 2.3%, target 2%) ->
     2048, where 1024 suffice."""
     target = PRECISION_TARGETS[precision][0]
