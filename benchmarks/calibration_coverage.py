@@ -4,13 +4,16 @@
 
 For each quantity of solvers.calibration.QUANTITIES: the `precise` value at seed 0, then the
 `fast` value and half-width at seeds 1..N, and how many of the N intervals contain the precise
-value.  Prints a Markdown table (the README's) and writes the raw numbers as JSON.  The cheap
-quantities are also measured by tests/test_calibration.py; the others take minutes per seed.
+value (or an independent value where solvers.calibration.REFERENCES has one).  Prints each
+seed's value on stderr as it comes, a Markdown table (the README's), and writes the raw numbers
+as JSON.  The cheap quantities are also measured by tests/test_calibration.py; the others take
+minutes per seed.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import asdict
 
@@ -31,7 +34,9 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for name in names:
         t0 = time.perf_counter()
-        c = coverage(name, seeds=args.seeds)
+        c = coverage(name, seeds=args.seeds,
+                     on_estimate=lambda seed, e: print(f"  seed {seed}: {e.alpha:.6g} +- {e.ci95:.2g} "
+                                                       f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True))
         rows.append({"name": name, "covered": c.covered, "seeds": c.seeds, "fraction": c.fraction,
                      "reference": asdict(c.reference), "estimates": [asdict(e) for e in c.estimates],
                      "fast_seconds": c.seconds, "total_seconds": time.perf_counter() - t0})

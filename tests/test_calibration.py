@@ -14,7 +14,7 @@ import pytest
 
 from solvers import DeepAttentionSpec, MultiIndexSpec, layer_thresholds
 from solvers import checks
-from solvers.calibration import QUANTITIES, coverage
+from solvers.calibration import COMMITTEE_FORMULA, COMMITTEE_STAIRCASE, QUANTITIES, coverage
 from solvers.limits import MAX_LAYERS, MAX_TOKENS
 from solvers.precision import PRECISION_TARGETS, PRECISIONS
 from solvers.results import Threshold
@@ -66,8 +66,9 @@ def test_closed_forms_at_every_precision(precision):
         assert [t.kind for t in result.thresholds] == ["trivial"]
 
 
-@pytest.mark.parametrize("spec", [MultiIndexSpec(link="square"), DeepAttentionSpec(layers=1, tokens=3)],
-                         ids=["square", "one layer M=3"])
+@pytest.mark.parametrize("spec", [MultiIndexSpec(link="square")]
+                         + [DeepAttentionSpec(layers=1, tokens=M) for M in range(2, MAX_TOKENS + 1)],
+                         ids=["square"] + [f"one layer M={M}" for M in range(2, MAX_TOKENS + 1)])
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_se_bracket_of_cheap_models_at_every_precision(spec, precision):
     result = layer_thresholds(spec, precision, seed=0, se_bracket=True)
@@ -154,3 +155,19 @@ def test_fast_half_widths_cover_the_precise_value(name):
     c = coverage(name, seeds=20)
     assert c.reference.ci95 <= c.median_relative_ci95 * c.reference.alpha, c.reference  # no worse than fast
     assert c.covered >= 17, (name, c.covered, c.reference, c.estimates)
+
+
+def test_committee_as_a_formula_is_the_named_committee():
+    """committee_sign written as a formula (a symmetric Sobol bank instead of the named link's
+    nested quadrature; ~1 min at fast instead of ~7) finds the same staircase step: its fast
+    interval contains the independent reduction's 19.2326 (the named link is held to the same
+    value by tests/test_linear_stability.py), learned along the complement of (1, 1, 1)."""
+    from solvers.linear_stability import staircase_after_trivial
+
+    spec = MultiIndexSpec(link={"formula": COMMITTEE_FORMULA})
+    st = staircase_after_trivial(spec.channel(), "fast", 0)
+    assert abs(st.alpha - COMMITTEE_STAIRCASE.alpha) <= st.ci95, st
+    assert st.ci95 <= 0.1 * st.alpha, st  # an interval that says something
+    D = np.array([t.direction for t in st.thresholds])
+    assert D.shape == (2, 3) and all(t.kind == "staircase" for t in st.thresholds)
+    np.testing.assert_allclose(D @ np.ones(3), 0.0, atol=1e-9)
