@@ -15,10 +15,13 @@ GRID_PASSES = 5
 GRID_TOLERANCE = 1e-4  # per-sample quadrature convergence, divided by 10 per resolution doubling
 BANK_POINTS = 2048  # quasi-random prior points of the importance sampler, times resolution
 V_FLOOR = 1e-12
-# L = 2, M = 2: below v_2 = THIN_LAST_LAYER * v_1 the posterior is integrated over z_2
-# (posterior_thin_last_layer) instead of on the z_1 grid, which misses the sharp modes there
-# (README, "Weight priors and possible vs efficient": measured errors of both)
-THIN_LAST_LAYER = 1e-6
+# L = 2, M = 2: where v_2 (1 + c)^2 < THIN_LAST_LAYER v_1 the posterior is integrated over z_2
+# (posterior_thin_last_layer) instead of on the z_1 grid, which misses the sharp modes +-z_1*
+# there.  z_2's uncertainty enters a = (c I + S(z_1)) z_2 times c + O(1), so the modes' width in
+# z_1 scales as sqrt(v_2) (1 + c) (the masking that puts layer 1's root at 1 - q_2 ~ 0.05 / c^2);
+# 4e-6 is v_2 < 1e-6 v_1 at the paper's c = 1, where both were measured (README, "Weight priors
+# and possible vs efficient")
+THIN_LAST_LAYER = 4e-6
 THIN_NODES = (16, 32, 64)  # Gauss-Hermite nodes per axis over z_2, times resolution, until converged
 
 
@@ -147,7 +150,7 @@ class DeepAttentionChannel(Channel):
         v = np.maximum(np.diag(np.atleast_2d(V)).astype(float), V_FLOOR)
         if L == 1:
             mean, cov, logz = K.posterior_single_layer(a, om, v)
-        elif L == 2 and M == 2 and v[1] < THIN_LAST_LAYER * v[0]:
+        elif L == 2 and M == 2 and v[1] * (1.0 + self.skips[0]) ** 2 < THIN_LAST_LAYER * v[0]:
             return posterior_thin_adaptive(a, om, v, float(self.skips[0]), float(self.betas[0]),
                                            resolution, self._grid_L2)
         elif L == 2 and M == 2:
