@@ -225,6 +225,61 @@ def test_posterior_moments_stay_converged_as_the_posterior_collapses(paper_chann
     assert np.trace(p1.cov[:, 0, :, 0, :].mean(0)) < 0.02
 
 
+def _posterior_by_z2_trapezoid(a, omega, v1, v2, c=1.0, beta=1.0, n=401, half=7.0):
+    """Brute-force reference for one sample of the L = 2, M = 2 noiseless posterior: a fine
+    trapezoid rule over z_2 in omega_2 +- 7 sqrt(v_2) (spacing 0.035 sqrt(v_2)), at each node the
+    <= 4 preimages z_1 of the closed form (checked against a Newton root search in
+    test_known_layers), weighted by N(z_2; omega_2, v_2 I) N(z_1; omega_1, v_1 I) / |det da/dz_1|.
+    Returns the 4-vector mean, the 4 x 4 covariance and log Z_out."""
+    from solvers.channels.deep_attention import _known_z2_preimages
+
+    t = np.linspace(-half, half, n)
+    X = np.stack(np.meshgrid(t, t, indexing="ij"), -1).reshape(-1, 2)
+    k = X.shape[0]
+    pts, lw = _known_z2_preimages(np.broadcast_to(a, (k, 2)), np.broadcast_to(omega[0], (k, 2)),
+                                  omega[1] + math.sqrt(v2) * X, v1, c, beta)
+    lw = lw - 0.5 * (X ** 2).sum(1)[:, None]
+    top = lw.max()
+    p = np.exp(lw - top)
+    total = p.sum()
+    p /= total
+    z = np.concatenate([pts, np.broadcast_to(math.sqrt(v2) * X[:, None, :], pts.shape)], axis=2)  # z_2 - omega_2
+    mean = np.einsum("kj,kji->i", p, z)
+    dev = z - mean
+    cov = np.einsum("kj,kji,kjl->il", p, dev, dev)
+    mean[2:] += omega[1]
+    log_z = top + math.log(total * (t[1] - t[0]) ** 2 / (2 * math.pi))
+    return mean, cov, log_z
+
+
+def test_posterior_with_a_thin_last_layer_matches_brute_force(paper_channel):
+    """v_2 << v_1 (layer 2 learned, layer 1 not: GAMP on the binary paper model above the jump).
+    The posterior in z_1 is then two sharp modes +-z_1* per sign branch, which the z_1 grid
+    missed (one mode only, or wrong masses: E[z_1] = +-z_1* with omega_1 = 0, which sent GAMP's
+    layer 1 to random confident signs).  Against the brute-force trapezoid over z_2: z_1's
+    moments, g_2 = (E[z_2] - omega_2) / v_2 and log Z_out; and with omega_1 = 0 (v_1 = 1)
+    E[z_1] = 0 exactly, by the symmetry z_1 -> -z_1 of the channel and the prior."""
+    rng = np.random.default_rng(7)
+    n = 3
+    for v1 in (1.0, 0.3):
+        for v2 in (1e-7, 1e-9):
+            sd = np.sqrt([v1, v2])[None, :, None]
+            omega = np.sqrt(1.0 - sd ** 2) * rng.standard_normal((n, 2, 2))
+            Z = omega + sd * rng.standard_normal((n, 2, 2))
+            a = paper_channel.observation(Z)
+            post = paper_channel.posterior_moments(a, omega, np.diag([v1, v2]))
+            for i in range(n):
+                mean, cov, log_z = _posterior_by_z2_trapezoid(a[i], omega[i], v1, v2)
+                where = (v1, v2, i)
+                np.testing.assert_allclose(post.mean[i, 0], mean[:2], atol=1e-3, err_msg=str(where))
+                np.testing.assert_allclose(post.cov[i, 0, :, 0, :], cov[:2, :2], atol=1e-3, err_msg=str(where))
+                np.testing.assert_allclose((post.mean[i, 1] - omega[i, 1]) / v2, (mean[2:] - omega[i, 1]) / v2,
+                                           rtol=1e-3, atol=1e-2, err_msg=str(where))
+                assert abs(post.log_partition[i] - log_z) < 1e-3, where
+                if v1 == 1.0:
+                    assert np.all(np.abs(post.mean[i, 0]) < 1e-9), where
+
+
 def test_perfect_recovery_matches_counting():
     """Near Q_0 the SE contracts iff alpha > L / M (dimensions revealed per sample: M), and
     at the stationary ratio of the v_l every layer contracts at the same rate."""

@@ -394,6 +394,114 @@ def posterior_grid_L2(a, omega, v, skip1, beta1, n, max_passes, tol=GRID_TOL):
     return mean, cov, logz
 
 
+@njit(cache=True, inline="always")
+def _known_z2_preimages_one(a0, a1, w10, w11, b0, b1, v1, c, beta, pts, lw):
+    """The <= 4 points z_1 with (c I + S(z_1)) z_2 = +-a for z_2 = (b0, b1), and their log weights
+    log N(z_1; w_1, v_1 I) - log |det da/dz_1| (-1e300 where a branch does not exist): the scalar
+    form of deep_attention._known_z2_preimages (see posterior_last_layer_known there)."""
+    db = b0 - b1
+    for s in range(2):
+        sigma = 1.0 - 2.0 * s
+        for k in range(2):
+            lw[2 * s + k] = -1e300
+            pts[2 * s + k, 0] = 0.0
+            pts[2 * s + k, 1] = 0.0
+        if db == 0.0:
+            continue
+        s1 = (sigma * a0 - c * b0 - b1) / db
+        s2 = (sigma * a1 - c * b1 - b0) / -db
+        tol = 1e-13 * (abs(a0) + abs(a1) + (1.0 + c) * (abs(b0) + abs(b1))) / abs(db)
+        if not (s1 > -tol and s1 < 1.0 + tol and s2 > -tol and s2 < 1.0 + tol and s1 + s2 > 1.0 - tol):
+            continue
+        s1c = min(max(s1, 1e-300), 1.0 - 1e-16)
+        s2c = min(max(s2, 1e-300), 1.0 - 1e-16)
+        t1 = (math.log(s1c) - math.log1p(-s1c)) / beta
+        t2 = (math.log(s2c) - math.log1p(-s2c)) / beta
+        d2 = max(t1 + t2, 1e-300)
+        d = math.sqrt(d2)
+        u0 = t1 / d
+        u1 = -t2 / d
+        log_jac = (math.log(2.0 * beta * beta) + 2.0 * math.log(abs(db)) + math.log(s1c) + math.log1p(-s1c)
+                   + math.log(s2c) + math.log1p(-s2c) + math.log(d2))
+        for k in range(2):
+            sg = 1.0 - 2.0 * k
+            z0 = sg * u0
+            z1 = sg * u1
+            pts[2 * s + k, 0] = z0
+            pts[2 * s + k, 1] = z1
+            lw[2 * s + k] = (-((z0 - w10) ** 2 + (z1 - w11) ** 2) / (2.0 * v1) - math.log(2.0 * math.pi * v1)
+                             - log_jac)
+
+
+@njit(cache=True, parallel=True)
+def posterior_thin_last_layer_L2(a, omega, v1, v2, c, beta, X, logW):
+    """Batch kernel of deep_attention.posterior_thin_last_layer: a (N, 2), omega (N, 2, 2),
+    standard-normal nodes X (K, 2) with log weights logW (K,).  Returns mean (N, 4), cov (N, 4, 4),
+    log Z_out (N,) and found (N,) (some node has a preimage)."""
+    N = a.shape[0]
+    K = X.shape[0]
+    sd2 = math.sqrt(v2)
+    mean = np.zeros((N, 4))
+    cov = np.zeros((N, 4, 4))
+    logz = np.zeros(N)
+    found = np.zeros(N, dtype=np.bool_)
+    for t in prange(N):
+        lw = np.empty((K, 4))
+        pts = np.empty((K, 4, 2))
+        mx = -1e300
+        for k in range(K):
+            _known_z2_preimages_one(a[t, 0], a[t, 1], omega[t, 0, 0], omega[t, 0, 1],
+                                    omega[t, 1, 0] + sd2 * X[k, 0], omega[t, 1, 1] + sd2 * X[k, 1],
+                                    v1, c, beta, pts[k], lw[k])
+            for j in range(4):
+                if lw[k, j] > -1e299:
+                    lw[k, j] += logW[k]
+                    if lw[k, j] > mx:
+                        mx = lw[k, j]
+        if mx <= -1e299:
+            continue
+        found[t] = True
+        # first moments, then centred second moments (z_2 as its offset sqrt(v_2) x from omega_2)
+        S0 = 0.0
+        m = np.zeros(4)
+        for k in range(K):
+            for j in range(4):
+                if lw[k, j] < mx - 60.0:
+                    continue
+                w = math.exp(lw[k, j] - mx)
+                S0 += w
+                m[0] += w * pts[k, j, 0]
+                m[1] += w * pts[k, j, 1]
+                m[2] += w * X[k, 0]
+                m[3] += w * X[k, 1]
+        for i in range(4):
+            m[i] /= S0
+        C = np.zeros((4, 4))
+        e = np.empty(4)
+        for k in range(K):
+            for j in range(4):
+                if lw[k, j] < mx - 60.0:
+                    continue
+                w = math.exp(lw[k, j] - mx) / S0
+                e[0] = pts[k, j, 0] - m[0]
+                e[1] = pts[k, j, 1] - m[1]
+                e[2] = sd2 * (X[k, 0] - m[2])
+                e[3] = sd2 * (X[k, 1] - m[3])
+                for i in range(4):
+                    for l in range(i, 4):
+                        C[i, l] += w * e[i] * e[l]
+        mean[t, 0] = m[0]
+        mean[t, 1] = m[1]
+        mean[t, 2] = omega[t, 1, 0] + sd2 * m[2]
+        mean[t, 3] = omega[t, 1, 1] + sd2 * m[3]
+        for i in range(4):
+            for l in range(i, 4):
+                cov[t, i, l] = C[i, l]
+                cov[t, l, i] = C[i, l]
+        logz[t] = mx + math.log(S0)
+    return mean, cov, logz, found
+
+
 @njit(cache=True)
 def _posterior_is_one(a, omega, v, skips, betas, bank, adapt, mean_out, cov_out, first_stage=0):
     """Importance-sampling posterior for one sample, any L >= 2, M.

@@ -15,6 +15,14 @@ GRID_PASSES = 5
 GRID_TOLERANCE = 1e-4  # per-sample quadrature convergence, divided by 10 per resolution doubling
 BANK_POINTS = 2048  # quasi-random prior points of the importance sampler, times resolution
 V_FLOOR = 1e-12
+# L = 2, M = 2: where v_2 (1 + c)^2 < THIN_LAST_LAYER v_1 the posterior is integrated over z_2
+# (posterior_thin_last_layer) instead of on the z_1 grid, which misses the sharp modes +-z_1*
+# there.  z_2's uncertainty enters a = (c I + S(z_1)) z_2 times c + O(1), so the modes' width in
+# z_1 scales as sqrt(v_2) (1 + c) (the masking that puts layer 1's root at 1 - q_2 ~ 0.05 / c^2);
+# 4e-6 is v_2 < 1e-6 v_1 at the paper's c = 1, where both were measured (README, "Weight priors
+# and possible vs efficient")
+THIN_LAST_LAYER = 4e-6
+THIN_NODES = (16, 32, 64)  # Gauss-Hermite nodes per axis over z_2, times resolution, until converged
 
 
 @register_channel("deep_attention")
@@ -142,6 +150,9 @@ class DeepAttentionChannel(Channel):
         v = np.maximum(np.diag(np.atleast_2d(V)).astype(float), V_FLOOR)
         if L == 1:
             mean, cov, logz = K.posterior_single_layer(a, om, v)
+        elif L == 2 and M == 2 and v[1] * (1.0 + self.skips[0]) ** 2 < THIN_LAST_LAYER * v[0]:
+            return posterior_thin_adaptive(a, om, v, float(self.skips[0]), float(self.betas[0]),
+                                           resolution, self._grid_L2)
         elif L == 2 and M == 2:
             mean, cov, logz = K.posterior_grid_L2(a, om, v, float(self.skips[0]), float(self.betas[0]),
                                                   GRID_POINTS * resolution, GRID_PASSES,
@@ -155,6 +166,42 @@ class DeepAttentionChannel(Channel):
                 mean, cov, logz = K.posterior_importance(a, om, v, self.skips, self.betas, bank, True)
         n = a.shape[0]
         return PosteriorMoments(mean.reshape(n, L, M), cov.reshape(n, L, M, L, M), logz)
+
+    def _grid_L2(self, a, om, v, resolution):
+        """The z_1 grid posterior (L = 2, M = 2) as (mean (n, 2, 2), cov (n, 2, 2, 2, 2), logz)."""
+        mean, cov, logz = K.posterior_grid_L2(np.ascontiguousarray(a), np.ascontiguousarray(om), v,
+                                              float(self.skips[0]), float(self.betas[0]),
+                                              GRID_POINTS * resolution, GRID_PASSES,
+                                              GRID_TOLERANCE / 10 ** (resolution - 1))
+        n = a.shape[0]
+        return mean.reshape(n, 2, 2), cov.reshape(n, 2, 2, 2, 2), logz
+
+
+def posterior_thin_adaptive(a, om, v, c: float, beta: float, resolution: int, grid) -> PosteriorMoments:
+    """:func:`posterior_thin_last_layer` with THIN_NODES x resolution nodes per axis, each sample
+    refined until its z_1 moments and g_2 = (E[z_2] - omega_2) / v_2 change by less than
+    GRID_TOLERANCE / 10^(resolution - 1) (relative to 1 + |g_2| for g_2) or the last level is
+    reached; samples with no preimage at any node go to ``grid``."""
+    v1, v2 = float(v[0]), float(v[1])
+    tol = GRID_TOLERANCE / 10 ** (resolution - 1)
+    levels = [k * resolution for k in THIN_NODES]
+    mean, cov, logz, found = posterior_thin_last_layer(a, om, v1, v2, c, beta, levels[0])
+    todo = np.flatnonzero(found)
+    for nodes in levels[1:]:
+        if todo.size == 0:
+            break
+        m2, c2, l2, f2 = posterior_thin_last_layer(a[todo], om[todo], v1, v2, c, beta, nodes)
+        change = np.maximum(np.abs(m2[:, 0] - mean[todo, 0]).max(1),
+                            np.abs(c2[:, 0, :, 0, :] - cov[todo, 0, :, 0, :]).max((1, 2)))
+        g_new = (m2[:, 1] - om[todo, 1]) / v2
+        g_old = (mean[todo, 1] - om[todo, 1]) / v2
+        change = np.maximum(change, (np.abs(g_new - g_old) / (1.0 + np.abs(g_new))).max(1))
+        mean[todo], cov[todo], logz[todo] = m2, c2, l2
+        todo = todo[(change >= tol) & f2]
+    lost = np.flatnonzero(~found)
+    if lost.size:
+        mean[lost], cov[lost], logz[lost] = grid(a[lost], om[lost], v, resolution)
+    return PosteriorMoments(mean, cov, logz)
 
 
 def posterior_last_layer_known(obs, omega, V, c: float, beta: float) -> PosteriorMoments:
@@ -187,6 +234,29 @@ def posterior_last_layer_known(obs, omega, V, c: float, beta: float) -> Posterio
     n = a.shape[0]
     v1 = max(float(np.atleast_2d(V)[0, 0]), V_FLOOR)
     w1, b = om[:, 0], om[:, 1]
+    pts, logw = _known_z2_preimages(a, w1, b, v1, c, beta)
+    top = logw.max(1)
+    found = np.isfinite(top)
+    wts = np.exp(logw - np.where(found, top, 0.0)[:, None])
+    total = wts.sum(1)
+    wts /= np.where(found, total, 1.0)[:, None]
+    mean1 = np.einsum("nk,nki->ni", wts, pts)
+    second = np.einsum("nk,nki,nkj->nij", wts, pts, pts)
+    cov1 = second - np.einsum("ni,nj->nij", mean1, mean1)
+    mean1 = np.where(found[:, None], mean1, w1)  # b_1 = b_2: a carries nothing on z_1
+    cov1 = np.where(found[:, None, None], cov1, v1 * np.eye(2))
+    mean = np.stack([mean1, b], axis=1)
+    cov = np.zeros((n, 2, 2, 2, 2))
+    cov[:, 0, :, 0, :] = cov1
+    logz = np.where(found, top + np.log(np.where(found, total, 1.0)), 0.0)
+    return PosteriorMoments(mean, cov, logz)
+
+
+def _known_z2_preimages(a, w1, b, v1: float, c: float, beta: float):
+    """The <= 4 points z_1 with (c I + S(z_1)) b = +-a and their log weights
+    log N(z_1; w1, v1 I) - log |det da/dz_1| (-inf where a branch does not exist), for
+    a (n, 2), w1 (n, 2), b = z_2 (n, 2): see :func:`posterior_last_layer_known`.
+    Returns points (n, 4, 2), log weights (n, 4)."""
     db = b[:, 0] - b[:, 1]
     safe = np.where(db == 0.0, 1.0, db)
     points, logw = [], []
@@ -212,23 +282,39 @@ def posterior_last_layer_known(obs, omega, V, c: float, beta: float) -> Posterio
             lp = -((z - w1) ** 2).sum(1) / (2 * v1) - np.log(2 * np.pi * v1) - log_jac
             points.append(z)
             logw.append(np.where(ok, lp, -np.inf))
-    logw = np.stack(logw, axis=1)  # (n, 4)
-    pts = np.stack(points, axis=1)  # (n, 4, 2)
-    top = logw.max(1)
-    found = np.isfinite(top)
-    wts = np.exp(logw - np.where(found, top, 0.0)[:, None])
-    total = wts.sum(1)
-    wts /= np.where(found, total, 1.0)[:, None]
-    mean1 = np.einsum("nk,nki->ni", wts, pts)
-    second = np.einsum("nk,nki,nkj->nij", wts, pts, pts)
-    cov1 = second - np.einsum("ni,nj->nij", mean1, mean1)
-    mean1 = np.where(found[:, None], mean1, w1)  # b_1 = b_2: a carries nothing on z_1
-    cov1 = np.where(found[:, None, None], cov1, v1 * np.eye(2))
-    mean = np.stack([mean1, b], axis=1)
-    cov = np.zeros((n, 2, 2, 2, 2))
-    cov[:, 0, :, 0, :] = cov1
-    logz = np.where(found, top + np.log(np.where(found, total, 1.0)), 0.0)
-    return PosteriorMoments(mean, cov, logz)
+    return np.stack(points, axis=1), np.stack(logw, axis=1)
+
+
+def posterior_thin_last_layer(obs, omega, v1: float, v2: float, c: float, beta: float, nodes: int = 16):
+    """Posterior of (z_1, z_2) for L = 2, M = 2 noiseless when v_2 << v_1, integrating over z_2.
+
+    With y revealing {a, -a}, the posterior in the coordinates z_2 is
+        p(z_2 | a) ~ N(z_2; omega_2, v_2 I) f(z_2),  f(z_2) = p(a | z_2, omega_1, v_1),
+    where f and the law of z_1 given (a, z_2) are the closed form of
+    :func:`posterior_last_layer_known` (the <= 4 preimages z_1).  f varies on the scale of z_2
+    (O(1) away from the folds where preimages appear), so a Gauss-Hermite product rule with
+    ``nodes`` points per axis over z_2 ~ N(omega_2, v_2 I) is spectrally accurate when v_2 is
+    small.  Not where the softmax saturates (|z_1| of 3 or more at beta = 1): there a preimage
+    runs off to |z_1| -> infinity as s_i -> 1 within a sliver of z_2 far narrower than
+    sqrt(v_2), and the second moment of z_1 (its prior tail, ~8) is resolved to about 0.5 only
+    (README); every moment follows by the law of total covariance, the z_2 block from the node
+    offsets sqrt(v_2) x_k (no cancellation: Cov[z_2] - v_2 I is resolved to O(v_2^2)).  This is
+    the integral the z_1 grid (:func:`attention_kernels.posterior_grid_L2`) misses at
+    v_2 << v_1: there the posterior in z_1 is two sharp modes +-z_1* of width ~sqrt(v_2) per
+    sign branch, which a grid started on the prior box omega_1 +- 8 sqrt(v_1) does not resolve.
+    Samples with no preimage at any node (found False) are left to the caller.
+    Returns (mean (n, 2, 2), cov (n, 2, 2, 2, 2), log_partition (n,), found (n,))."""
+    a = np.ascontiguousarray(obs, dtype=float).reshape(-1, 2)
+    om = np.ascontiguousarray(omega, dtype=float).reshape(-1, 2, 2)
+    n = a.shape[0]
+    x, w = np.polynomial.hermite_e.hermegauss(nodes)
+    x0, x1 = np.meshgrid(x, x, indexing="ij")
+    W = np.outer(w, w).ravel() / w.sum() ** 2
+    keep = W > 0.0  # the outermost weights underflow beyond ~100 nodes
+    X = np.ascontiguousarray(np.stack([x0.ravel(), x1.ravel()], axis=1)[keep])  # standard-normal nodes
+    mean, cov, logz, found = K.posterior_thin_last_layer_L2(a, om, float(v1), float(v2), float(c), float(beta),
+                                                           X, np.log(W[keep]))
+    return mean.reshape(n, 2, 2), cov.reshape(n, 2, 2, 2, 2), logz, found
 
 
 _BANKS: dict = {}
