@@ -266,6 +266,30 @@ def test_committee_staircase_curve_against_reduction():
         assert abs(hr.mean() - h) <= 2 * t_halfwidth(hr) + 1e-4
 
 
+def test_committee_formula_curve_at_root_against_reduction():
+    """The formula path (region posterior on an inner Sobol bank) at the reduction's root
+    q*: h and alpha rho within the scrambles' CI of the independent reduction (0.9705, 1).
+    V*_ss = 1 - q* = 0.05 amplifies the bank's error in E[z.s | y] twentyfold; with one bank
+    shared by every outer point (before solver 0.5.4) that error was a bias more points could
+    not remove: h = 0.930 on these points where the exact orthant posterior gives 0.972.
+    An independent bank per scramble puts the error into the scrambles' spread."""
+    from solvers.linear_stability import _TrivialDirectionCurve
+    from solvers.models import MultiIndexSpec
+    from solvers.quadrature import t_halfwidth
+    from solvers.statistics import outer_normals
+
+    ch = MultiIndexSpec(link={"formula": "sign(sign(z1) + sign(z2) + sign(z3))"}).channel()
+    u, Uc = _committee_basis()
+    curve = _TrivialDirectionCurve(ch, u, Uc, outer_normals(ch, 32, 16, 0), seed=0)
+    q = COMMITTEE_STAIRCASE_Q
+    h, _, leak = curve.statistics(q)
+    _, ar = curve.per_scramble(q)
+    h_ref, rho_ref = _committee_reduced(q, 60, 60, 60)
+    assert leak.max() < 1e-6
+    assert abs(h.mean() - h_ref) <= t_halfwidth(h)
+    assert abs(ar.mean() - q / ((1 - q) * h_ref) * rho_ref) <= t_halfwidth(ar)
+
+
 @pytest.mark.slow
 def test_committee_staircase_threshold():
     """Full solver (pilot + final run, 16 points per scramble): about 4 minutes on one core."""
