@@ -29,7 +29,9 @@ Adaptive (default): a second pass draws, for every bank vector, one prior sample
 sample of N(m0, 2 C0 + ridge V) fitted to the first pass, weighted by the balance heuristic
 (prior x likelihood over the equal mixture of the two proposals).  This keeps the prior's
 coverage and reaches the tails of the prior that a plain prior bank never visits (large
-observations); it costs three link evaluations per bank vector.  ``adaptive=False`` gives
+observations); it costs two link evaluations per bank vector and observation (the prior
+samples are pass 0's), one when every observation has the same prior (Q = 0: pass 0's link
+outputs are one table for all observations).  Before solver 0.5.4 three, with the same numbers.  ``adaptive=False`` gives
 the plain one-pass prior sampler.
 
 Accuracy: the estimator is consistent as K -> infinity (bias and error O(1/sqrt(ESS)) per
