@@ -14,8 +14,9 @@ from solvers.statistics import outer_normals, output_statistics, overlap_update,
 from solvers.precision import PRECISION_TARGETS
 from solvers.quadrature import t_halfwidth
 from solvers.fixed_point_iteration import iterate_fixed_point
-from solvers.thresholds import (_LearnedOverlapsRoot, contraction_rates, perfect_recovery, rates_at_zero,
-                               revealed_jacobians, unsettled_relative_ci)
+from solvers.thresholds import (_LearnedOverlapsRoot, _alpha_at_zero, contraction_rates, perfect_recovery,
+                               rates_at_zero, resolution_change_at_zero, revealed_jacobians,
+                               unsettled_relative_ci)
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 PAPER = DeepAttentionSpec(layers=2, tokens=2, skip=1.0, beta=1.0)
@@ -431,6 +432,21 @@ def test_bad_precision_and_alpha():
 # ---------------------------------------------------------------------------------------
 # Long checks (run by .ci/run after the default suite)
 # ---------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_resolution_term_at_zero_bounds_the_inner_bias():
+    """The half-width's inner term at Q = 0 (twice the change at double resolution, on a subset
+    of the points) against an independent high-resolution run: resolution 4 (4x the inner
+    bank) on all 16 x 1024 outer points of L = 2, M = 3 at fast (the points rates_at_zero ends
+    on), both layers.  On the same outer points the difference is the inner sampler's error
+    alone; the change itself (without the factor 2) missed it for layer 2 (1.8e-5 against
+    2.6e-5)."""
+    ch = DeepAttentionSpec(layers=2, tokens=3).channel()
+    normals = outer_normals(ch, 1024, 16, 0)
+    term = resolution_change_at_zero(ch, normals)
+    error = np.abs(_alpha_at_zero(ch, normals, 1) - _alpha_at_zero(ch, normals, 4))
+    assert np.all(error <= term), (error, term)
+
+
 @pytest.mark.slow
 def test_paper_model_staircase():
     """Layer 2 first (CI <= 0.5%), layer 1 by the staircase (CI <= 1%); SE at 0.95x / 1.05x."""

@@ -188,3 +188,26 @@ def test_deep_attention_link_matches_the_channel_output():
         y = noisy.observation(Z, np.zeros((20, M, M)))
         pm = noisy.posterior_moments(y, np.zeros((20, L, M)), np.eye(L))
         assert np.all(np.isfinite(pm.mean)) and pm.cov.shape == (20, L, M, L, M)
+
+
+def test_shared_prior_table_gives_the_per_observation_numbers():
+    """When every observation has the same prior (omega equal, as at Q = 0) the adaptive kernel
+    evaluates the prior bank's link outputs once for all observations; it must give what the
+    per-observation evaluation gives, bit for bit (both paths of ``_adaptive_kernel``)."""
+    from solvers.channels.noisy import _adaptive_kernel, psd_sqrt
+
+    ch = NoisyChannel(g_product, n_indices=2, n_tokens=1, output_size=1, noise=0.1, bank_size=256, seed=3)
+    rng = np.random.default_rng(4)
+    n = 12
+    y = rng.standard_normal((n, 1))
+    omega = np.tile(rng.standard_normal((1, 2, 1)), (n, 1, 1))
+    V = np.array([[0.7, 0.1], [0.1, 0.5]])
+    S = np.ascontiguousarray(psd_sqrt(V))
+    Vinv = np.ascontiguousarray(np.linalg.inv(V))
+    logdetV = float(np.linalg.slogdet(V)[1])
+    args = (ch._link, ch._params, y, omega, S, Vinv, logdetV, ch.bank(1), ch.noise, ch.ridge)
+    shared = _adaptive_kernel(*args, True)
+    separate = _adaptive_kernel(*args, False)
+    for a, b in zip(shared, separate):
+        assert np.array_equal(a, b)
+    assert np.all(np.isfinite(shared[2])) and np.ptp(shared[0][:, 0, 0]) > 0  # distinct posteriors

@@ -29,7 +29,9 @@ Adaptive (default): a second pass draws, for every bank vector, one prior sample
 sample of N(m0, 2 C0 + ridge V) fitted to the first pass, weighted by the balance heuristic
 (prior x likelihood over the equal mixture of the two proposals).  This keeps the prior's
 coverage and reaches the tails of the prior that a plain prior bank never visits (large
-observations); it costs three link evaluations per bank vector.  ``adaptive=False`` gives
+observations); it costs two link evaluations per bank vector and observation (the prior
+samples are pass 0's), one when every observation has the same prior (Q = 0: pass 0's link
+outputs are one table for all observations).  Before solver 0.5.4 three, with the same numbers.  ``adaptive=False`` gives
 the plain one-pass prior sampler.
 
 Accuracy: the estimator is consistent as K -> infinity (bias and error O(1/sqrt(ESS)) per
@@ -189,7 +191,37 @@ def _is_kernel(link, params, y, omega, S, U, noise):
 
 
 @njit(nogil=True)
-def _adaptive_kernel(link, params, y, omega, S, Vinv, logdetV, U, noise, ridge):
+def _log_prior(Z, omega_i, Vinv, logdetV):
+    """log N(Z; omega_i, V) token by token (Z, omega_i of shape (P, M), V^-1 and log det V given)."""
+    P, M = Z.shape
+    lp = -0.5 * M * logdetV - 0.5 * P * M * math.log(2.0 * math.pi)
+    for m in range(M):
+        for p in range(P):
+            dp = Z[p, m] - omega_i[p, m]
+            for q in range(P):
+                lp -= 0.5 * dp * Vinv[p, q] * (Z[q, m] - omega_i[q, m])
+    return lp
+
+
+@njit(nogil=True)
+def _prior_bank_table(link, params, omega_i, S, Vinv, logdetV, U, O):
+    """For one prior N(omega_i, V) (S = V^{1/2}): its bank samples Z_k = omega_i + S U_k (K, d),
+    their link outputs g(Z_k) (K, O) and log prior densities (K,)."""
+    K, P, M = U.shape
+    Zt = np.empty((K, P * M))
+    G = np.empty((K, O))
+    lp = np.empty(K)
+    Z = np.empty((P, M))
+    for k in range(K):
+        _prior_sample(Z, omega_i, S, U[k])
+        G[k] = link(Z, params)
+        lp[k] = _log_prior(Z, omega_i, Vinv, logdetV)
+        _store(Zt, k, Z)
+    return Zt, G, lp
+
+
+@njit(nogil=True)
+def _adaptive_kernel(link, params, y, omega, S, Vinv, logdetV, U, noise, ridge, shared_prior):
     """Defensive adaptive IS (two passes over the bank).
 
     Pass 0: prior proposal (as :func:`_is_kernel`) -> posterior mean m0 and covariance C0 of
@@ -197,6 +229,12 @@ def _adaptive_kernel(link, params, y, omega, S, Vinv, logdetV, U, noise, ridge):
     omega + V^{1/2} U_k and one sample m0 + L U_k from N(m0, Sigma), Sigma = 2 C0 + ridge (V x I);
     weights use the balance heuristic prior(Z) lik(Z) / (q_prior(Z) / 2 + q_prop(Z) / 2),
     which is unbiased for Z_out and keeps the prior's coverage (defensive mixture).
+
+    The prior samples of pass 1 are pass 0's (their link outputs and prior densities are
+    reused); with ``shared_prior`` (every sample's omega equals omega[0], as at Q = 0) they are
+    one table for all samples, so only the adapted samples evaluate the link per observation.
+    Both give the numbers of solver 0.5.3's kernel (three link evaluations per bank vector
+    and observation) bit for bit.
     """
     n = y.shape[0]
     O = y.shape[1]
@@ -207,15 +245,17 @@ def _adaptive_kernel(link, params, y, omega, S, Vinv, logdetV, U, noise, ridge):
     logz = np.zeros(n)
     ess = np.zeros(n)
     const = -0.5 * O * math.log(2.0 * math.pi * noise)
+    if shared_prior and n > 0:
+        Z0, G0, lp0 = _prior_bank_table(link, params, omega[0], S, Vinv, logdetV, U, O)
     for i in range(n):
         Z = np.empty((P, M))
         # ---------------- pass 0: prior proposal
-        logw = np.empty(K)
-        Z0 = np.empty((K, d))
+        if not shared_prior:
+            Z0, G0, lp0 = _prior_bank_table(link, params, omega[i], S, Vinv, logdetV, U, O)
+        ll0 = np.empty(K)
         for k in range(K):
-            _prior_sample(Z, omega[i], S, U[k])
-            logw[k] = _log_likelihood(link(Z, params), y[i], noise)
-            _store(Z0, k, Z)
+            ll0[k] = _log_likelihood(G0[k], y[i], noise)
+        logw = ll0.copy()
         _, s0, _ = _exp_weights(logw)
         m0, C0 = _weighted_moments(Z0, logw, s0)
         # proposal covariance: 2 C0 + ridge * (V kron I_M)
@@ -243,20 +283,18 @@ def _adaptive_kernel(link, params, y, omega, S, Vinv, logdetV, U, noise, ridge):
         for k in range(K):
             for src in range(2):
                 if src == 0:
-                    _prior_sample(Z, omega[i], S, U[k])
+                    for a in range(d):
+                        Z[a // M, a % M] = Z0[k, a]
+                    lp = lp0[k]
+                    ll = ll0[k]
                 else:
                     for a in range(d):
                         acc = m0[a]
                         for b in range(a + 1):
                             acc += L[a, b] * U[k, b // M, b % M]
                         Z[a // M, a % M] = acc
-                # log prior density (per token, V^-1)
-                lp = -0.5 * M * logdetV - 0.5 * d * math.log(2.0 * math.pi)
-                for m in range(M):
-                    for p in range(P):
-                        dp = Z[p, m] - omega[i, p, m]
-                        for q in range(P):
-                            lp -= 0.5 * dp * Vinv[p, q] * (Z[q, m] - omega[i, q, m])
+                    lp = _log_prior(Z, omega[i], Vinv, logdetV)
+                    ll = _log_likelihood(link(Z, params), y[i], noise)
                 # log proposal density: solve L x = Z - m0
                 for a in range(d):
                     acc = Z[a // M, a % M] - m0[a]
@@ -272,7 +310,7 @@ def _adaptive_kernel(link, params, y, omega, S, Vinv, logdetV, U, noise, ridge):
                 else:
                     lmix = lq + math.log(0.5 + 0.5 * math.exp(lp - lq))
                 j = 2 * k + src
-                lw1[j] = lp - lmix + _log_likelihood(link(Z, params), y[i], noise)
+                lw1[j] = lp - lmix + ll
                 _store(Zs, j, Z)
         mx, s0, s2 = _exp_weights(lw1)
         mu, c = _weighted_moments(Zs, lw1, s0)
@@ -452,9 +490,10 @@ class NoisyChannel(Channel):
             w = np.maximum(w, 1e-12 * max(1.0, float(w.max())))
             Vinv = np.ascontiguousarray((Q / w) @ Q.T)
             logdetV = float(np.sum(np.log(w)))
+            shared_prior = bool(n > 1 and np.all(omega == omega[:1]))  # Q = 0: one prior table
             parts = _threaded(lambda lo, hi: _adaptive_kernel(
                 self._link, self._params, y[lo:hi], omega[lo:hi], S, Vinv, logdetV, U, self.noise,
-                self.ridge), n)
+                self.ridge, shared_prior), n)
         else:
             parts = _threaded(lambda lo, hi: _is_kernel(self._link, self._params, y[lo:hi],
                                                         omega[lo:hi], S, U, self.noise), n)
