@@ -15,10 +15,13 @@ import pytest
 from solvers import DeepAttentionSpec, MultiIndexSpec, layer_thresholds
 from solvers import checks
 from solvers.calibration import COMMITTEE_FORMULA, COMMITTEE_STAIRCASE, QUANTITIES, coverage
+from solvers.fixed_point_iteration import iterate_fixed_point
 from solvers.limits import MAX_LAYERS, MAX_TOKENS
-from solvers.precision import PRECISION_TARGETS, PRECISIONS
+from solvers.precision import PRECISION_TARGETS, PRECISIONS, SCRAMBLES, SE_DECISION_POINTS, SE_POINTS
+from solvers.quadrature import t_halfwidth
 from solvers.results import Threshold
-from solvers.state_evolution import UNINFORMED_START, fixed_point
+from solvers.state_evolution import STATISTICAL_TOLERANCE, UNINFORMED_START, fixed_point
+from solvers.statistics import outer_normals, output_statistics
 from solvers.thresholds import perfect_recovery, rates_at_zero
 
 pytestmark = pytest.mark.slow
@@ -126,6 +129,34 @@ def test_se_bracket_of_the_first_layer_beyond_the_paper(spec, layer):
     later = [Threshold(math.inf, math.inf, "staircase", layer=l) for l in range(1, P + 1) if l != layer]
     check = checks.se_bracket([first] + later, P, overlaps, UNINFORMED_START)
     assert check.passed and "0 overlaps" not in check.detail, check.detail
+
+
+def test_a_layer_at_zero_whose_rate_is_below_one_stays_at_zero():
+    """L = 3, M = 2 at alpha = 1.068 (0.95x layer 2's staircase threshold 1.124 at fast): with
+    layers 1 and 3 at their fixed point and layer 2 held at 0 (by the mask, which the map's
+    values never reach), layer 2's linear rate there is below 1 beyond its half-width on SE's
+    own points (0.885 +- 0.068; 0.892 +- 0.017 on the 1024 decision points), so 0 attracts it
+    and free SE towards that point must keep it at 0 and reach the same learned overlaps.  Before
+    solver 0.5.4 the map sent a layer at exactly 0 to 0.003 (the inner bank's posterior mean
+    of z_2 is off 0: H_22 > 0), above SMALL_OVERLAP, whence it settled near 0.02 and the SE
+    bracket of layer 2's threshold failed (0.0246 +- 0.0146 at 0.95x)."""
+    channel = DeepAttentionSpec(layers=3, tokens=2).channel()
+    alpha = 1.068
+    normals = outer_normals(channel, SE_POINTS["fast"], SCRAMBLES, 0)
+    held = iterate_fixed_point(channel, alpha, np.diag([0.5, 0.0, 0.9]), normals,
+                               frozen=np.array([False, True, False]), statistical_tolerance=STATISTICAL_TOLERANCE)
+    assert held.converged and held.Q[1, 1] == 0.0 and min(held.Q[0, 0], held.Q[2, 2]) > 0.05, np.diag(held.Q)
+    rate = alpha * output_statistics(channel, held.Q, normals, 1).cov_deviation[:, 1]
+    assert rate.mean() + t_halfwidth(rate) < 1.0, (rate.mean(), t_halfwidth(rate))
+    # from layer 1 at half its overlap: SE's own path (layer 3 learned, layer 1 grown from 0, layer 2
+    # at 0 while layer 1 converges); plain steps then apply the map to layer 2's 0
+    start = held.Q.copy()
+    start[0, 0] *= 0.5
+    free = iterate_fixed_point(channel, alpha, start, normals, statistical_tolerance=STATISTICAL_TOLERANCE,
+                               decision_normals=outer_normals(channel, SE_DECISION_POINTS["fast"], SCRAMBLES, 0))
+    assert free.converged and free.Q[1, 1] == 0.0, np.diag(free.Q)
+    # the learned layers' fixed point is the held one (to the statistical stopping rule's few 1e-4)
+    assert np.allclose(np.diag(free.Q)[[0, 2]], np.diag(held.Q)[[0, 2]], atol=2e-3), (np.diag(free.Q), np.diag(held.Q))
 
 
 PRECISION_AGREEMENT = [MultiIndexSpec(link="square"), MultiIndexSpec(link="product"),
