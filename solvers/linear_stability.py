@@ -141,17 +141,24 @@ def _scramble_statistics(channel, Zs: np.ndarray, xis: Optional[np.ndarray], res
     return T, F, blocks
 
 
+def _scramble_channels(channel, seed: int, scrambles: int) -> list:
+    """The channel of each scramble: for a channel with an inner Monte-Carlo bank
+    (``reseeded_per_scramble``) an independent bank per scramble, the same bank r for a seed
+    wherever it is asked for (Q = 0 and the staircase curve, on any subset of the points), so
+    that the spread over scrambles includes the bank's error; otherwise the channel itself."""
+    if not channel.reseeded_per_scramble:
+        return [channel] * scrambles
+    bank_seeds = np.random.SeedSequence([seed, 7919]).generate_state(scrambles)
+    return [channel.with_seed(int(b)) for b in bank_seeds]
+
+
 def _evaluate(channel, n_points: int, scrambles: int, seed: int, resolution: int):
     P, M = channel.n_indices, channel.n_tokens
     noise_dim = int(np.prod(channel.noise_shape)) if len(channel.noise_shape) else 0
     pts = scrambled_normals(n_points, P * M + noise_dim, scrambles, seed)
-    # channels with an inner Monte-Carlo bank get an independent bank per scramble, so that
-    # the spread over scrambles (the CI) includes the inner sampling error
-    reseed = channel.reseeded_per_scramble
-    bank_seeds = np.random.SeedSequence([seed, 7919]).generate_state(scrambles)
+    banks = _scramble_channels(channel, seed, scrambles)
     Ts, Fs, Bs = [], [], []
-    for r in range(scrambles):
-        ch = channel.with_seed(int(bank_seeds[r])) if reseed else channel
+    for r, ch in enumerate(banks):
         Zs = pts[r, :, :P * M]
         xis = pts[r, :, P * M:].reshape((n_points,) + tuple(channel.noise_shape)) if noise_dim else None
         T, F, B = _scramble_statistics(ch, Zs, xis, resolution)
@@ -402,9 +409,9 @@ class _TrivialDirectionCurve(StaircaseCurve):
         """Per-scramble h (R,), F on the symmetric complement (R, k, k) and leak (R,).
 
         Channels with an inner Monte-Carlo bank (``reseeded_per_scramble``: the formula
-        links' region posterior) get an independent bank per scramble, as in
-        :func:`linear_stability` (bank r of seed s is the same there and here, and on every
-        subset of the points): one bank shared by all points makes its error a bias that
+        links' region posterior) get an independent bank per scramble
+        (:func:`_scramble_channels`, the same banks as :func:`linear_stability`'s): one bank
+        shared by all points makes its error a bias that
         more outer points cannot reduce.  With V*_ss = 1 - q small, g_s = (E[z.s | y] -
         omega.s) / (1 - q) amplifies the bank's error in E[z.s | y]: committee as a formula at
         q* = 0.94915 on one 4096-point bank gave h = 0.930 where the exact orthant posterior
@@ -412,11 +419,9 @@ class _TrivialDirectionCurve(StaircaseCurve):
         ch = self.channel
         R, n, _ = self.normals.shape
         if ch.reseeded_per_scramble:
-            bank_seeds = np.random.SeedSequence([self.seed, 7919]).generate_state(R)
             h, F, Hc = (np.array(x) for x in zip(*(
-                tuple(x.mean(axis=0) for x in self._point_statistics(
-                    ch.with_seed(int(bank_seeds[r])), q, self.normals[r], resolution))
-                for r in range(R))))
+                tuple(x.mean(axis=0) for x in self._point_statistics(bank, q, self.normals[r], resolution))
+                for r, bank in enumerate(_scramble_channels(ch, self.seed, R)))))
         else:
             h, F, Hc = (x.reshape((R, n) + x.shape[1:]).mean(axis=1) for x in
                         self._point_statistics(ch, q, self.normals.reshape(R * n, -1), resolution))
