@@ -45,6 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .channels.base import Channel
+from .checks import SE_BRACKET  # the uninformed SE branch is short of Q_0 / at it there
 from .precision import SCRAMBLES, THRESHOLD_POINTS
 from .quadrature import t_halfwidth
 from .results import Threshold, Transition
@@ -244,8 +245,6 @@ def perfect_recovery_transitions(channel: Channel, precision: str, seed: int,
             Transition("perfect_recovery", "algorithmic", alg, alg_ci, coincide, note)), note
 
 
-# multiples of an algorithmic threshold where the uninformed SE branch must be short of Q_0 / at it
-PERFECT_RECOVERY_BRACKET = (0.95, 1.05)
 AT_Q0 = 1.0 - 1e-6  # an SE overlap above this is at Q_0 (SE caps at 1 - 1e-10 there)
 
 
@@ -265,7 +264,7 @@ def q0_bracket(alpha: float, unknown, uninformed_overlaps) -> Q0Bracket:
     the uninformed SE fixed point and their 95% half-widths, as for the SE bracket check)."""
     unknown = list(unknown)
     seen, verdict = [], []
-    for factor in PERFECT_RECOVERY_BRACKET:
+    for factor in SE_BRACKET:
         q, ci = (np.asarray(x, dtype=float)[unknown] for x in uninformed_overlaps(factor * alpha))
         verdict.append(bool(np.any(q + ci < 1.0)) if factor < 1 else bool(np.all(q > AT_Q0)))
         seen.append(f"{factor:g}x: overlaps {np.round(q, 4).tolist()} +- {np.round(ci, 4).tolist()}")
@@ -299,7 +298,7 @@ def layered_perfect_recovery_transitions(channel: Channel, thresholds: list[Thre
             alg, alg_ci, coincide = it, it_ci, True
         else:
             b = q0_bracket(it, unknown, uninformed_overlaps)
-            high = PERFECT_RECOVERY_BRACKET[1] * it
+            high = SE_BRACKET[1] * it
             coincide = b.below and b.above
             if coincide:
                 # between alpha_PR (Q_0 repels below) and 1.05 alpha_PR (SE at Q_0): the interval
