@@ -80,12 +80,16 @@ def unsettled_relative_ci(alpha: np.ndarray, ci: np.ndarray, target: float, indi
     return worst if math.isfinite(worst) else math.inf
 
 
+def _threshold_of_deviation(mean: np.ndarray) -> np.ndarray:
+    """alpha_c = 1 / E||Cov[z_p|y] - I||^2 per index, inf where the mean is not positive."""
+    return np.where(mean > 0, 1.0 / np.where(mean > 0, mean, 1), np.inf)
+
+
 def _alpha_at_zero(channel: Channel, normals: np.ndarray, resolution: int) -> np.ndarray:
-    """Per index 1 / E||Cov[z_p|y] - I||^2 at Q = 0, pooled over the scrambles of ``normals``
-    (inf where the mean is not positive)."""
+    """Per index alpha_c at Q = 0, pooled over the scrambles of ``normals``."""
     P = channel.n_indices
-    m = output_statistics(channel, np.zeros((P, P)), normals, resolution).cov_deviation.mean(0)
-    return np.where(m > 0, 1.0 / np.where(m > 0, m, 1), np.inf)
+    return _threshold_of_deviation(
+        output_statistics(channel, np.zeros((P, P)), normals, resolution).cov_deviation.mean(0))
 
 
 def resolution_change_at_zero(channel: Channel, normals: np.ndarray) -> np.ndarray:
@@ -126,7 +130,7 @@ def rates_at_zero(channel: Channel, precision: str, seed: int) -> RateAtZero:
         st = output_statistics(channel, Q0, normals, 1)
         dev = st.cov_deviation  # (R, P)
         mean = dev.mean(0)
-        alpha = np.where(mean > 0, 1.0 / np.where(mean > 0, mean, 1), np.inf)
+        alpha = _threshold_of_deviation(mean)
         ci = alpha * t_halfwidth(dev) / np.where(mean > 0, mean, 1)
         unsettled = unsettled_relative_ci(alpha, ci, target, channel.unknown)
         if unsettled == 0.0 or n >= cap:
