@@ -154,9 +154,7 @@ class DeepAttentionChannel(Channel):
             return posterior_thin_adaptive(a, om, v, float(self.skips[0]), float(self.betas[0]),
                                            resolution, self._grid_L2)
         elif L == 2 and M == 2:
-            mean, cov, logz = K.posterior_grid_L2(a, om, v, float(self.skips[0]), float(self.betas[0]),
-                                                  GRID_POINTS * resolution, GRID_PASSES,
-                                                  GRID_TOLERANCE / 10 ** (resolution - 1))
+            return PosteriorMoments(*self._grid_L2(a, om, v, resolution))
         else:
             bank = inner_bank((L - 1) * M, BANK_POINTS * resolution)
             if np.all(v[:-1] == 1.0):  # inner layers at their prior for every sample: shared tables
