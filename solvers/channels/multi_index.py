@@ -166,6 +166,12 @@ class MultiIndexChannel(Channel):
     def last_effective_sample_size(self):
         return None if self._noisy is None else self._noisy.last_effective_sample_size
 
+    def inner_prior_bank(self, points: int):
+        """The importance sampler's bank when noise > 0 makes it the posterior (else None)."""
+        if self.noiseless or self._exact_with_noise:
+            return None
+        return self.noisy_channel().inner_prior_bank(points)
+
     def posterior_moments(self, obs, omega, V, resolution: int = 1) -> PosteriorMoments:
         y, om, V = self._prepare(obs, omega, V)
         if not self.noiseless and not self._exact_with_noise:
@@ -601,9 +607,6 @@ class _SymmetricBankNoisyChannel(NoisyChannel):
         super().__init__(*args, **kwargs)
         self.formula = formula
 
-    def bank(self, resolution: int = 1) -> np.ndarray:
-        K = self.bank_size * int(resolution)
-        if K not in self._banks:
-            self._banks[K] = _symmetric_normals(self.formula, K, self.n_indices, self.seed).reshape(
-                -1, self.n_indices, 1)
-        return self._banks[K]
+    def _draw_bank(self, K: int, memoised: bool = True) -> np.ndarray:
+        draw = _symmetric_normals if memoised else _symmetric_normals.__wrapped__
+        return draw(self.formula, K, self.n_indices, self.seed).reshape(-1, self.n_indices, 1)
