@@ -633,7 +633,7 @@ def layer_thresholds(spec: ModelSpec, precision: str = "standard", seed: int = 0
     else:
         ls = linear_stability(channel, scrambles=SCRAMBLES, seed=seed, precision=precision)
         thresholds = list(ls.thresholds)
-        method = "randomised QMC linear stability (Perron eigenvalue of F)"
+        method = "linear stability: " + ls.settings.method  # names the path (outer QMC or quadrature in y)
         if ls.trivial_directions and ls.complement_basis:
             st = staircase_after_trivial(channel, precision, seed, ls=ls)
             if st is not None and math.isfinite(st.alpha) and not (ls.alpha_c < st.alpha):
