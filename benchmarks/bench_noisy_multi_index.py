@@ -3,7 +3,7 @@ default since solver 0.5.5) against the outer-QMC path (one importance-sampled p
 outer point), side by side in one process (issue 10's target: a P = 3 noisy threshold at
 ``standard`` in at most 20 s).  Run:
     python benchmarks/bench_noisy_multi_index.py [--precisions fast standard] [--formula "z1*z2*z3"]
-        [--noise 0.1] [--paths y outer]
+        [--noise 0.1] [--outer-precisions fast standard]
 
 Prints the load average, the compilation of each path's kernels (the formula's module and the
 y-lattice kernel are cached on disk; the importance sampler is compiled once per link and
@@ -34,8 +34,10 @@ def main():
     ap.add_argument("--precisions", nargs="+", default=["fast", "standard"])
     ap.add_argument("--formula", default="z1*z2*z3")
     ap.add_argument("--noise", type=float, default=0.1)
-    ap.add_argument("--paths", nargs="+", default=["y", "outer"], choices=["y", "outer"])
+    ap.add_argument("--outer-precisions", nargs="*", default=None,
+                    help="precisions at which the outer path runs too (default: all of --precisions)")
     args = ap.parse_args()
+    outer = args.precisions if args.outer_precisions is None else args.outer_precisions
     spec = MultiIndexSpec(link={"formula": args.formula}, noise=args.noise)
     ch = spec.channel()
     P = ch.n_indices
@@ -43,12 +45,12 @@ def main():
     t0 = time.perf_counter()
     linear_stability(ch, n_points=1024, scrambles=2, y_quadrature=True)
     print(f"  compile y path: {time.perf_counter() - t0:.1f} s", flush=True)
-    if "outer" in args.paths:
+    if outer:
         t0 = time.perf_counter()
         ch.posterior_moments(np.zeros((8, 1)), np.zeros((8, P, 1)), np.eye(P))
         print(f"  compile outer path: {time.perf_counter() - t0:.1f} s", flush=True)
     for precision in args.precisions:
-        for path in args.paths:
+        for path in ["y", "outer"] if precision in outer else ["y"]:
             t0 = time.perf_counter()
             r = linear_stability(ch, precision=precision, seed=0, y_quadrature=path == "y")
             seconds = time.perf_counter() - t0
@@ -56,11 +58,10 @@ def main():
             print(f"  {precision} {path}: {seconds:.1f} s, alpha {r.alpha_c:.5g} +- {r.alpha_ci95:.2g} "
                   f"({r.settings.outer_points} points per scramble, rho terms {terms}, "
                   f"{len(r.thresholds)} directions; load {load()})", flush=True)
-        if "y" in args.paths:
-            t0 = time.perf_counter()
-            res = layer_thresholds(spec, precision, 0)
-            found = ", ".join(f"{t.kind} {t.alpha:.5g} +- {t.ci95:.2g}" for t in res.thresholds)
-            print(f"  {precision} layer_thresholds: {time.perf_counter() - t0:.1f} s: {found}", flush=True)
+        t0 = time.perf_counter()
+        res = layer_thresholds(spec, precision, 0)
+        found = ", ".join(f"{t.kind} {t.alpha:.5g} +- {t.ci95:.2g}" for t in res.thresholds)
+        print(f"  {precision} layer_thresholds: {time.perf_counter() - t0:.1f} s: {found}", flush=True)
 
 
 if __name__ == "__main__":

@@ -607,6 +607,17 @@ class _SymmetricBankNoisyChannel(NoisyChannel):
         super().__init__(*args, **kwargs)
         self.formula = formula
 
+    def bank(self, resolution: int = 1) -> np.ndarray:
+        """The symmetric bank of resolution x max(bank_size, MIN_BASE_POINTS per symmetry image)
+        vectors.  Before solver 0.5.5 it was sized bank_size x resolution and then raised to the
+        floor, so for z1 z2 z3 (48 images, 3,072 vectors) resolutions 1 and 2 drew the same bank
+        and a check at double resolution saw no change."""
+        images = 2 * (1 + len(formula_facts(self.formula).symmetries))
+        K = max(self.bank_size, images * MIN_BASE_POINTS) * int(resolution)
+        if K not in self._banks:
+            self._banks[K] = self._draw_bank(K)
+        return self._banks[K]
+
     def _draw_bank(self, K: int, memoised: bool = True) -> np.ndarray:
         draw = _symmetric_normals if memoised else _symmetric_normals.__wrapped__
         return draw(self.formula, K, self.n_indices, self.seed).reshape(-1, self.n_indices, 1)
