@@ -21,7 +21,11 @@ inverse normal CDF; every estimate comes with a Student-t 95% half-width over th
 The same seed reproduces every number bit for bit.  Noisy channels that expose
 ``with_seed(seed)`` (the importance-sampling ones) get an independent inner bank per
 scramble, so that the CI also covers the inner Monte-Carlo error; the remaining O(1/K) bias
-of self-normalised importance sampling is checked by comparing two resolutions.
+of self-normalised importance sampling enters the half-width as twice the change at double
+inner resolution (since solver 0.5.5; before, it was not in the half-width).  For a scalar
+noisy observation whose posterior is a prior-bank importance sampler (no known rows) the
+expectation over y is a quadrature instead (:mod:`solvers.output_quadrature`; see
+:func:`linear_stability`): at Q = 0 the posterior depends on y alone.
 """
 from __future__ import annotations
 
@@ -234,7 +238,8 @@ def _analyse(channel, Ts, Fs, Bs, slack: float = 0.0):
     """The trivial subspace and the Perron eigenproblem on the unknown rows' statistics, with
     matrices and directions embedded back in R^P (zero on the known rows).  ``slack``: a
     resolution error of F's eigenvalues beyond their spread over scrambles, added to the
-    half-width of their differences (the gap, the top eigenspace) and of rho."""
+    half-width of their differences (the gap and the top eigenspace; rho's own half-width
+    gets the resolution terms from :func:`_widened`)."""
     out = _analyse_unknown(Ts, Fs, Bs, slack)
     E = np.eye(channel.n_indices)[:, list(channel.unknown)]
     for key in ("trivial_dirs", "Uc", "direction", "blocks", "blocks_hw"):

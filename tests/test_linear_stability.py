@@ -264,12 +264,12 @@ def test_quadrature_in_y_error_terms_bound_4x_bank_and_2x_lattice(monkeypatch):
 
 def test_quadrature_in_y_reproducible_bit_for_bit():
     ch = make_channel("product", noise=0.1)
-    a, b, c = (linear_stability(ch, n_points=4096, seed=s).to_dict() for s in (5, 5, 6))
+    a, b, c = (linear_stability(ch, n_points=2048, seed=s).to_dict() for s in (5, 5, 6))
     for d in (a, b, c):
         d.pop("seconds")
     assert a == b and a != c
     json.dumps(a, allow_nan=False)
-    assert a["settings"]["extra"]["bank_points"] == 4096
+    assert a["settings"]["extra"]["bank_points"] == 2048
 
 
 def test_reproducible_and_json_ready():
