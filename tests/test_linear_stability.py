@@ -262,6 +262,20 @@ def test_quadrature_in_y_error_terms_bound_4x_bank_and_2x_lattice(monkeypatch):
     assert abs(fine.rho - r1.rho) <= r1.settings.extra["lattice_term"]
 
 
+def test_quadrature_in_y_is_chosen_only_where_it_applies():
+    """A scalar noisy observation with a prior-bank posterior and no known rows; the rest keeps
+    the outer path (known rows, a vector output, an exact noisy posterior, noiseless links)."""
+    from solvers.linear_stability import _y_quadrature_applies
+    from solvers.models import DeepAttentionSpec
+    assert _y_quadrature_applies(make_channel("product", noise=0.1))
+    assert _y_quadrature_applies(_y_channel({"formula": "z1*z2*z3"}))
+    assert not _y_quadrature_applies(make_channel("product", noise=0.1).with_known([0]))
+    assert not _y_quadrature_applies(DeepAttentionSpec(layers=2, tokens=2, noise=0.1).channel().noisy_channel())
+    assert not _y_quadrature_applies(make_channel("sign_product", noise=0.1))
+    assert not _y_quadrature_applies(make_channel("product", noise=0.0))
+    assert not _y_quadrature_applies(MultiIndexSpec(link={"formula": "sign(z1*z2)"}).channel())
+
+
 def test_quadrature_in_y_reproducible_bit_for_bit():
     ch = make_channel("product", noise=0.1)
     a, b, c = (linear_stability(ch, n_points=2048, seed=s).to_dict() for s in (5, 5, 6))
