@@ -181,9 +181,10 @@ def _evaluate(channel, n_points: int, scrambles: int, seed: int, resolution: int
     return np.array(Ts), np.array(Fs), np.array(Bs)
 
 
-def _y_quadrature_applies(channel) -> bool:
+def y_quadrature_applies(channel) -> bool:
     """True when the Q = 0 posterior depends on a scalar y alone and comes from a prior bank
-    (no known rows, :meth:`~solvers.channels.base.Channel.inner_prior_bank`)."""
+    (no known rows, :meth:`~solvers.channels.base.Channel.inner_prior_bank`): the y path of
+    :func:`linear_stability` and :func:`y_quadrature_block_values` apply."""
     return not channel.known and channel.inner_prior_bank(1) is not None
 
 
@@ -217,6 +218,20 @@ def _evaluate_y(channel, points: int, scrambles: int, seed: int):
         per = list(ex.map(lambda ch: _y_scramble_statistics(ch, points), banks))
     fine, coarse = ([np.array(x) for x in zip(*(levels[i] for levels, _ in per))] for i in range(2))
     return fine, coarse, per[0][1]
+
+
+def y_quadrature_block_values(channel, points: int, scrambles: int, seed: int, half=None):
+    """Per-index E||Cov[z_p | y] - I_M||_F^2 at Q = 0 by quadrature in y on banks of ``points``
+    vectors per scramble (as :func:`linear_stability`'s y path): (per-scramble values (R, P),
+    their resolution terms (P,): twice the change from the bank half as large (``half``: its
+    per-scramble values when already computed) plus the change on the coarse lattice, the
+    bank rows)."""
+    fine, coarse, rows = _evaluate_y(channel, points, scrambles, seed)
+    if half is None:
+        half = _evaluate_y(channel, points // 2, scrambles, seed)[0][2]
+    values = fine[2]
+    terms = 2.0 * np.abs(values.mean(0) - half.mean(0)) + np.abs(values.mean(0) - coarse[2].mean(0))
+    return values, terms, rows
 
 
 def _change(a: dict, b: dict, factor: float = 1.0) -> tuple[float, np.ndarray]:
@@ -426,7 +441,7 @@ def linear_stability(channel, n_points: int | None = None, scrambles: int = MIN_
     t0 = time.perf_counter()
     target = PRECISION_TARGETS[precision][0]
     adaptive = n_points is None
-    applies = _y_quadrature_applies(channel)
+    applies = y_quadrature_applies(channel)
     if y_quadrature and not applies:
         raise ValueError("quadrature in y needs a scalar noisy observation, a prior-bank posterior "
                          "and no known rows")

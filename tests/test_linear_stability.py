@@ -262,18 +262,30 @@ def test_quadrature_in_y_error_terms_bound_4x_bank_and_2x_lattice(monkeypatch):
     assert abs(fine.rho - r1.rho) <= r1.settings.extra["lattice_term"]
 
 
+@pytest.mark.parametrize("link", ["square", {"formula": "z1**2"}])
+def test_rates_at_zero_by_quadrature_in_y_noisy_phase_retrieval(link):
+    """Sign-symmetric noisy links get their per-index rates at Q = 0 (the thresholds' first
+    step) by quadrature in y too: against the Gauss-Hermite reference, at the 2% target."""
+    from solvers.thresholds import layer_thresholds
+    spec = MultiIndexSpec(link=link, noise=0.1)
+    res = layer_thresholds(spec, "fast", 0)
+    (t,) = res.thresholds
+    assert res.settings.method.startswith("quadrature in y")
+    assert abs(t.alpha - NOISY_SQUARE_ALPHA) <= t.ci95 <= 0.02 * t.alpha
+
+
 def test_quadrature_in_y_is_chosen_only_where_it_applies():
     """A scalar noisy observation with a prior-bank posterior and no known rows; the rest keeps
     the outer path (known rows, a vector output, an exact noisy posterior, noiseless links)."""
-    from solvers.linear_stability import _y_quadrature_applies
+    from solvers.linear_stability import y_quadrature_applies
     from solvers.models import DeepAttentionSpec
-    assert _y_quadrature_applies(make_channel("product", noise=0.1))
-    assert _y_quadrature_applies(_y_channel({"formula": "z1*z2*z3"}))
-    assert not _y_quadrature_applies(make_channel("product", noise=0.1).with_known([0]))
-    assert not _y_quadrature_applies(DeepAttentionSpec(layers=2, tokens=2, noise=0.1).channel().noisy_channel())
-    assert not _y_quadrature_applies(make_channel("sign_product", noise=0.1))
-    assert not _y_quadrature_applies(make_channel("product", noise=0.0))
-    assert not _y_quadrature_applies(MultiIndexSpec(link={"formula": "sign(z1*z2)"}).channel())
+    assert y_quadrature_applies(make_channel("product", noise=0.1))
+    assert y_quadrature_applies(_y_channel({"formula": "z1*z2*z3"}))
+    assert not y_quadrature_applies(make_channel("product", noise=0.1).with_known([0]))
+    assert not y_quadrature_applies(DeepAttentionSpec(layers=2, tokens=2, noise=0.1).channel().noisy_channel())
+    assert not y_quadrature_applies(make_channel("sign_product", noise=0.1))
+    assert not y_quadrature_applies(make_channel("product", noise=0.0))
+    assert not y_quadrature_applies(MultiIndexSpec(link={"formula": "sign(z1*z2)"}).channel())
 
 
 def test_quadrature_in_y_reproducible_bit_for_bit():

@@ -99,7 +99,7 @@ class Channel(ABC):
         return hasattr(self, "with_seed") and not self.noiseless
 
     def inner_prior_bank(self, points: int) -> np.ndarray | None:
-        """A standard-normal bank (K, P, M) of at least ``points`` vectors, drawn as the
+        """A standard-normal bank (K, P, M) of about ``points`` vectors, drawn as the
         channel's prior-proposal importance sampler draws its own (same seed, symmetries and
         antithetic pairs), when its observation is a scalar y = g(Z) + sqrt(noise) xi; else
         None (the default).  At Q = 0 the posterior then depends on y alone, and linear

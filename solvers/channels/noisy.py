@@ -482,8 +482,8 @@ class NoisyChannel(Channel):
         return np.ascontiguousarray(u.reshape(-1, self.n_indices, self.n_tokens))
 
     def inner_prior_bank(self, points: int) -> np.ndarray | None:
-        """:meth:`bank` of at least ``points`` vectors for a scalar output (the y-quadrature
-        of linear stability at Q = 0), else None."""
+        """:meth:`bank` of about ``points`` vectors (at least, for this antithetic bank) for a
+        scalar output (the quadrature in y of linear stability at Q = 0), else None."""
         if self.output_size != 1:
             return None
         # drawn once per scramble and bank size: neither kept here nor in a process-wide cache
