@@ -234,28 +234,33 @@ def y_quadrature_block_values(channel, points: int, scrambles: int, seed: int, h
     return values, terms, rows
 
 
-def _change(a: dict, b: dict, factor: float = 1.0) -> tuple[float, np.ndarray]:
-    """factor x (a - b) of the pooled rho and block values of two analyses."""
-    return factor * (a["rho"] - b["rho"]), factor * (np.asarray(a["blocks"]) - np.asarray(b["blocks"]))
+def _change(a: dict, b: dict, factor: float = 1.0) -> tuple[float, np.ndarray, np.ndarray]:
+    """factor x (a - b) of the pooled rho, block values and eigenvalues of T of two analyses."""
+    return (factor * (a["rho"] - b["rho"]), factor * (np.asarray(a["blocks"]) - np.asarray(b["blocks"])),
+            factor * (np.asarray(a["lam"]) - np.asarray(b["lam"])))
 
 
-def _widened(a: dict, *changes) -> dict:
-    """a with the |changes| (:func:`_change`: resolution error terms) added to the half-widths
-    of rho and of the block values."""
-    a = dict(a)
-    for rho, blocks in changes:
+def _analysed_with_terms(channel, Ts, Fs, Bs, *changes) -> dict:
+    """:func:`_analyse` with resolution error terms (:func:`_change`) in the half-widths: the
+    |changes| of T's eigenvalues in theirs (before the trivial subspace is decided), of rho as
+    the eigenvalues' slack (the gap, the top eigenspace) and in rho's, of the block values in
+    theirs."""
+    a = dict(_analyse(channel, Ts, Fs, Bs, slack=sum(abs(c[0]) for c in changes),
+                      trivial_slack=sum(np.abs(c[2]) for c in changes)))
+    for rho, blocks, _ in changes:
         a["rho_hw"] = a["rho_hw"] + abs(rho)
         a["blocks_hw"] = a["blocks_hw"] + np.abs(blocks)
     return a
 
 
-def _analyse(channel, Ts, Fs, Bs, slack: float = 0.0):
+def _analyse(channel, Ts, Fs, Bs, slack: float = 0.0, trivial_slack=0.0):
     """The trivial subspace and the Perron eigenproblem on the unknown rows' statistics, with
     matrices and directions embedded back in R^P (zero on the known rows).  ``slack``: a
     resolution error of F's eigenvalues beyond their spread over scrambles, added to the
     half-width of their differences (the gap and the top eigenspace; rho's own half-width
-    gets the resolution terms from :func:`_widened`)."""
-    out = _analyse_unknown(Ts, Fs, Bs, slack)
+    gets the resolution terms from :func:`_analysed_with_terms`); ``trivial_slack``: the same
+    for T's eigenvalues (ascending), added to their half-widths."""
+    out = _analyse_unknown(Ts, Fs, Bs, slack, trivial_slack)
     E = np.eye(channel.n_indices)[:, list(channel.unknown)]
     for key in ("trivial_dirs", "Uc", "direction", "blocks", "blocks_hw"):
         if out.get(key) is not None:
@@ -266,13 +271,13 @@ def _analyse(channel, Ts, Fs, Bs, slack: float = 0.0):
     return out
 
 
-def _analyse_unknown(Ts, Fs, Bs, slack=0.0):
+def _analyse_unknown(Ts, Fs, Bs, slack=0.0, trivial_slack=0.0):
     P = Ts.shape[1]
     T = Ts.mean(0)
     T = 0.5 * (T + T.T)
     lam, U = np.linalg.eigh(T)
     proj = np.einsum("pi,rpq,qi->ri", U, Ts, U)  # per-scramble u_i^T T_r u_i
-    lam_hw = t_halfwidth(proj)
+    lam_hw = t_halfwidth(proj) + trivial_slack
     trivial = (lam > lam_hw) & (lam > TRIVIAL_ABS_TOL)
     Ut = U[:, trivial]
     Uc = U[:, ~trivial]
@@ -455,7 +460,7 @@ def linear_stability(channel, n_points: int | None = None, scrambles: int = MIN_
             fine, coarse, rows = _evaluate_y(channel, n * resolution, scrambles, seed)
             a0 = _analyse(channel, *fine)
             terms = (_change(a0, _analyse(channel, *half[0]), 2.0), _change(a0, _analyse(channel, *coarse)))
-            a = _widened(_analyse(channel, *fine, slack=abs(terms[0][0]) + abs(terms[1][0])), *terms)
+            a = _analysed_with_terms(channel, *fine, *terms)
             if not adaptive or _relative_ci(a) <= target or 2 * n > cap:
                 break
             half, n = (fine, coarse, rows), 2 * n
@@ -476,7 +481,7 @@ def linear_stability(channel, n_points: int | None = None, scrambles: int = MIN_
         method = "randomised QMC at Q = 0 (trivial subspace, Perron eigenvalue of F on the complement)"
         if not channel.noiseless and channel.reseeded_per_scramble:
             term = _resolution_change(channel, n, scrambles, seed, resolution)
-            a = _widened(_analyse(channel, Ts, Fs, Bs, slack=abs(term[0])), term)
+            a = _analysed_with_terms(channel, Ts, Fs, Bs, term)
             extra = {"inner_term": float(abs(term[0]))}
     P = channel.n_indices
     rho, rho_hw = a["rho"], a["rho_hw"]
