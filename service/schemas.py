@@ -321,7 +321,9 @@ class ThresholdEntry(BaseModel):
     ci95: Optional[float] = Field(description="95% half-width of alpha")
     kind: Literal["trivial", "linear_stability", "staircase"]
     samples_needed: Optional[int] = Field(None, description="ceil(alpha * dimension)")
-    reason: Optional[str] = Field(None, description="why alpha is null: what the search found")
+    reason: Optional[str] = Field(None, description="why alpha is null (what the search found), how a staircase "
+                                  "threshold is reached (a first-order jump), or that every direction in the span "
+                                  "of the directions listed with this alpha is learned at it")
 
 
 class TransitionEntry(BaseModel):

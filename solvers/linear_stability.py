@@ -21,24 +21,37 @@ inverse normal CDF; every estimate comes with a Student-t 95% half-width over th
 The same seed reproduces every number bit for bit.  Noisy channels that expose
 ``with_seed(seed)`` (the importance-sampling ones) get an independent inner bank per
 scramble, so that the CI also covers the inner Monte-Carlo error; the remaining O(1/K) bias
-of self-normalised importance sampling is checked by comparing two resolutions.
+of self-normalised importance sampling enters the half-width as twice the change at double
+inner resolution (since solver 0.5.5; before, it was not in the half-width).  For a scalar
+noisy observation whose posterior is a prior-bank importance sampler (no known rows) the
+expectation over y is a quadrature instead (:mod:`solvers.output_quadrature`; see
+:func:`linear_stability`): at Q = 0 the posterior depends on y alone.
 """
 from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
+import numba
 import numpy as np
 from scipy import optimize
 
 from .precision import (LINEAR_STABILITY_MAX_POINTS, LINEAR_STABILITY_POINTS, PRECISION_TARGETS, SCRAMBLES,
-                        TRIVIAL_STAIRCASE_MAX_POINTS, TRIVIAL_STAIRCASE_PILOT_POINTS, check_precision)
+                        TRIVIAL_STAIRCASE_MAX_POINTS, TRIVIAL_STAIRCASE_PILOT_POINTS, Y_QUADRATURE_MAX_POINTS,
+                        Y_QUADRATURE_POINTS, check_precision)
+from .output_quadrature import CUTOFF, NODES_PER_SD, scalar_output_moments
 from .quadrature import MIN_SCRAMBLES, scrambled_normals, t_halfwidth
 from .results import Settings, Threshold
 from .staircase_curve import StaircaseCurve, refine_root
 from .statistics import control_variate_combination, inverse_on_unknown, outer_normals, sample_outer
+# the y path's bank is the channel's widened by this factor and weighted back to N(0, I): the
+# tails of y, where the bank is sparse, carry most of F's error (z1 z2 z3, noise 0.1: 8 banks of
+# 49,152 points scatter 7.7x less than unwidened; at 1.3 the weights' effective size is K / 1.31
+# for P M = 3)
+Y_BANK_SCALE = 1.3
 TRIVIAL_ABS_TOL = 1e-10  # eigenvalues of T below this are zero whatever their half-width
 RHO_ABS_TOL = 1e-10
 
@@ -168,10 +181,86 @@ def _evaluate(channel, n_points: int, scrambles: int, seed: int, resolution: int
     return np.array(Ts), np.array(Fs), np.array(Bs)
 
 
-def _analyse(channel, Ts, Fs, Bs):
+def y_quadrature_applies(channel) -> bool:
+    """True when the Q = 0 posterior depends on a scalar y alone and comes from a prior bank
+    (no known rows, :meth:`~solvers.channels.base.Channel.inner_prior_bank`): the y path of
+    :func:`linear_stability` and :func:`y_quadrature_block_values` apply."""
+    return not channel.known and channel.inner_prior_bank(1) is not None
+
+
+def _y_scramble_statistics(channel, points: int):
+    """(T, F, blocks) of one scramble's bank by quadrature in y, on the fine and on the coarse
+    lattice (:func:`~solvers.output_quadrature.scalar_output_moments`), in the layout of
+    :func:`_scramble_statistics`.  The bank U of about ``points`` vectors is widened to
+    Z = Y_BANK_SCALE U and weighted back to N(0, I) (w_k proportional to
+    exp(-(s^2 - 1) |U_k|^2 / 2), normalised; the channel's symmetries keep them exact)."""
+    P, M = channel.n_indices, channel.n_tokens
+    U = np.asarray(channel.inner_prior_bank(points), dtype=float)
+    sq = np.sum(U.reshape(len(U), -1) ** 2, axis=1)
+    w = np.exp(-0.5 * (Y_BANK_SCALE ** 2 - 1.0) * (sq - sq.min()))
+    Z = Y_BANK_SCALE * U
+    g = np.asarray(channel.output(Z), dtype=float).reshape(len(U))
+    T2, E2 = scalar_output_moments(Z, g, w / w.sum(), channel.noise)
+    levels = []
+    for T, E4 in zip(T2, E2):
+        T = T.reshape(P, M, P, M)
+        E4 = E4.reshape((P, M) * 4)
+        levels.append((np.einsum("pmqm->pq", T), np.einsum("akblckdl->acbd", E4),
+                       np.einsum("pkplpkpl->p", E4)))
+    return levels, len(U)
+
+
+def _evaluate_y(channel, points: int, scrambles: int, seed: int):
+    """Per-scramble statistics by quadrature in y (each scramble its own bank, as
+    :func:`_scramble_channels` draws it): ((Ts, Fs, Bs) fine, (Ts, Fs, Bs) coarse, bank rows)."""
+    banks = _scramble_channels(channel, seed, scrambles)
+    with ThreadPoolExecutor(max(1, min(numba.get_num_threads(), scrambles))) as ex:  # the kernel releases the GIL
+        per = list(ex.map(lambda ch: _y_scramble_statistics(ch, points), banks))
+    fine, coarse = ([np.array(x) for x in zip(*(levels[i] for levels, _ in per))] for i in range(2))
+    return fine, coarse, per[0][1]
+
+
+def y_quadrature_block_values(channel, points: int, scrambles: int, seed: int, half=None):
+    """Per-index E||Cov[z_p | y] - I_M||_F^2 at Q = 0 by quadrature in y on banks of ``points``
+    vectors per scramble (as :func:`linear_stability`'s y path): (per-scramble values (R, P),
+    their resolution terms (P,): twice the change from the bank half as large (``half``: its
+    per-scramble values when already computed) plus the change on the coarse lattice, the
+    bank rows)."""
+    fine, coarse, rows = _evaluate_y(channel, points, scrambles, seed)
+    if half is None:
+        half = _evaluate_y(channel, points // 2, scrambles, seed)[0][2]
+    values = fine[2]
+    terms = 2.0 * np.abs(values.mean(0) - half.mean(0)) + np.abs(values.mean(0) - coarse[2].mean(0))
+    return values, terms, rows
+
+
+def _change(a: dict, b: dict, factor: float = 1.0) -> tuple[float, np.ndarray, np.ndarray]:
+    """factor x (a - b) of the pooled rho, block values and eigenvalues of T of two analyses."""
+    return (factor * (a["rho"] - b["rho"]), factor * (np.asarray(a["blocks"]) - np.asarray(b["blocks"])),
+            factor * (np.asarray(a["lam"]) - np.asarray(b["lam"])))
+
+
+def _analysed_with_terms(channel, Ts, Fs, Bs, *changes) -> dict:
+    """:func:`_analyse` with resolution error terms (:func:`_change`) in the half-widths: the
+    |changes| of T's eigenvalues in theirs (before the trivial subspace is decided), of rho as
+    the eigenvalues' slack (the gap, the top eigenspace) and in rho's, of the block values in
+    theirs."""
+    a = dict(_analyse(channel, Ts, Fs, Bs, slack=sum(abs(c[0]) for c in changes),
+                      trivial_slack=sum(np.abs(c[2]) for c in changes)))
+    for rho, blocks, _ in changes:
+        a["rho_hw"] = a["rho_hw"] + abs(rho)
+        a["blocks_hw"] = a["blocks_hw"] + np.abs(blocks)
+    return a
+
+
+def _analyse(channel, Ts, Fs, Bs, slack: float = 0.0, trivial_slack=0.0):
     """The trivial subspace and the Perron eigenproblem on the unknown rows' statistics, with
-    matrices and directions embedded back in R^P (zero on the known rows)."""
-    out = _analyse_unknown(Ts, Fs, Bs)
+    matrices and directions embedded back in R^P (zero on the known rows).  ``slack``: a
+    resolution error of F's eigenvalues beyond their spread over scrambles, added to the
+    half-width of their differences (the gap and the top eigenspace; rho's own half-width
+    gets the resolution terms from :func:`_analysed_with_terms`); ``trivial_slack``: the same
+    for T's eigenvalues (ascending), added to their half-widths."""
+    out = _analyse_unknown(Ts, Fs, Bs, slack, trivial_slack)
     E = np.eye(channel.n_indices)[:, list(channel.unknown)]
     for key in ("trivial_dirs", "Uc", "direction", "blocks", "blocks_hw"):
         if out.get(key) is not None:
@@ -182,13 +271,13 @@ def _analyse(channel, Ts, Fs, Bs):
     return out
 
 
-def _analyse_unknown(Ts, Fs, Bs):
+def _analyse_unknown(Ts, Fs, Bs, slack=0.0, trivial_slack=0.0):
     P = Ts.shape[1]
     T = Ts.mean(0)
     T = 0.5 * (T + T.T)
     lam, U = np.linalg.eigh(T)
     proj = np.einsum("pi,rpq,qi->ri", U, Ts, U)  # per-scramble u_i^T T_r u_i
-    lam_hw = t_halfwidth(proj)
+    lam_hw = t_halfwidth(proj) + trivial_slack
     trivial = (lam > lam_hw) & (lam > TRIVIAL_ABS_TOL)
     Ut = U[:, trivial]
     Uc = U[:, ~trivial]
@@ -212,14 +301,14 @@ def _analyse_unknown(Ts, Fs, Bs):
             # the gap is resolved only if it exceeds its own 95% half-width
             v1, v2 = evec[:, -1], evec[:, -2]
             dr = np.einsum("a,rab,b->r", v1, Fsym, v1) - np.einsum("a,rab,b->r", v2, Fsym, v2)
-            gap_hw = float(t_halfwidth(dr))
+            gap_hw = float(t_halfwidth(dr)) + slack
         else:
             gap_hw = 0.0
         top = [len(ev) - 1]
         for i in range(len(ev) - 1):
             vi = evec[:, i]
             di = np.einsum("a,rab,b->r", evec[:, -1], Fsym, evec[:, -1]) - np.einsum("a,rab,b->r", vi, Fsym, vi)
-            if di.mean() <= float(t_halfwidth(di)) + 1e-12 * abs(rho):
+            if di.mean() <= float(t_halfwidth(di)) + slack + 1e-12 * abs(rho):
                 top.append(i)
         out["top_eigenspace"] = evec[:, top]  # its directions are found only when reported
         Qr = (Bsym @ evec[:, -1]).reshape(r, r)
@@ -240,24 +329,45 @@ def _analyse_unknown(Ts, Fs, Bs):
 
 
 RANK_ONE_TOL = 0.02  # 1 - (share of u u^T inside the top eigenspace) below which u is learned
+ISOTROPIC_NOTE = ("every direction in the span of the directions listed with this alpha is learned at this "
+                  "alpha (F's top eigenspace holds every symmetric matrix on that span); they are one basis of it")
 
 
-def top_eigenspace_directions(E: np.ndarray, r: int) -> list[np.ndarray]:
+def _holds_every_symmetric_matrix(E: np.ndarray, W: np.ndarray) -> bool:
+    """Whether span(E) (orthonormal columns on the symmetric basis of r x r matrices) contains
+    every symmetric matrix on span(W) (orthonormal columns in R^r), to RANK_ONE_TOL."""
+    r, k = W.shape
+    to_r, on_w = _sym_basis(r), _sym_basis(k)
+    S = np.array([to_r.T @ (W @ on_w[:, i].reshape(k, k) @ W.T).ravel() for i in range(on_w.shape[1])])
+    return bool(np.all(1.0 - np.sum((S @ E) ** 2, axis=1) <= RANK_ONE_TOL))
+
+
+def top_eigenspace_directions(E: np.ndarray, r: int) -> tuple[list[np.ndarray], bool]:
     """The directions learned at the Perron eigenvalue of F when its top eigenspace (columns
-    E, on the symmetric basis of r x r matrices) may be degenerate: every unit u in R^r with
-    u u^T in that eigenspace (a Q = q u u^T perturbation grows at the threshold rate), found
-    by minimising 1 - |E^T s(u)|^2 (s(u) = u u^T on the basis) from a fixed set of starts;
-    for a one-dimensional eigenspace, its eigenmatrix's top eigenvector.  When the eigenspace
-    holds no rank-one matrix (the committee's: the identity on the complement) the
-    eigenvectors spanning the projection of the identity on it are returned: that subspace is
-    learned together.  Directions are unit vectors with their largest-|.| entry positive.
+    E, on the symmetric basis of r x r matrices) may be degenerate, and whether they are a
+    basis of a subspace learned as a whole.
 
-    E.g. y = z1 z2: both (1, 1)/sqrt 2 and (1, -1)/sqrt 2 (the model is symmetric under
-    z1 z2 = ((z1 + z2)^2 - (z1 - z2)^2) / 2 up to a sign of y)."""
+    * every unit u in R^r with u u^T in that eigenspace (a Q = q u u^T perturbation grows at
+      the threshold rate), found by minimising 1 - |E^T s(u)|^2 (s(u) = u u^T on the basis)
+      from a fixed set of starts; for a one-dimensional eigenspace, its eigenmatrix's top
+      eigenvector.  E.g. y = z1 z2: both (1, 1)/sqrt 2 and (1, -1)/sqrt 2 (the model is
+      symmetric under z1 z2 = ((z1 + z2)^2 - (z1 - z2)^2) / 2 up to a sign of y);
+    * when the eigenspace holds every symmetric matrix on a subspace W (F is isotropic there:
+      every unit u in W is learned, a continuum), an orthonormal basis of W and True: the
+      unit vectors of R^r when W is all of it (y = z1 z2 z3 with noise: by its sign-flip and
+      permutation symmetries Cov[z | y] is a multiple of I, so F is the identity times rho on
+      symmetric matrices), else the span of the directions found;
+    * when the eigenspace holds no rank-one matrix (the committee's: the identity on the
+      complement) the eigenvectors spanning the projection of the identity on it (and False:
+      that subspace is learned together, not each of its directions alone).
+
+    Directions are unit vectors with their largest-|.| entry positive."""
     Bsym = _sym_basis(r)
     if E.shape[1] == 1:
         w, V = np.linalg.eigh((Bsym @ E[:, 0]).reshape(r, r))
-        return [_canonical(V[:, int(np.argmax(np.abs(w)))])]
+        return [_canonical(V[:, int(np.argmax(np.abs(w)))])], False
+    if _holds_every_symmetric_matrix(E, np.eye(r)):
+        return list(np.eye(r)), True
 
     def leak(u):
         u = u / np.linalg.norm(u)
@@ -274,10 +384,26 @@ def top_eigenspace_directions(E: np.ndarray, r: int) -> list[np.ndarray]:
         if all(abs(float(u @ f)) < 0.99 for f in found):
             found.append(u)
     if found:
-        return sorted(found, key=lambda u: tuple(-abs(x) for x in u))
+        _, sv, Vt = np.linalg.svd(np.array(found), full_matrices=False)
+        rank = int(np.sum(sv > 0.1 * sv[0]))
+        W = Vt[:rank].T
+        if len(found) > rank and _holds_every_symmetric_matrix(E, W):  # a continuum: its span
+            return [_canonical(W[:, i]) for i in range(rank)], True
+        return sorted(found, key=lambda u: tuple(-abs(x) for x in u)), False
     M = (Bsym @ (E @ (E.T @ (Bsym.T @ np.eye(r).ravel())))).reshape(r, r)
     w, V = np.linalg.eigh(0.5 * (M + M.T))
-    return [_canonical(V[:, i]) for i in range(r) if w[i] > 1e-6 * max(w.max(), 1e-300)][::-1]
+    return [_canonical(V[:, i]) for i in range(r) if w[i] > 1e-6 * max(w.max(), 1e-300)][::-1], False
+
+
+def _resolution_change(channel, n: int, scrambles: int, seed: int, resolution: int):
+    """The inner sampler's error term of the outer-QMC path (:func:`_change`): twice the change
+    of rho and of the block values at double inner resolution (a self-normalised importance
+    sampler's bias falls like 1 / K), paired on a subset: the first 4 scrambles and n / 4
+    points (at least 64) at 2 x and 1 x ``resolution`` on the same points and banks, so the
+    outer noise cancels (as :func:`solvers.thresholds.resolution_change_at_zero`)."""
+    sub_n, sub = max(64, n // 4), min(4, scrambles)
+    fine, coarse = (_analyse(channel, *_evaluate(channel, sub_n, sub, seed, r)) for r in (2 * resolution, resolution))
+    return _change(fine, coarse, 2.0)
 
 
 def _relative_ci(a) -> float:
@@ -289,14 +415,30 @@ def _relative_ci(a) -> float:
 
 def linear_stability(channel, n_points: int | None = None, scrambles: int = MIN_SCRAMBLES,
                      seed: int = 0, resolution: int = 1, precision: str = "standard",
-                     max_points: int | None = None) -> LinearStabilityResult:
+                     max_points: int | None = None, y_quadrature: bool | None = None) -> LinearStabilityResult:
     """Linear stability of Q = 0 for ``channel`` (any :class:`~solvers.channels.Channel`).
 
-    n_points: outer QMC points per scramble (a power of two).  When None, it starts at the
-    precision's default and doubles until the relative 95% half-width of rho is below the
-    precision target (:data:`solvers.results.PRECISION_TARGETS`) or ``max_points`` is reached.
+    Two paths (``y_quadrature``: None picks the first where it applies, True / False force one):
+
+    * quadrature in y (:mod:`solvers.output_quadrature`), for a scalar noisy observation whose
+      posterior is a prior-bank importance sampler and no known rows: per scramble one bank
+      of n_points vectors (the channel's own bank for the scramble's seed, widened by
+      Y_BANK_SCALE and weighted back), its link outputs once, and T, F, block values as
+      integrals over y of the bank's posterior moments.  Half-width: Student t over the
+      scrambles, plus twice the change of the pooled value from n_points / 2 (the same
+      seeds: the bias of a ratio of bank sums falls like 1 / K, so it is at most twice its
+      change; both levels on every scramble), plus the change on a lattice twice as coarse;
+    * randomised QMC over (Z, noise) with one posterior per outer point (any channel); for a
+      noisy channel with an inner sampler the half-width adds twice the change at double
+      inner resolution on a paired subset (4 scrambles, a quarter of the points).
+
+    n_points: outer QMC points (bank vectors on the y path) per scramble, a power of two.
+    When None, it starts at the precision's default and doubles until the relative 95%
+    half-width of rho is below the precision target
+    (:data:`solvers.results.PRECISION_TARGETS`) or ``max_points`` is reached.
     scrambles: independent Sobol scrambles (>= 2; 16 for an honest CI).
-    resolution: passed to ``channel.posterior_moments`` (inner quadrature / bank size).
+    resolution: passed to ``channel.posterior_moments`` (inner quadrature / bank size); on
+    the y path it multiplies the bank.
     """
     check_precision(precision)
     if scrambles < 2:
@@ -304,14 +446,43 @@ def linear_stability(channel, n_points: int | None = None, scrambles: int = MIN_
     t0 = time.perf_counter()
     target = PRECISION_TARGETS[precision][0]
     adaptive = n_points is None
-    n = int(n_points) if n_points is not None else LINEAR_STABILITY_POINTS[precision]
-    cap = int(max_points) if max_points is not None else LINEAR_STABILITY_MAX_POINTS[precision]
-    while True:
-        Ts, Fs, Bs = _evaluate(channel, n, scrambles, seed, resolution)
-        a = _analyse(channel, Ts, Fs, Bs)
-        if not adaptive or _relative_ci(a) <= target or 2 * n > cap:
-            break
-        n *= 2
+    applies = y_quadrature_applies(channel)
+    if y_quadrature and not applies:
+        raise ValueError("quadrature in y needs a scalar noisy observation, a prior-bank posterior "
+                         "and no known rows")
+    y_path = applies if y_quadrature is None else bool(y_quadrature)
+    extra = {}
+    if y_path:
+        n = int(n_points) if n_points is not None else Y_QUADRATURE_POINTS[precision]
+        cap = int(max_points) if max_points is not None else Y_QUADRATURE_MAX_POINTS[precision]
+        half = _evaluate_y(channel, n // 2 * resolution, scrambles, seed)
+        while True:
+            fine, coarse, rows = _evaluate_y(channel, n * resolution, scrambles, seed)
+            a0 = _analyse(channel, *fine)
+            terms = (_change(a0, _analyse(channel, *half[0]), 2.0), _change(a0, _analyse(channel, *coarse)))
+            a = _analysed_with_terms(channel, *fine, *terms)
+            if not adaptive or _relative_ci(a) <= target or 2 * n > cap:
+                break
+            half, n = (fine, coarse, rows), 2 * n
+        method = ("quadrature in y at Q = 0 (bank posterior on a y lattice; trivial subspace, Perron "
+                  "eigenvalue of F on the complement)")
+        extra = {"bank_points": rows, "bank_scale": Y_BANK_SCALE,
+                 "nodes_per_sd": NODES_PER_SD, "cutoff_sd": CUTOFF, "statistical_rho_ci95": float(a0["rho_hw"]),
+                 "bank_term": float(abs(terms[0][0])), "lattice_term": float(abs(terms[1][0]))}
+    else:
+        n = int(n_points) if n_points is not None else LINEAR_STABILITY_POINTS[precision]
+        cap = int(max_points) if max_points is not None else LINEAR_STABILITY_MAX_POINTS[precision]
+        while True:
+            Ts, Fs, Bs = _evaluate(channel, n, scrambles, seed, resolution)
+            a = _analyse(channel, Ts, Fs, Bs)
+            if not adaptive or _relative_ci(a) <= target or 2 * n > cap:
+                break
+            n *= 2
+        method = "randomised QMC at Q = 0 (trivial subspace, Perron eigenvalue of F on the complement)"
+        if not channel.noiseless and channel.reseeded_per_scramble:
+            term = _resolution_change(channel, n, scrambles, seed, resolution)
+            a = _analysed_with_terms(channel, Ts, Fs, Bs, term)
+            extra = {"inner_term": float(abs(term[0]))}
     P = channel.n_indices
     rho, rho_hw = a["rho"], a["rho_hw"]
     significant = rho > rho_hw and rho > RHO_ABS_TOL and a["Q"] is not None
@@ -339,17 +510,20 @@ def linear_stability(channel, n_points: int | None = None, scrambles: int = MIN_
                                         kind="linear_stability", layer=p + 1, direction=e))
     elif significant:
         # every direction of a degenerate top eigenspace is learned at this alpha
-        directions = ([_canonical(a["Uc"] @ u) for u in top_eigenspace_directions(a["top_eigenspace"],
-                                                                                  a["Uc"].shape[1])]
-                      if degenerate else [a["direction"]])
+        directions, isotropic = (top_eigenspace_directions(a["top_eigenspace"], a["Uc"].shape[1])
+                                 if degenerate else ([None], False))
+        if isotropic and len(directions) == P:  # the whole of R^P: its coordinate directions
+            directions = list(np.eye(P))
+        else:
+            directions = [a["direction"] if u is None else _canonical(a["Uc"] @ u) for u in directions]
         for d in directions:
             thresholds.append(Threshold(alpha=float(alpha), ci95=float(alpha_hw), kind="linear_stability",
-                                        direction=tuple(float(x) for x in d)))
-    settings = Settings(precision=precision, seed=seed, method="randomised QMC at Q = 0 "
-                        "(trivial subspace, Perron eigenvalue of F on the complement)",
+                                        direction=tuple(float(x) for x in d),
+                                        reason=ISOTROPIC_NOTE if isotropic else None))
+    settings = Settings(precision=precision, seed=seed, method=method,
                         outer_points=n, scrambles=scrambles, inner_resolution=resolution,
                         extra={"adaptive": adaptive, "target_relative_ci95": target,
-                               "max_points": cap})
+                               "max_points": cap, **extra})
     tup = lambda M: tuple(tuple(float(x) for x in row) for row in np.atleast_2d(M))  # noqa: E731
     return LinearStabilityResult(
         n_indices=P, n_tokens=channel.n_tokens, index_names=tuple(channel.index_names),

@@ -37,6 +37,10 @@ CLOSED_FORM_MAX_POINTS = 1 << 20
 LINEAR_STABILITY_POINTS = {"fast": 1 << 10, "standard": 1 << 12, "precise": 1 << 14}
 LINEAR_STABILITY_MAX_POINTS = {"fast": 1 << 13, "standard": 1 << 15, "precise": 1 << 17}
 
+# ... and on its quadrature-in-y path (scalar noisy observations): bank vectors per scramble.
+Y_QUADRATURE_POINTS = {"fast": 1 << 14, "standard": 1 << 16, "precise": 1 << 18}
+Y_QUADRATURE_MAX_POINTS = {"fast": 1 << 16, "standard": 1 << 18, "precise": 1 << 20}
+
 # Staircase after one learned layer: a pilot run brackets the root, points_for sizes the rest.
 PILOT_POINTS = 64  # per scramble: enough to bracket the root and size the final run
 MAX_STAIRCASE_POINTS = 2048  # per scramble; beyond, the CI is reported as reached

@@ -57,7 +57,9 @@ class Threshold:
     kind: "trivial" (learned for every alpha > 0), "linear_stability" (instability of
     Q = 0), "staircase" (instability around the fixed point of the layers already learned).
     reason: when alpha is infinite, what the search found (a threshold is never a bare null); when
-    a staircase threshold is reached by a first-order jump rather than a root, how.
+    a staircase threshold is reached by a first-order jump rather than a root, how; when F's top
+    eigenspace is isotropic on a subspace (every direction of it is learned at this alpha, as for
+    y = z1 z2 z3 + noise), that the directions listed with this alpha are one basis of it.
     """
 
     alpha: float
@@ -65,7 +67,7 @@ class Threshold:
     kind: Literal["trivial", "linear_stability", "staircase"]
     layer: Optional[int] = None
     direction: Optional[tuple[float, ...]] = None
-    reason: Optional[str] = None  # why alpha is infinite (not found), or how it was reached
+    reason: Optional[str] = None  # why alpha is infinite (not found), how it was reached, or a basis's note
 
 
 @dataclass(frozen=True)

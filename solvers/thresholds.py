@@ -32,10 +32,12 @@ from scipy import optimize
 from . import checks
 from .channels.base import Channel
 from .fixed_point_iteration import Q_MAX, SMALL_OVERLAP, iterate_fixed_point
-from .linear_stability import linear_stability, staircase_after_trivial
+from .linear_stability import (linear_stability, staircase_after_trivial, y_quadrature_applies,
+                               y_quadrature_block_values)
 from .models import ModelSpec
 from .precision import (CLOSED_FORM_MAX_POINTS, MAX_STAIRCASE_POINTS, PILOT_POINTS, PRECISION_TARGETS, SCRAMBLES,
-                        THRESHOLD_MAX_POINTS, THRESHOLD_POINTS, check_precision, points_for)
+                        THRESHOLD_MAX_POINTS, THRESHOLD_POINTS, Y_QUADRATURE_MAX_POINTS, Y_QUADRATURE_POINTS,
+                        check_precision, points_for)
 from .quadrature import t_halfwidth
 from .results import Settings, Threshold, ThresholdsResult
 from .staircase_curve import StaircaseCurve, refine_root
@@ -108,6 +110,25 @@ def resolution_change_at_zero(channel: Channel, normals: np.ndarray) -> np.ndarr
     return 2.0 * np.abs(_alpha_at_zero(channel, sub, 2) - _alpha_at_zero(channel, sub, 1))
 
 
+def _rates_at_zero_by_y_quadrature(channel: Channel, precision: str, seed: int) -> RateAtZero:
+    """:func:`rates_at_zero` for a scalar noisy observation with a prior-bank posterior:
+    the block values by quadrature in y (:func:`~solvers.linear_stability.y_quadrature_block_values`),
+    the bank doubled from the precision's start until the first threshold is settled
+    (:func:`unsettled_relative_ci`) or the cap; half-width: Student t over the scrambles plus
+    the bank's and the lattice's terms."""
+    target = PRECISION_TARGETS[precision][0]
+    n, cap = Y_QUADRATURE_POINTS[precision], Y_QUADRATURE_MAX_POINTS[precision]
+    half = None
+    while True:
+        dev, terms, rows = y_quadrature_block_values(channel, n, SCRAMBLES, seed, half)
+        mean = dev.mean(0)
+        alpha = _threshold_of_deviation(mean)
+        ci = alpha * (t_halfwidth(dev) + terms) / np.where(mean > 0, mean, 1)
+        if unsettled_relative_ci(alpha, ci, target, channel.unknown) == 0.0 or 2 * n > cap:
+            return RateAtZero(alpha, ci, f"quadrature in y at Q = 0 ({rows} bank vectors per scramble)", n)
+        half, n = dev, 2 * n
+
+
 def rates_at_zero(channel: Channel, precision: str, seed: int) -> RateAtZero:
     """Per-index alpha_c = 1 / E||Cov[z_p|y] - I||^2 at Q = 0 by QMC, the points grown until
     the first threshold is settled (:func:`unsettled_relative_ci`): sized from the measured
@@ -120,6 +141,8 @@ def rates_at_zero(channel: Channel, precision: str, seed: int) -> RateAtZero:
     own = channel.rates_at_zero(target)  # e.g. deep attention's deterministic grids at L = 2, M = 2
     if own is not None:
         return RateAtZero(*own)
+    if y_quadrature_applies(channel):
+        return _rates_at_zero_by_y_quadrature(channel, precision, seed)
     P = channel.n_indices
     n = THRESHOLD_POINTS[precision]
     Q0 = np.zeros((P, P))
@@ -633,7 +656,7 @@ def layer_thresholds(spec: ModelSpec, precision: str = "standard", seed: int = 0
     else:
         ls = linear_stability(channel, scrambles=SCRAMBLES, seed=seed, precision=precision)
         thresholds = list(ls.thresholds)
-        method = "randomised QMC linear stability (Perron eigenvalue of F)"
+        method = "linear stability: " + ls.settings.method  # names the path (outer QMC or quadrature in y)
         if ls.trivial_directions and ls.complement_basis:
             st = staircase_after_trivial(channel, precision, seed, ls=ls)
             if st is not None and math.isfinite(st.alpha) and not (ls.alpha_c < st.alpha):

@@ -98,6 +98,15 @@ class Channel(ABC):
         half-width covers the inner Monte-Carlo error."""
         return hasattr(self, "with_seed") and not self.noiseless
 
+    def inner_prior_bank(self, points: int) -> np.ndarray | None:
+        """A standard-normal bank (K, P, M) of about ``points`` vectors, drawn as the
+        channel's prior-proposal importance sampler draws its own (same seed, symmetries and
+        antithetic pairs), when its observation is a scalar y = g(Z) + sqrt(noise) xi; else
+        None (the default).  At Q = 0 the posterior then depends on y alone, and linear
+        stability integrates over y on a grid with this bank
+        (:mod:`solvers.output_quadrature`) instead of sampling y."""
+        return None
+
     def revealed_statistic(self, Z: np.ndarray) -> np.ndarray:
         """The smooth statistic a(Z) in R^K a noiseless observation reveals exactly (up to a
         discrete symmetry), for Z of shape (n, P, M): needed by channels that set

@@ -166,6 +166,12 @@ class MultiIndexChannel(Channel):
     def last_effective_sample_size(self):
         return None if self._noisy is None else self._noisy.last_effective_sample_size
 
+    def inner_prior_bank(self, points: int):
+        """The importance sampler's bank when noise > 0 makes it the posterior (else None)."""
+        if self.noiseless or self._exact_with_noise:
+            return None
+        return self.noisy_channel().inner_prior_bank(points)
+
     def posterior_moments(self, obs, omega, V, resolution: int = 1) -> PosteriorMoments:
         y, om, V = self._prepare(obs, omega, V)
         if not self.noiseless and not self._exact_with_noise:
@@ -602,8 +608,16 @@ class _SymmetricBankNoisyChannel(NoisyChannel):
         self.formula = formula
 
     def bank(self, resolution: int = 1) -> np.ndarray:
-        K = self.bank_size * int(resolution)
+        """The symmetric bank of resolution x max(bank_size, MIN_BASE_POINTS per symmetry image)
+        vectors.  Before solver 0.5.5 it was sized bank_size x resolution and then raised to the
+        floor, so for z1 z2 z3 (48 images, 3,072 vectors) resolutions 1 and 2 drew the same bank
+        and a check at double resolution saw no change."""
+        images = 2 * (1 + len(formula_facts(self.formula).symmetries))
+        K = max(self.bank_size, images * MIN_BASE_POINTS) * int(resolution)
         if K not in self._banks:
-            self._banks[K] = _symmetric_normals(self.formula, K, self.n_indices, self.seed).reshape(
-                -1, self.n_indices, 1)
+            self._banks[K] = self._draw_bank(K)
         return self._banks[K]
+
+    def _draw_bank(self, K: int, memoised: bool = True) -> np.ndarray:
+        draw = _symmetric_normals if memoised else _symmetric_normals.__wrapped__
+        return draw(self.formula, K, self.n_indices, self.seed).reshape(-1, self.n_indices, 1)

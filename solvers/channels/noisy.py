@@ -470,11 +470,24 @@ class NoisyChannel(Channel):
         the importance-sampling noise cannot fake a "trivial" direction at Q = 0."""
         K = self.bank_size * int(resolution)
         if K not in self._banks:
-            half = max(K // 2, 1)
-            u = sobol_normals(half, self.n_indices * self.n_tokens, self.seed)
-            u = np.concatenate([u, -u], axis=0)[:max(K, 2)]
-            self._banks[K] = np.ascontiguousarray(u.reshape(-1, self.n_indices, self.n_tokens))
+            self._banks[K] = self._draw_bank(K)
         return self._banks[K]
+
+    def _draw_bank(self, K: int, memoised: bool = True) -> np.ndarray:
+        """The bank of :meth:`bank` for K vectors, drawn afresh (``memoised``: whether a
+        subclass may keep it in a process-wide cache)."""
+        half = max(K // 2, 1)
+        u = sobol_normals(half, self.n_indices * self.n_tokens, self.seed)
+        u = np.concatenate([u, -u], axis=0)[:max(K, 2)]
+        return np.ascontiguousarray(u.reshape(-1, self.n_indices, self.n_tokens))
+
+    def inner_prior_bank(self, points: int) -> np.ndarray | None:
+        """:meth:`bank` of about ``points`` vectors (at least, for this antithetic bank) for a
+        scalar output (the quadrature in y of linear stability at Q = 0), else None."""
+        if self.output_size != 1:
+            return None
+        # drawn once per scramble and bank size: neither kept here nor in a process-wide cache
+        return self._draw_bank(self.bank_size * max(1, -(-int(points) // self.bank_size)), memoised=False)
 
     def posterior_moments(self, obs, omega, V, resolution: int = 1) -> PosteriorMoments:
         omega = np.ascontiguousarray(omega, dtype=float)
