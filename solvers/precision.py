@@ -64,7 +64,8 @@ def inner_bias_bound(change):
     Q = 0 of L = 2, M = 3 layer 2 moved 1.8e-5 at double resolution and 2.6e-5 at resolution 4
     (slow test ``test_resolution_term_at_zero_bounds_the_inner_bias``).  For a deterministic
     inner grid, whose error falls faster, the factor is conservative."""
-    return 2.0 * np.abs(change)
+    bound = 2.0 * np.abs(change)
+    return float(bound) if np.ndim(bound) == 0 else bound
 
 
 def points_for(n: int, relative_ci: float, target: float, cap: int = MAX_STAIRCASE_POINTS) -> int:
