@@ -50,12 +50,23 @@ from .priors import GAUSSIAN
 from .results import Settings, _plain
 from .statistics import inverse_on_unknown
 
-SOLVER_VERSION = "amp-0.1.1"
+SOLVER_VERSION = "amp-0.1.2"
 # A row far below its fixed point but growing (a layer leaving W_hat = 0 after another one is
 # learned: the paper's model with +-1 weights learns layer 2 first while layer 1's row decays to
 # ~1e-10, then grows from there by a constant factor per iteration) changes by less than any
 # absolute ``tol``; GAMP does not stop while a row's norm grows by more than this per iteration.
 ROW_GROWTH = 1e-3
+# A row can also collapse onto W_hat = 0 itself (self-overlap ~1e-24, or exactly 0 where the
+# channel's posterior mean is exactly symmetric), a fixed point of GAMP whether or not it is
+# stable: the paper's model with +-1 weights at alpha = 0.4 stopped there at (0, 1) after 24
+# iterations, while without the stopping rule layer 1 regrows from rounding noise and reaches 0.94
+# by iteration 85 (SE: Q_0).  So before stopping with a row below COLLAPSED_ROW (self-overlap
+# ||w||^2 / D), GAMP asks whether that zero is stable, as SE's linear stability does: the row is
+# set to PROBE_SCALE * N(0, 1) entries (seeded) and GAMP runs PROBE_ITERATIONS more before it may
+# stop; an unstable zero then shows as a growing row (ROW_GROWTH), a stable one decays again.
+COLLAPSED_ROW = 1e-8
+PROBE_SCALE = 1e-5
+PROBE_ITERATIONS = 5
 
 
 def _validate(dimension, alpha, m: int, iterations=None, damping=None, seeds=None):
@@ -295,7 +306,8 @@ def gamp(model, instance: Instance, iterations: int = 100, damping: float = 0.0,
     iterations: maximum number of updates.  damping d in [0, 1): W_hat and V are updated
       as d * old + (1 - d) * new.  tol: stop when the rms change of the entries of W_hat is
       below tol and no row's norm grew by more than :data:`ROW_GROWTH` (not before
-      ``min_iterations``).  seed: for the random start (default: the
+      ``min_iterations``); a row collapsed onto W_hat = 0 is first probed for stability
+      (:data:`COLLAPSED_ROW`: PROBE_ITERATIONS more iterations from a tiny random row).  seed: for the random start (default: the
       instance seed).  init_scale: the start is W_hat = init_scale * N(0,1) entries and
       V = I - W_hat W_hat^T / D (uninformed, spectral-free).  ``init`` (P x D) overrides it.
     resolution: passed to channel.posterior_moments.  v_floor: eigenvalue floor of V (V -> 0
@@ -357,6 +369,8 @@ def gamp(model, instance: Instance, iterations: int = 100, damping: float = 0.0,
     converged = False
     n_bad = 0
     done = 0
+    probed: set[int] = set()  # rows whose collapse onto 0 was probed (COLLAPSED_ROW)
+    probe_until = 0
     bs = n if batch_size <= 0 else int(batch_size)
     for t in range(iterations):
         Vinv = inverse_on_unknown(V, unknown)  # 0 on the known rows: their g, A and C vanish
@@ -416,9 +430,20 @@ def gamp(model, instance: Instance, iterations: int = 100, damping: float = 0.0,
             progress(done, iterations)
         if not np.isfinite(W).all():
             break
-        if done >= min_iterations and ((res < tol and not growing) or np.trace(V) < v_stop * p):
+        if done < min_iterations or done < probe_until:
+            continue
+        if np.trace(V) < v_stop * p:
             converged = True
             break
+        if res < tol and not growing:
+            collapsed = [r for r in unknown if r not in probed and W[r] @ W[r] / d < COLLAPSED_ROW]
+            if not collapsed:
+                converged = True
+                break
+            for r in collapsed:  # is W_hat_r = 0 a stable fixed point? (see COLLAPSED_ROW)
+                W[r] = PROBE_SCALE * rng.standard_normal(d)
+                probed.add(r)
+            probe_until = done + PROBE_ITERATIONS
 
     ov, so, lo, mse, te, ten = (np.array(x) for x in zip(*hist))
     names = tuple(getattr(channel, "index_names", tuple(f"z{i + 1}" for i in range(p))))

@@ -41,7 +41,7 @@ from scipy import optimize
 
 from .precision import (LINEAR_STABILITY_MAX_POINTS, LINEAR_STABILITY_POINTS, PRECISION_TARGETS, SCRAMBLES,
                         TRIVIAL_STAIRCASE_MAX_POINTS, TRIVIAL_STAIRCASE_PILOT_POINTS, Y_QUADRATURE_MAX_POINTS,
-                        Y_QUADRATURE_POINTS, check_precision)
+                        Y_QUADRATURE_POINTS, INNER_BIAS_FACTOR, check_precision)
 from .output_quadrature import CUTOFF, NODES_PER_SD, scalar_output_moments
 from .quadrature import MIN_SCRAMBLES, scrambled_normals, t_halfwidth
 from .results import Settings, Threshold
@@ -230,7 +230,8 @@ def y_quadrature_block_values(channel, points: int, scrambles: int, seed: int, h
     if half is None:
         half = _evaluate_y(channel, points // 2, scrambles, seed)[0][2]
     values = fine[2]
-    terms = 2.0 * np.abs(values.mean(0) - half.mean(0)) + np.abs(values.mean(0) - coarse[2].mean(0))
+    terms = (INNER_BIAS_FACTOR * np.abs(values.mean(0) - half.mean(0))
+             + np.abs(values.mean(0) - coarse[2].mean(0)))
     return values, terms, rows
 
 
@@ -403,7 +404,7 @@ def _resolution_change(channel, n: int, scrambles: int, seed: int, resolution: i
     outer noise cancels (as :func:`solvers.thresholds.resolution_change_at_zero`)."""
     sub_n, sub = max(64, n // 4), min(4, scrambles)
     fine, coarse = (_analyse(channel, *_evaluate(channel, sub_n, sub, seed, r)) for r in (2 * resolution, resolution))
-    return _change(fine, coarse, 2.0)
+    return _change(fine, coarse, INNER_BIAS_FACTOR)
 
 
 def _relative_ci(a) -> float:
@@ -459,7 +460,8 @@ def linear_stability(channel, n_points: int | None = None, scrambles: int = MIN_
         while True:
             fine, coarse, rows = _evaluate_y(channel, n * resolution, scrambles, seed)
             a0 = _analyse(channel, *fine)
-            terms = (_change(a0, _analyse(channel, *half[0]), 2.0), _change(a0, _analyse(channel, *coarse)))
+            terms = (_change(a0, _analyse(channel, *half[0]), INNER_BIAS_FACTOR),
+                     _change(a0, _analyse(channel, *coarse)))
             a = _analysed_with_terms(channel, *fine, *terms)
             if not adaptive or _relative_ci(a) <= target or 2 * n > cap:
                 break
@@ -730,7 +732,7 @@ def staircase_after_trivial(channel, precision: str = "standard", seed: int = 0,
     on a pilot run (``pilot_points`` per scramble), refined by secant steps on the final
     run (points sized from the pilot spread for the precision target, at most
     ``max_points``); reported as the mean of the per-scramble roots with the Student-t 95%
-    half-width over the 16 scrambles plus the root's change at double inner resolution on
+    half-width over the 16 scrambles plus twice the root's change at double inner resolution on
     a subset (a paired difference).  alpha = inf when no root exists for q < 0.9999."""
     t0 = time.perf_counter()
     if ls is None:

@@ -17,8 +17,9 @@ root (:meth:`StaircaseCurve.pilot_root`) and measures its spread over the scramb
 :func:`~solvers.precision.points_for` sizes the final run from that spread (QMC errors fall
 at least like n^-1/2); the final run refines the root by secant steps and reports the mean
 of the per-scramble roots.  The half-width is the Student-t interval over scrambles plus the
-root's change at double inner resolution on a subset of the points (a paired difference:
-the outer noise cancels, so few points suffice).
+inner sampler's bias, twice the root's change at double inner resolution
+(:func:`~solvers.precision.inner_bias_bound`; before solver 0.5.5 the change itself), on a subset
+of the points (a paired difference: the outer noise cancels, so few points suffice).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ import numpy as np
 from scipy import optimize
 
 from .fixed_point_iteration import Q_MAX
-from .precision import SCRAMBLES, points_for
+from .precision import SCRAMBLES, inner_bias_bound, points_for
 from .quadrature import t_halfwidth
 from .statistics import outer_normals
 
@@ -150,7 +151,7 @@ def refine_root(pilot: StaircaseRoot, seed: int, target: float, cap: int, min_su
     """From a pilot root to the reported one (see the module docstring): the points per
     scramble sized by ``points_for`` for the relative half-width ``target`` (at most ``cap``),
     the root refined by :meth:`StaircaseCurve.root_near` on new points (and on the pilot's own
-    when they suffice, if ``refine_on_pilot_points``), the half-width plus the change at
+    when they suffice, if ``refine_on_pilot_points``), the half-width plus twice the change at
     double inner resolution on the first 4 scrambles and max(``min_subset_points``, n / 4)
     points; repeated, resized from the last spread, until the target or the cap."""
     curve, q, alpha0, ci0 = pilot.curve, pilot.q, pilot.alpha, pilot.ci95
@@ -166,7 +167,7 @@ def refine_root(pilot: StaircaseRoot, seed: int, target: float, cap: int, min_su
         roots = curve.per_scramble_roots(q)
         alpha_c, ci = float(np.mean(roots)), float(t_halfwidth(roots))
         sub = curve.on_points(curve.normals[:4, : max(min_subset_points, n // 4)])
-        ci += abs(float(np.mean(sub.per_scramble_roots(q, 2)) - np.mean(sub.per_scramble_roots(q, 1))))
+        ci += inner_bias_bound(float(np.mean(sub.per_scramble_roots(q, 2)) - np.mean(sub.per_scramble_roots(q, 1))))
         if ci <= target * alpha_c or n >= cap:
             return StaircaseRoot(alpha_c, ci, q, curve)
         alpha0, ci0 = alpha_c, ci

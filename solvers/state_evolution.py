@@ -22,7 +22,7 @@ from .errors import SpecError
 from .limits import MAX_ALPHA
 from .fixed_point_iteration import (Q_MAX, FixedPointIteration, difference_step, iterate_fixed_point, order_vector,
                                    overlap_matrix, symmetric_from_upper)
-from .precision import SCRAMBLES, SE_DECISION_POINTS, SE_POINTS, check_precision
+from .precision import SCRAMBLES, SE_DECISION_POINTS, SE_POINTS, check_precision, inner_bias_bound
 from .quadrature import t_halfwidth
 from .results import FixedPoint, Settings, StateEvolutionPoint, StateEvolutionResult
 from .statistics import (OutputStatistics, bayes_prediction_error, free_entropy, outer_normals, output_statistics,
@@ -53,8 +53,8 @@ def _fixed_point_result(channel, alpha, start, fp: FixedPointIteration, normals,
         normals = fp.normals  # the iteration moved to the finer decision points
     st, phi, q_r = fixed_point_statistics(channel, alpha, fp.Q, normals, resolution, fp.statistics)
     q = np.diag(fp.Q)
-    # delta method: the per-scramble spread of the map at Q* (and its change at double
-    # inner resolution) propagated to the fixed point through (I - J)^{-1}, J the map's
+    # delta method: the per-scramble spread of the map at Q* (and twice its change at double
+    # inner resolution, inner_bias_bound) propagated to the fixed point through (I - J)^{-1}, J the map's
     # Jacobian in the diagonal overlaps, by finite differences on a subset of the points.
     # The full J matters near a transition, where the layers' slow mode is a coupled one.
     # The iteration's last step, propagated likewise, bounds the remaining iteration error.
@@ -78,7 +78,7 @@ def _fixed_point_result(channel, alpha, start, fp: FixedPointIteration, normals,
     if radius > 0.95:  # at most a 20x amplification, as at a transition the linearisation fails
         J *= 0.95 / radius
     amplify = np.linalg.inv(np.eye(P) - J)
-    quadrature = np.abs(amplify @ (mapped(fp.Q, 2 * resolution) - base))
+    quadrature = inner_bias_bound(amplify @ (mapped(fp.Q, 2 * resolution) - base))
     last_step = fp.step if channel.sign_symmetric else np.diag(symmetric_from_upper(P, fp.step))
     ci = t_halfwidth(q_r @ amplify.T) + quadrature + np.abs(amplify @ last_step)
     bayes = bayes_prediction_error(channel, fp.Q, normals[:, : max(8, normals.shape[1] // 4)])

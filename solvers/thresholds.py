@@ -37,7 +37,7 @@ from .linear_stability import (linear_stability, staircase_after_trivial, y_quad
 from .models import ModelSpec
 from .precision import (CLOSED_FORM_MAX_POINTS, MAX_STAIRCASE_POINTS, PILOT_POINTS, PRECISION_TARGETS, SCRAMBLES,
                         THRESHOLD_MAX_POINTS, THRESHOLD_POINTS, Y_QUADRATURE_MAX_POINTS, Y_QUADRATURE_POINTS,
-                        check_precision, points_for)
+                        check_precision, inner_bias_bound, points_for)
 from .quadrature import t_halfwidth
 from .results import Settings, Threshold, ThresholdsResult
 from .staircase_curve import StaircaseCurve, refine_root
@@ -96,10 +96,8 @@ def _alpha_at_zero(channel: Channel, normals: np.ndarray, resolution: int) -> np
 
 def resolution_change_at_zero(channel: Channel, normals: np.ndarray) -> np.ndarray:
     """The inner posterior's error term of the half-width at Q = 0 per index,
-        2 |alpha_c(resolution 2) - alpha_c(resolution 1)|,
-    the bias of resolution 1 extrapolated from its change at double resolution (Richardson:
-    a self-normalised importance sampler's bias falls like 1 / K, so resolution 1 is off by
-    twice its change), as a paired difference on a subset of ``normals`` (R, n, .): the first
+        2 |alpha_c(resolution 2) - alpha_c(resolution 1)|
+    (:func:`~solvers.precision.inner_bias_bound`), as a paired difference on a subset of ``normals`` (R, n, .): the first
     4 scrambles and max(PILOT_POINTS, n / 4) points, both resolutions on the same outer
     points, so the outer noise cancels (as in the staircase's :func:`refine_root`).
     Before solver 0.5.4 every point was rerun at double resolution (about 60% of the time at
@@ -107,7 +105,7 @@ def resolution_change_at_zero(channel: Channel, normals: np.ndarray) -> np.ndarr
     term was the change itself, which fell short of the bias: L = 2, M = 3, layer 2 on 16 x
     1024 points moved 1.8e-5 at double resolution and 2.6e-5 at resolution 4."""
     sub = normals[:4, : max(PILOT_POINTS, normals.shape[1] // 4)]
-    return 2.0 * np.abs(_alpha_at_zero(channel, sub, 2) - _alpha_at_zero(channel, sub, 1))
+    return inner_bias_bound(_alpha_at_zero(channel, sub, 2) - _alpha_at_zero(channel, sub, 1))
 
 
 def _rates_at_zero_by_y_quadrature(channel: Channel, precision: str, seed: int) -> RateAtZero:
@@ -306,8 +304,9 @@ class _LearnedOverlapsRoot:
 
     Per-scramble roots linearise around the pooled root u*: du_s = -J^{-1} G^s(u*) and
     alpha_s = 1 / F^s_l(u*) exp(-grad log F_l . du_s), so the half-width covers the outer
-    error of every learned overlap, not only of F_l; the root's shift at double inner
-    resolution (on a subset of the points, linearised the same way) is added to it."""
+    error of every learned overlap, not only of F_l; twice the root's shift at double inner
+    resolution (on a subset of the points, linearised the same way; the change itself before
+    solver 0.5.5) is added to it (:func:`~solvers.precision.inner_bias_bound`)."""
 
     STEP = 2e-3  # finite-difference step in logit q (relative 2e-3 in q or in 1 - q)
     MAX_MOVE = 1.5  # largest Newton move in logit q
@@ -380,7 +379,7 @@ class _LearnedOverlapsRoot:
         sub = normals[:4, : max(min_subset_points, normals.shape[1] // 4)]
         G1, _, logF1, _ = self.residuals(u, sub, 1)
         G2, _, logF2, _ = self.residuals(u, sub, 2)
-        quadrature = alpha * abs(float(log_alpha_shift(G2 - G1, logF2 - logF1)))
+        quadrature = alpha * float(inner_bias_bound(log_alpha_shift(G2 - G1, logF2 - logF1)))
         return alpha, float(t_halfwidth(alpha_s)) + quadrature, u, jacobian
 
 

@@ -20,8 +20,8 @@ uninformed branch starts at q -> 0 and follows the curve while alpha(q) increase
     root q_IT of Phi(q) = Phi(Q_0) on the uninformed branch.
 
 Half-widths: each scramble of the outer QMC gives its own curve, hence its own spinodal maximum
-and free-entropy root; the Student-t interval over scrambles plus the change at double inner
-resolution (quadrature), and the grid refinement, which is far below both.
+and free-entropy root; the Student-t interval over scrambles plus twice the change at double inner
+resolution (quadrature, :func:`~solvers.precision.inner_bias_bound`), and the grid refinement, which is far below both.
 
 For noiseless deep attention with several layers (:func:`layered_perfect_recovery_transitions`)
 no one-dimensional curve holds the fixed points; both kinds come from what the staircase and
@@ -46,7 +46,7 @@ import numpy as np
 
 from .channels.base import Channel
 from .checks import SE_BRACKET  # the uninformed SE branch is short of Q_0 / at it there
-from .precision import SCRAMBLES, THRESHOLD_POINTS
+from .precision import SCRAMBLES, THRESHOLD_POINTS, inner_bias_bound
 from .quadrature import t_halfwidth
 from .results import Threshold, Transition
 from .statistics import outer_normals, output_statistics
@@ -140,12 +140,13 @@ def _root_per_scramble(channel, u_lo, u_hi, level, normals, resolution=1):
 
 
 def _estimate(per_scramble, pooled, resolution_shift):
-    """(alpha, 95% half-width): Student t over scrambles plus the change at double resolution."""
+    """(alpha, 95% half-width): Student t over scrambles plus twice the change at double
+    resolution (:func:`~solvers.precision.inner_bias_bound`)."""
     ok = np.isfinite(per_scramble)
     hw = float(t_halfwidth(per_scramble[ok])) if ok.sum() >= 2 else math.inf
     if len(per_scramble) and not np.all(ok):
         hw = math.inf  # a scramble without the root: the estimate cannot be trusted to its spread
-    return float(pooled), hw + abs(float(resolution_shift))
+    return float(pooled), hw + float(inner_bias_bound(resolution_shift))
 
 
 # 1 - q where the limit alpha_Q0 is extrapolated from (decades: the curve approaches it like a power)

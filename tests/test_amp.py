@@ -246,3 +246,29 @@ def test_gamp_does_not_stop_while_a_row_grows_from_almost_zero():
     plain = gamp(spec, inst, iterations=200, damping=0.5)
     assert tiny.iterations > 5 and tiny.layer_overlaps[-1, 0] > 0.9, (tiny.iterations, tiny.layer_overlaps[-1])
     assert abs(tiny.layer_overlaps[-1, 0] - plain.layer_overlaps[-1, 0]) < 1e-3
+
+
+def test_gamp_probes_a_row_collapsed_onto_zero():
+    """The paper's model with +-1 weights at alpha = 0.4 (SE: Q_0), started with layer 2 at the
+    teacher and layer 1 exactly 0: W_hat_1 = 0 is a fixed point of GAMP there (the posterior mean
+    of z_1 is exactly symmetric), but an unstable one.  Before amp-0.1.2 GAMP stopped after 5
+    iterations at (0, 1) and called it converged (as at D = 1000, seed 0 from the default start,
+    after 24 iterations); the probe of collapsed rows (COLLAPSED_ROW) finds it unstable."""
+    spec = _spec("attention", layers=2, tokens=2, prior={"kind": "binary"})
+    inst = generate_instance(spec, 300, 0.4, 0)
+    init = np.zeros((2, 300))
+    init[1] = inst.teacher[1]
+    run = gamp(spec, inst, iterations=100, init=init)
+    assert run.converged and np.all(run.layer_overlaps[-1] > 0.99), (run.iterations, run.layer_overlaps[-1])
+
+
+def test_gamp_stops_at_a_stable_zero_after_probing():
+    """Below phase retrieval's threshold (1/2) the zero row is stable: after the probe it decays
+    again and GAMP stops there, converged, within a few iterations of the probe."""
+    from solvers.amp import PROBE_ITERATIONS
+
+    spec = _spec("multi_index", link="square")
+    run = gamp(spec, generate_instance(spec, 300, 0.3, 0), iterations=100, init=np.zeros((1, 300)))
+    assert run.converged and run.iterations <= 20 + PROBE_ITERATIONS, run.iterations
+    assert run.layer_overlaps[-1, 0] < 0.05
+    assert np.abs(run.self_overlaps[-1]).max() < 1e-6

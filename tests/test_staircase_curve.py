@@ -70,3 +70,26 @@ def test_refine_root_on_the_pilot_points(channel):
     assert abs(refined.q - 0.8) <= abs(pilot.q - 0.8) + 1e-12
     grown = refine_root(pilot, 0, 1e-9, 16, 4, refine_on_pilot_points=False)
     assert grown.curve.points == 16
+
+
+class BiasedRateCurve(ConstantRateCurve):
+    """Every scramble's rate is 1 / (4 + BIAS / resolution): the root is alpha = 4 + BIAS /
+    resolution exactly, an inner sampler whose bias falls like 1 / K with no outer spread."""
+    BIAS = 0.4
+
+    def compute_statistics(self, q, resolution):
+        self.calls.append((q, resolution))
+        return np.full(len(RATES), 1.0 / (4.0 + self.BIAS / resolution))
+
+    def on_points(self, normals):
+        return BiasedRateCurve(self.channel, normals, self.calls)
+
+
+def test_refine_root_half_width_covers_a_one_over_k_inner_bias(channel):
+    """The half-width's inner term is twice the change at double resolution (Richardson for a
+    1 / K bias): it reaches the limit alpha = 4, where the change alone (0.2) falls short."""
+    pilot = BiasedRateCurve(channel, outer_normals(channel, 4, 4, 0), []).pilot_root()
+    root = refine_root(pilot, 0, 1e-9, 4, 4, refine_on_pilot_points=True)
+    assert root.alpha == pytest.approx(4.0 + BiasedRateCurve.BIAS, rel=1e-6)
+    assert root.ci95 == pytest.approx(BiasedRateCurve.BIAS, rel=1e-5)
+    assert root.alpha - root.ci95 <= 4.0 + 1e-6

@@ -229,8 +229,9 @@ def test_gamp_on_the_binary_paper_model_recovers_the_teacher_above_the_jump():
     the L = 2, M = 2 grid posterior lost one of the modes +-z_1* and sent layer 1's row to random
     confident signs (overlap 0.14 at self-overlap 1, seed 0) before solver 0.5.4 (README); this
     test then needed V floored at 1e-4.
-    At 0.4 GAMP is not this clean (seed 0: layer 1 at 0.42 after 150 iterations), nor at 0.3
-    (seed 1 oscillates near 0 against SE's (0, 0.233)): README."""
+    At 0.4 both seeds reach (1, 1) since amp-0.1.2 (seed 0 had stopped at a collapsed layer-1 row:
+    test_amp.py::test_gamp_probes_a_row_collapsed_onto_zero); at 0.3 seed 1 oscillates near 0
+    against SE's (0, 0.233): README."""
     from solvers.amp import gamp, generate_instance
 
     spec = DeepAttentionSpec(prior={"kind": "binary"})
