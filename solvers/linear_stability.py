@@ -141,22 +141,11 @@ def _scramble_statistics(channel, Zs: np.ndarray, xis: Optional[np.ndarray], res
     return T, F, blocks
 
 
-def _scramble_channels(channel, seed: int, scrambles: int) -> list:
-    """The channel of each scramble: for a channel with an inner Monte-Carlo bank
-    (``reseeded_per_scramble``) an independent bank per scramble, the same bank r for a seed
-    wherever it is asked for (Q = 0 and the staircase curve, on any subset of the points), so
-    that the spread over scrambles includes the bank's error; otherwise the channel itself."""
-    if not channel.reseeded_per_scramble:
-        return [channel] * scrambles
-    bank_seeds = np.random.SeedSequence([seed, 7919]).generate_state(scrambles)
-    return [channel.with_seed(int(b)) for b in bank_seeds]
-
-
 def _evaluate(channel, n_points: int, scrambles: int, seed: int, resolution: int):
     P, M = channel.n_indices, channel.n_tokens
     noise_dim = int(np.prod(channel.noise_shape)) if len(channel.noise_shape) else 0
     pts = scrambled_normals(n_points, P * M + noise_dim, scrambles, seed)
-    banks = _scramble_channels(channel, seed, scrambles)
+    banks = channel.scramble_channels(seed, scrambles)
     Ts, Fs, Bs = [], [], []
     for r, ch in enumerate(banks):
         Zs = pts[r, :, :P * M]
@@ -399,8 +388,8 @@ class _TrivialDirectionCurve(StaircaseCurve):
     ROOT_STEPS = 6  # each step costs two Perron eigenproblems on the general-V posterior
 
     def __init__(self, channel, s, Uc, normals, seed: int = 0):
-        super().__init__(channel, normals)
-        self.s, self.Uc, self.seed = np.asarray(s, float), Uc, int(seed)
+        super().__init__(channel, normals, seed=int(seed))
+        self.s, self.Uc = np.asarray(s, float), Uc
 
     def on_points(self, normals):
         return _TrivialDirectionCurve(self.channel, self.s, self.Uc, normals, self.seed)
@@ -410,7 +399,7 @@ class _TrivialDirectionCurve(StaircaseCurve):
 
         Channels with an inner Monte-Carlo bank (``reseeded_per_scramble``: the formula
         links' region posterior) get an independent bank per scramble
-        (:func:`_scramble_channels`, the same banks as :func:`linear_stability`'s): one bank
+        (``channel.scramble_channels``, the same banks as every engine's): one bank
         shared by all points makes its error a bias that
         more outer points cannot reduce.  With V*_ss = 1 - q small, g_s = (E[z.s | y] -
         omega.s) / (1 - q) amplifies the bank's error in E[z.s | y]: committee as a formula at
@@ -421,7 +410,7 @@ class _TrivialDirectionCurve(StaircaseCurve):
         if ch.reseeded_per_scramble:
             h, F, Hc = (np.array(x) for x in zip(*(
                 tuple(x.mean(axis=0) for x in self._point_statistics(bank, q, self.normals[r], resolution))
-                for r, bank in enumerate(_scramble_channels(ch, self.seed, R)))))
+                for r, bank in enumerate(ch.scramble_channels(self.seed, R)))))
         else:
             h, F, Hc = (x.reshape((R, n) + x.shape[1:]).mean(axis=1) for x in
                         self._point_statistics(ch, q, self.normals.reshape(R * n, -1), resolution))
