@@ -18,10 +18,11 @@ At Q = 0 (omega = 0, V = I) with y drawn from the model:
 The outer expectation is randomised QMC: R independent scrambles of a Sobol sequence in the
 P M Gaussian coordinates of Z (plus the channel's noise coordinates), mapped through the
 inverse normal CDF; every estimate comes with a Student-t 95% half-width over the scrambles.
-The same seed reproduces every number bit for bit.  Noisy channels that expose
-``with_seed(seed)`` (the importance-sampling ones) get an independent inner bank per
-scramble, so that the CI also covers the inner Monte-Carlo error; the remaining O(1/K) bias
-of self-normalised importance sampling is checked by comparing two resolutions.
+The same seed reproduces every number bit for bit.  Channels with a seeded inner bank
+(``reseeded_per_scramble``: the importance-sampling ones, formula links) get an independent
+inner bank per scramble (``Channel.scramble_channels``, the banks every engine draws), so that
+the CI also covers the inner Monte-Carlo error; the remaining O(1/K) bias of self-normalised
+importance sampling is checked by comparing two resolutions.
 """
 from __future__ import annotations
 

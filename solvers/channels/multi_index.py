@@ -449,8 +449,9 @@ class FormulaChannel(MultiIndexChannel):
       wider N(omega, V + I) is added (balance heuristic), so small regions are still reached
       (16x more points when a batch holds at most 256 distinct (y, omega), as at Q = 0):
           log Z_out = log P(g(z) = y | omega, V),  mean, cov = moments on the region.
-      Linear stability draws a new bank per scramble (its half-width covers the bank's error);
-      the other engines compare two resolutions.  Samples that share (y, omega) (all of them
+      Every engine draws a new bank per outer scramble (``Channel.scramble_channels``; its
+      half-width covers the bank's error), the bank's size decided on all the scrambles'
+      samples together (:meth:`posterior_moments_by_scramble`).  Samples that share (y, omega) (all of them
       at Q = 0) are computed once.
     * noiseless, continuous and invertible (in z1 alone, continuous, nowhere flat:
       :func:`.formula.inversion_problem`): the posterior of z1 is discrete on the roots z_k of
