@@ -2,7 +2,7 @@
 a bank per scramble (0.5.5), side by side in one run, with a 16x larger bank per scramble and
 the named link's exact posterior as references (issue 14).
 
-    python benchmarks/bench_inner_banks.py [--precision fast] [--seeds 0]
+    python benchmarks/bench_inner_banks.py [--precision fast] [--seeds 0] [--only FORMULA]
 
 One line per (formula, noise, alpha, seed, variant): overlaps, 95% half-widths, map
 evaluations, seconds.  "shared" is 0.5.4's state evolution (output_statistics without a seed),
@@ -46,8 +46,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--precision", default="fast")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--only", help="run the cases whose formula is this one")
     args = ap.parse_args()
     for formula, noise, named, alphas in CASES:
+        if args.only is not None and formula != args.only:
+            continue
         channel = MultiIndexSpec(link={"formula": formula}, noise=noise).channel()
         large = FormulaChannel(formula, noise, bank_size=16 * DEFAULT_BANK_SIZE,
                                region_bank_size=16 * REGION_BANK_SIZE)
