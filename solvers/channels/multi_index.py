@@ -451,8 +451,8 @@ class FormulaChannel(MultiIndexChannel):
           log Z_out = log P(g(z) = y | omega, V),  mean, cov = moments on the region.
       Every engine draws a new bank per outer scramble (``Channel.scramble_channels``; its
       half-width covers the bank's error), the bank's size decided on all the scrambles'
-      samples together (:meth:`posterior_moments_by_scramble`).  Samples that share (y, omega) (all of them
-      at Q = 0) are computed once.
+      samples together (:meth:`posterior_moments_by_scramble`).  Samples that share (y, omega)
+      (all of them at Q = 0) are computed once.
     * noiseless, continuous and invertible (in z1 alone, continuous, nowhere flat:
       :func:`.formula.inversion_problem`): the posterior of z1 is discrete on the roots z_k of
       g(z1) = y (the module's ``preimage_moments``: a grid of 64 x resolution cells over
