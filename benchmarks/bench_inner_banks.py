@@ -7,6 +7,8 @@ the named link's exact posterior as references (issue 14).
 One line per (formula, noise, alpha, seed, variant): overlaps, 95% half-widths, map
 evaluations, seconds.  "shared" is 0.5.4's state evolution (output_statistics without a seed),
 "per scramble" is 0.5.5's, "16x bank" the same with 16x the inner points, "exact" the named link.
+The 16x bank costs 10-20x per fixed point: all cases with three seeds took over half an hour on
+the loaded 2-core machine (use --only to pick one).
 """
 from __future__ import annotations
 
