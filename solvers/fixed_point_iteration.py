@@ -114,8 +114,10 @@ class SEMap:
     and the map's Monte-Carlo standard error per component (the spread over the R scrambles of
     the per-scramble maps / sqrt R)."""
 
-    def __init__(self, channel: Channel, alpha: float, normals: np.ndarray, resolution: int, mask: np.ndarray):
+    def __init__(self, channel: Channel, alpha: float, normals: np.ndarray, resolution: int, mask: np.ndarray,
+                 seed: int | None = None):
         self.channel, self.alpha, self.normals, self.resolution, self.mask = channel, alpha, normals, resolution, mask
+        self.seed = seed  # the outer seed of the normals: it picks each scramble's inner bank
         self.evaluations = 0
         self.last_point: np.ndarray | None = None
         self.last_statistics: OutputStatistics | None = None
@@ -125,11 +127,11 @@ class SEMap:
         """Output statistics (with the plug-in error) at the overlaps x: one evaluation."""
         self.evaluations += 1
         return output_statistics(self.channel, overlap_matrix(self.channel, x), self.normals, self.resolution,
-                                 plugin=True)
+                                 plugin=True, seed=self.seed)
 
     def on(self, normals: np.ndarray) -> "SEMap":
         """The same map on other outer points, its evaluation count carried over."""
-        finer = SEMap(self.channel, self.alpha, normals, self.resolution, self.mask)
+        finer = SEMap(self.channel, self.alpha, normals, self.resolution, self.mask, self.seed)
         finer.evaluations = self.evaluations
         return finer
 
@@ -260,12 +262,17 @@ def newton_coordinates(q: np.ndarray, logit: bool) -> np.ndarray:
 
 def bounded_newton_target(q: np.ndarray, target: np.ndarray, logit: bool) -> np.ndarray:
     """The overlaps at a Newton target, the move bounded: at most NEWTON_LOGIT_STEP in logit
-    q; in plain coordinates never more than halving q or 1 - q."""
+    q; in plain coordinates never more than halving |q| or 1 - |q| (an off-diagonal overlap
+    may be negative: mirrored).  Before solver 0.5.5 a negative entry was clipped to at least
+    q / 2, so every Newton step halved it however close it sat to its fixed point, and plain
+    steps took it back: y = z1 z2 + noise 0.1 as a formula at alpha = 1.5 cycled between
+    Q_12 = -0.0059 and -0.0029 until the 400 evaluations ran out."""
     if logit:
         u = newton_coordinates(q, True)
         u = np.clip(target, u - NEWTON_LOGIT_STEP, u + NEWTON_LOGIT_STEP)
         return np.minimum(1.0 / (1.0 + np.exp(-u)), Q_MAX)
-    return np.clip(target, 0.5 * q, np.minimum(1.0 - 0.5 * (1.0 - q), Q_MAX))
+    sign = np.where(q < 0, -1.0, 1.0)
+    return sign * np.clip(sign * target, 0.5 * np.abs(q), np.minimum(1.0 - 0.5 * (1.0 - np.abs(q)), Q_MAX))
 
 
 def newton_target(x: np.ndarray, step_u: np.ndarray, J: np.ndarray, active: np.ndarray, logit: bool) -> np.ndarray:
@@ -474,7 +481,7 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
                         resolution: int = 1, tol: float = 1e-6, max_iterations: int = 400,
                         frozen: np.ndarray | None = None,
                         statistical_tolerance: float | None = None,
-                        decision_normals: np.ndarray | None = None) -> FixedPointIteration:
+                        decision_normals: np.ndarray | None = None, seed: int | None = None) -> FixedPointIteration:
     """Iterate the SE map to a fixed point, accelerated without being pulled onto unstable ones.
 
     Each step evaluates the map once and then takes the first that applies of: a Broyden
@@ -505,14 +512,16 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
     not-yet-learned layers at exactly 0).  ``decision_normals``: more outer points (the same
     scrambles), on which a small layer's linear rate is estimated again when it is within its
     95% half-width of 1 (a sequential test: SE's own points cannot tell 0.95 from 1.05); if
-    only they see it grow, the iteration goes on on them (``normals`` of the result says which)."""
+    only they see it grow, the iteration goes on on them (``normals`` of the result says which).
+    ``seed``: the outer seed of both sets of normals, which picks each scramble's inner bank
+    (:func:`~solvers.statistics.output_statistics`; None: one bank for all scrambles)."""
     x = order_vector(channel, channel.known_overlaps(Q_start))
     mask = np.ones_like(x, dtype=bool) if frozen is None else ~frozen
     mask &= ~order_vector(channel, known_mask(channel))  # known rows stay at Q_0, never learned
     grown = np.zeros(x.shape, dtype=bool)  # grown from 0 to the least root of their own map
     fallen = np.zeros(x.shape, dtype=bool)  # grown and fallen back to 0: settled there
     symmetric = channel.sign_symmetric
-    se_map = SEMap(channel, alpha, normals, resolution, mask)
+    se_map = SEMap(channel, alpha, normals, resolution, mask, seed)
     stopping = StoppingRule(tol, statistical_tolerance, relative_near_one=symmetric)
     aitken = AitkenExtrapolation(clip_to_overlaps=symmetric)
     newton = NewtonAccelerator(logit=symmetric)
@@ -551,7 +560,8 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
             if decision_normals is not None:
                 marginal = small & (np.abs(rate - 1.0) <= alpha * t_halfwidth(at_zero.cov_deviation))
                 if np.any(marginal):
-                    finer = output_statistics(channel, overlap_matrix(channel, x0), decision_normals, resolution)
+                    finer = output_statistics(channel, overlap_matrix(channel, x0), decision_normals, resolution,
+                                              seed=seed)
                     rate = np.where(marginal, alpha * finer.cov_deviation.mean(0), rate)
                     refined = marginal
             unstable = small & (rate > 1.0) & ~fallen

@@ -18,14 +18,15 @@ At Q = 0 (omega = 0, V = I) with y drawn from the model:
 The outer expectation is randomised QMC: R independent scrambles of a Sobol sequence in the
 P M Gaussian coordinates of Z (plus the channel's noise coordinates), mapped through the
 inverse normal CDF; every estimate comes with a Student-t 95% half-width over the scrambles.
-The same seed reproduces every number bit for bit.  Noisy channels that expose
-``with_seed(seed)`` (the importance-sampling ones) get an independent inner bank per
-scramble, so that the CI also covers the inner Monte-Carlo error; the remaining O(1/K) bias
-of self-normalised importance sampling enters the half-width as twice the change at double
-inner resolution (since solver 0.5.5; before, it was not in the half-width).  For a scalar
-noisy observation whose posterior is a prior-bank importance sampler (no known rows) the
-expectation over y is a quadrature instead (:mod:`solvers.output_quadrature`; see
-:func:`linear_stability`): at Q = 0 the posterior depends on y alone.
+The same seed reproduces every number bit for bit.  Channels with a seeded inner bank
+(``reseeded_per_scramble``: the importance-sampling ones, formula links) get an independent
+inner bank per scramble (``Channel.scramble_channels``, the banks every engine draws), so that
+the CI also covers the inner Monte-Carlo error; the remaining O(1/K) bias of self-normalised
+importance sampling enters the half-width as twice the change at double inner resolution
+(since solver 0.5.5; before, it was not in the half-width).  For a scalar noisy observation
+whose posterior is a prior-bank importance sampler (no known rows) the expectation over y is
+a quadrature instead (:mod:`solvers.output_quadrature`; see :func:`linear_stability`): at
+Q = 0 the posterior depends on y alone.
 """
 from __future__ import annotations
 
@@ -154,22 +155,11 @@ def _scramble_statistics(channel, Zs: np.ndarray, xis: Optional[np.ndarray], res
     return T, F, blocks
 
 
-def _scramble_channels(channel, seed: int, scrambles: int) -> list:
-    """The channel of each scramble: for a channel with an inner Monte-Carlo bank
-    (``reseeded_per_scramble``) an independent bank per scramble, the same bank r for a seed
-    wherever it is asked for (Q = 0 and the staircase curve, on any subset of the points), so
-    that the spread over scrambles includes the bank's error; otherwise the channel itself."""
-    if not channel.reseeded_per_scramble:
-        return [channel] * scrambles
-    bank_seeds = np.random.SeedSequence([seed, 7919]).generate_state(scrambles)
-    return [channel.with_seed(int(b)) for b in bank_seeds]
-
-
 def _evaluate(channel, n_points: int, scrambles: int, seed: int, resolution: int):
     P, M = channel.n_indices, channel.n_tokens
     noise_dim = int(np.prod(channel.noise_shape)) if len(channel.noise_shape) else 0
     pts = scrambled_normals(n_points, P * M + noise_dim, scrambles, seed)
-    banks = _scramble_channels(channel, seed, scrambles)
+    banks = channel.scramble_channels(seed, scrambles)
     Ts, Fs, Bs = [], [], []
     for r, ch in enumerate(banks):
         Zs = pts[r, :, :P * M]
@@ -212,8 +202,8 @@ def _y_scramble_statistics(channel, points: int):
 
 def _evaluate_y(channel, points: int, scrambles: int, seed: int):
     """Per-scramble statistics by quadrature in y (each scramble its own bank, as
-    :func:`_scramble_channels` draws it): ((Ts, Fs, Bs) fine, (Ts, Fs, Bs) coarse, bank rows)."""
-    banks = _scramble_channels(channel, seed, scrambles)
+    :meth:`~solvers.channels.base.Channel.scramble_channels` draws it): ((Ts, Fs, Bs) fine, (Ts, Fs, Bs) coarse, bank rows)."""
+    banks = channel.scramble_channels(seed, scrambles)
     with ThreadPoolExecutor(max(1, min(numba.get_num_threads(), scrambles))) as ex:  # the kernel releases the GIL
         per = list(ex.map(lambda ch: _y_scramble_statistics(ch, points), banks))
     fine, coarse = ([np.array(x) for x in zip(*(levels[i] for levels, _ in per))] for i in range(2))
@@ -575,8 +565,8 @@ class _TrivialDirectionCurve(StaircaseCurve):
     ROOT_STEPS = 6  # each step costs two Perron eigenproblems on the general-V posterior
 
     def __init__(self, channel, s, Uc, normals, seed: int = 0):
-        super().__init__(channel, normals)
-        self.s, self.Uc, self.seed = np.asarray(s, float), Uc, int(seed)
+        super().__init__(channel, normals, seed=int(seed))
+        self.s, self.Uc = np.asarray(s, float), Uc
 
     def on_points(self, normals):
         return _TrivialDirectionCurve(self.channel, self.s, self.Uc, normals, self.seed)
@@ -586,7 +576,7 @@ class _TrivialDirectionCurve(StaircaseCurve):
 
         Channels with an inner Monte-Carlo bank (``reseeded_per_scramble``: the formula
         links' region posterior) get an independent bank per scramble
-        (:func:`_scramble_channels`, the same banks as :func:`linear_stability`'s): one bank
+        (``channel.scramble_channels``, the same banks as every engine's): one bank
         shared by all points makes its error a bias that
         more outer points cannot reduce.  With V*_ss = 1 - q small, g_s = (E[z.s | y] -
         omega.s) / (1 - q) amplifies the bank's error in E[z.s | y]: committee as a formula at
@@ -597,7 +587,7 @@ class _TrivialDirectionCurve(StaircaseCurve):
         if ch.reseeded_per_scramble:
             h, F, Hc = (np.array(x) for x in zip(*(
                 tuple(x.mean(axis=0) for x in self._point_statistics(bank, q, self.normals[r], resolution))
-                for r, bank in enumerate(_scramble_channels(ch, self.seed, R)))))
+                for r, bank in enumerate(ch.scramble_channels(self.seed, R)))))
         else:
             h, F, Hc = (x.reshape((R, n) + x.shape[1:]).mean(axis=1) for x in
                         self._point_statistics(ch, q, self.normals.reshape(R * n, -1), resolution))

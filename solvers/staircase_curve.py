@@ -42,13 +42,15 @@ class StaircaseCurve:
     A subclass supplies ``compute_statistics(q, resolution)``, the per-scramble and pooled
     (h, rate) from them (``rates``, ``pooled_rates``), ``per_scramble_roots`` (the
     interpolation of each scramble's root on the pair around q), ``on_points`` (the same
-    curve on other outer points), and its bracketing ``GRID`` (dense towards q = 1)."""
+    curve on other outer points), and its bracketing ``GRID`` (dense towards q = 1).  ``seed``,
+    the outer seed of ``normals``, picks each scramble's inner bank
+    (:func:`~solvers.statistics.output_statistics`)."""
 
     GRID: tuple[float, ...] = ()
     ROOT_STEPS = 8
 
-    def __init__(self, channel, normals: np.ndarray, memo: dict | None = None):
-        self.channel, self.normals = channel, normals
+    def __init__(self, channel, normals: np.ndarray, memo: dict | None = None, seed: int | None = None):
+        self.channel, self.normals, self.seed = channel, normals, seed  # seed: that of the normals
         self._memo = {} if memo is None else memo
 
     @property

@@ -33,10 +33,13 @@ UNINFORMED_START = 1e-3
 INFORMED_START = 1.0 - 1e-4
 
 
-def fixed_point_statistics(channel, alpha, Q, normals, resolution, statistics: OutputStatistics | None = None):
+def fixed_point_statistics(channel, alpha, Q, normals, resolution, statistics: OutputStatistics | None = None,
+                           seed: int | None = None):
     """Statistics at a fixed point: free entropy, plug-in error, per-scramble map spread
-    (``statistics``: the output statistics at Q, with the plug-in error, if already computed)."""
-    st = statistics if statistics is not None else output_statistics(channel, Q, normals, resolution, plugin=True)
+    (``statistics``: the output statistics at Q, with the plug-in error, if already computed;
+    ``seed``: the outer seed of ``normals``, for each scramble's inner bank)."""
+    st = statistics if statistics is not None else output_statistics(channel, Q, normals, resolution, plugin=True,
+                                                                     seed=seed)
     H = st.H.mean(0)
     phi = free_entropy(alpha, Q, H, float(st.log_partition.mean()), channel.prior)
     per_scramble_q = np.array([np.diag(overlap_update(alpha, st.H[r], channel.prior)) for r in range(st.H.shape[0])])
@@ -48,10 +51,10 @@ def fixed_point_statistics(channel, alpha, Q, normals, resolution, statistics: O
 STATISTICAL_TOLERANCE = 0.1
 
 
-def _fixed_point_result(channel, alpha, start, fp: FixedPointIteration, normals, resolution) -> FixedPoint:
+def _fixed_point_result(channel, alpha, start, fp: FixedPointIteration, normals, resolution, seed) -> FixedPoint:
     if fp.normals is not None:
         normals = fp.normals  # the iteration moved to the finer decision points
-    st, phi, q_r = fixed_point_statistics(channel, alpha, fp.Q, normals, resolution, fp.statistics)
+    st, phi, q_r = fixed_point_statistics(channel, alpha, fp.Q, normals, resolution, fp.statistics, seed)
     q = np.diag(fp.Q)
     # delta method: the per-scramble spread of the map at Q* (and twice its change at double
     # inner resolution, inner_bias_bound) propagated to the fixed point through (I - J)^{-1}, J the map's
@@ -61,7 +64,8 @@ def _fixed_point_result(channel, alpha, start, fp: FixedPointIteration, normals,
     sub = normals[:4, : max(16, normals.shape[1] // 4)]
 
     def mapped(Q, res=resolution):
-        return np.diag(overlap_update(alpha, output_statistics(channel, Q, sub, res).H.mean(0), channel.prior))
+        return np.diag(overlap_update(alpha, output_statistics(channel, Q, sub, res, seed=seed).H.mean(0),
+                                      channel.prior))
 
     base = mapped(fp.Q)
     P = len(q)
@@ -104,8 +108,8 @@ def fixed_point(spec, alpha: float, start: str = "uninformed", precision: str = 
         Q_start = np.eye(P) * (UNINFORMED_START if start == "uninformed" else INFORMED_START)
     decision = outer_normals(channel, SE_DECISION_POINTS[precision], SCRAMBLES, seed)
     fp = iterate_fixed_point(channel, alpha, Q_start, normals, statistical_tolerance=STATISTICAL_TOLERANCE,
-                             decision_normals=decision)
-    return _fixed_point_result(channel, alpha, start, fp, normals, 1)
+                             decision_normals=decision, seed=seed)
+    return _fixed_point_result(channel, alpha, start, fp, normals, 1, seed)
 
 
 def _check_alpha(alpha):
@@ -154,10 +158,11 @@ def state_evolution(spec, alphas, precision: str = "standard", seed: int = 0, pr
             fp = FixedPointIteration(fp.Q, True, 0, 0.0, np.nan, np.zeros_like(fp.step))
         else:
             fp = iterate_fixed_point(channel, alphas[i], _warm_start(Q, UNINFORMED_START, 1.0), normals,
-                                     statistical_tolerance=STATISTICAL_TOLERANCE, decision_normals=decision)
+                                     statistical_tolerance=STATISTICAL_TOLERANCE, decision_normals=decision,
+                                     seed=seed)
         Q = fp.Q
         at_q0[i] = _perfect_recovery(channel, fp)
-        uninformed[i] = _fixed_point_result(channel, alphas[i], "uninformed", fp, normals, 1)
+        uninformed[i] = _fixed_point_result(channel, alphas[i], "uninformed", fp, normals, 1, seed)
         done += 1
         if progress:
             progress(done, total)
@@ -168,9 +173,10 @@ def state_evolution(spec, alphas, precision: str = "standard", seed: int = 0, pr
             informed[i] = dataclasses.replace(uninformed[i], start="informed", iterations=0)
         else:
             fp = iterate_fixed_point(channel, alphas[i], _warm_start(Q, 0.0, INFORMED_START), normals,
-                                     statistical_tolerance=STATISTICAL_TOLERANCE, decision_normals=decision)
+                                     statistical_tolerance=STATISTICAL_TOLERANCE, decision_normals=decision,
+                                     seed=seed)
             Q = fp.Q
-            informed[i] = _fixed_point_result(channel, alphas[i], "informed", fp, normals, 1)
+            informed[i] = _fixed_point_result(channel, alphas[i], "informed", fp, normals, 1, seed)
         done += 1
         if progress:
             progress(done, total)

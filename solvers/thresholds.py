@@ -87,14 +87,14 @@ def _threshold_of_deviation(mean: np.ndarray) -> np.ndarray:
     return np.where(mean > 0, 1.0 / np.where(mean > 0, mean, 1), np.inf)
 
 
-def _alpha_at_zero(channel: Channel, normals: np.ndarray, resolution: int) -> np.ndarray:
-    """Per index alpha_c at Q = 0, pooled over the scrambles of ``normals``."""
+def _alpha_at_zero(channel: Channel, normals: np.ndarray, resolution: int, seed: int) -> np.ndarray:
+    """Per index alpha_c at Q = 0, pooled over the scrambles of ``normals`` (of outer seed ``seed``)."""
     P = channel.n_indices
     return _threshold_of_deviation(
-        output_statistics(channel, np.zeros((P, P)), normals, resolution).cov_deviation.mean(0))
+        output_statistics(channel, np.zeros((P, P)), normals, resolution, seed=seed).cov_deviation.mean(0))
 
 
-def resolution_change_at_zero(channel: Channel, normals: np.ndarray) -> np.ndarray:
+def resolution_change_at_zero(channel: Channel, normals: np.ndarray, seed: int) -> np.ndarray:
     """The inner posterior's error term of the half-width at Q = 0 per index,
         2 |alpha_c(resolution 2) - alpha_c(resolution 1)|
     (:func:`~solvers.precision.inner_bias_bound`), as a paired difference on a subset of ``normals`` (R, n, .): the first
@@ -105,7 +105,7 @@ def resolution_change_at_zero(channel: Channel, normals: np.ndarray) -> np.ndarr
     term was the change itself, which fell short of the bias: L = 2, M = 3, layer 2 on 16 x
     1024 points moved 1.8e-5 at double resolution and 2.6e-5 at resolution 4."""
     sub = normals[:4, : max(PILOT_POINTS, normals.shape[1] // 4)]
-    return inner_bias_bound(_alpha_at_zero(channel, sub, 2) - _alpha_at_zero(channel, sub, 1))
+    return inner_bias_bound(_alpha_at_zero(channel, sub, 2, seed) - _alpha_at_zero(channel, sub, 1, seed))
 
 
 def _rates_at_zero_by_y_quadrature(channel: Channel, precision: str, seed: int) -> RateAtZero:
@@ -148,14 +148,14 @@ def rates_at_zero(channel: Channel, precision: str, seed: int) -> RateAtZero:
     cap = CLOSED_FORM_MAX_POINTS if channel.closed_form_posterior else THRESHOLD_MAX_POINTS
     while True:
         normals = outer_normals(channel, n, SCRAMBLES, seed)
-        st = output_statistics(channel, Q0, normals, 1)
+        st = output_statistics(channel, Q0, normals, 1, seed=seed)
         dev = st.cov_deviation  # (R, P)
         mean = dev.mean(0)
         alpha = _threshold_of_deviation(mean)
         ci = alpha * t_halfwidth(dev) / np.where(mean > 0, mean, 1)
         unsettled = unsettled_relative_ci(alpha, ci, target, channel.unknown)
         if unsettled == 0.0 or n >= cap:
-            quad = resolution_change_at_zero(channel, normals)
+            quad = resolution_change_at_zero(channel, normals, seed)
             return RateAtZero(alpha, ci + quad, "randomised QMC outer, posterior quadrature inner", n)
         if channel.closed_form_posterior or not math.isfinite(unsettled):
             n = min(4 * n, cap)
@@ -187,17 +187,17 @@ class _LearnedLayerCurve(StaircaseCurve):
     GRID = (0.05, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999, 0.9995, 0.9999,
             1 - 1e-5, 1 - 1e-6, 1 - 1e-7, 1 - 1e-8, 1 - 1e-9)
 
-    def __init__(self, channel, learned, base_q, normals, layer, memo=None):
-        super().__init__(channel, normals, memo)
+    def __init__(self, channel, learned, base_q, normals, layer, memo=None, seed=None):
+        super().__init__(channel, normals, memo, seed)
         self.learned, self.base_q, self.layer = learned, base_q, layer
 
     def on_points(self, normals):
-        return _LearnedLayerCurve(self.channel, self.learned, self.base_q, normals, self.layer)
+        return _LearnedLayerCurve(self.channel, self.learned, self.base_q, normals, self.layer, seed=self.seed)
 
     def compute_statistics(self, q, resolution):
         Q = np.diag(self.base_q)
         Q[self.learned, self.learned] = q
-        return output_statistics(self.channel, Q, self.normals, resolution)
+        return output_statistics(self.channel, Q, self.normals, resolution, seed=self.seed)
 
     def rates(self, q, resolution):
         st = self.statistics(q, resolution)
@@ -238,7 +238,7 @@ def _learned_layer_jump(channel: Channel, learned: int, remaining: list[int], ba
     pooled one (Student t over scrambles), plus the grid step's change."""
     normals = outer_normals(channel, THRESHOLD_POINTS[precision], SCRAMBLES, seed)
     grid = np.array(_LearnedLayerCurve.GRID[:12])  # up to 1 - q = 1e-3: the peak lies well below
-    curves = {l: _LearnedLayerCurve(channel, learned, base_q, normals, l) for l in remaining}
+    curves = {l: _LearnedLayerCurve(channel, learned, base_q, normals, l, seed=seed) for l in remaining}
     first = curves[remaining[0]]
     alphas = np.array([first.per_scramble(q)[0] for q in grid]).T  # (R, G)
     pooled = alphas.mean(0)
@@ -271,7 +271,7 @@ def _single_learned_step(channel: Channel, learned: int, remaining: list[int], b
     shared = {}  # the pilot's statistics, common to every layer
     found = []
     for l in remaining:
-        root = _LearnedLayerCurve(channel, learned, base_q, normals, l, shared).pilot_root()
+        root = _LearnedLayerCurve(channel, learned, base_q, normals, l, shared, seed).pilot_root()
         if root is not None:
             found.append((root, l))
     if not found:
@@ -313,8 +313,8 @@ class _LearnedOverlapsRoot:
     TOL = 1e-5  # |G| at the root (relative change of alpha): far below any statistical error
     MAX_STEPS = 12
 
-    def __init__(self, channel, learned, layer):
-        self.channel, self.learned, self.layer = channel, list(learned), layer
+    def __init__(self, channel, learned, layer, seed):
+        self.channel, self.learned, self.layer, self.seed = channel, list(learned), layer, seed
 
     def overlaps(self, u):
         Q = np.zeros((self.channel.n_indices,) * 2)
@@ -325,7 +325,7 @@ class _LearnedOverlapsRoot:
     def residuals(self, u, normals, resolution=1):
         """(pooled G, per-scramble G (R, |S|), pooled log F_l, per-scramble log F_l)."""
         Q, q = self.overlaps(u)
-        st = output_statistics(self.channel, Q, normals, resolution)
+        st = output_statistics(self.channel, Q, normals, resolution, seed=self.seed)
         h = np.stack([st.H[:, i, i] for i in self.learned], axis=1)  # (R, |S|)
         F = st.cov_deviation[:, self.layer]
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -402,14 +402,14 @@ def _multi_learned_step(channel: Channel, learned: list[int], remaining: list[in
     alpha = alpha_prev
     for _ in range(10):
         alpha *= 1.1
-        fp = iterate_fixed_point(channel, alpha, Q_prev, normals, frozen=frozen)
+        fp = iterate_fixed_point(channel, alpha, Q_prev, normals, frozen=frozen, seed=seed)
         q = np.diag(fp.Q)[learned]
         if np.all(q > SMALL_OVERLAP) and np.all(q < Q_MAX):
             start = np.log(q / (1.0 - q))
             break
     best = None
     for l in remaining if start is not None else []:
-        root = _LearnedOverlapsRoot(channel, learned, l)
+        root = _LearnedOverlapsRoot(channel, learned, l, seed)
         m = n
         found = root.solve(start, normals, PILOT_POINTS)
         while found is not None and found[1] > target * found[0] and m < MAX_STAIRCASE_POINTS:
@@ -424,11 +424,12 @@ def _multi_learned_step(channel: Channel, learned: list[int], remaining: list[in
             best = (StaircaseStep(l, alpha_l, ci_l, float(np.mean(q))), Q)
     if best is not None:
         return best
-    return _multi_learned_step_by_iteration(channel, learned, remaining, alpha_prev, Q_prev, normals)
+    return _multi_learned_step_by_iteration(channel, learned, remaining, alpha_prev, Q_prev, normals, seed)
 
 
 def _multi_learned_step_by_iteration(channel: Channel, learned: list[int], remaining: list[int], alpha_prev: float,
-                                     Q_prev: np.ndarray, normals: np.ndarray) -> tuple[StaircaseStep, np.ndarray]:
+                                     Q_prev: np.ndarray, normals: np.ndarray,
+                                     seed: int) -> tuple[StaircaseStep, np.ndarray]:
     """Next threshold with several learned layers: a root in alpha, Q*_S(alpha) by SE iteration
     (each evaluation a fixed point, so slow; the fallback of :func:`_multi_learned_step`)."""
     P = channel.n_indices
@@ -437,13 +438,13 @@ def _multi_learned_step_by_iteration(channel: Channel, learned: list[int], remai
     state = {"Q": Q_prev.copy()}
 
     def fixed(alpha):
-        fp = iterate_fixed_point(channel, alpha, state["Q"], normals, frozen=frozen)
+        fp = iterate_fixed_point(channel, alpha, state["Q"], normals, frozen=frozen, seed=seed)
         state["Q"] = fp.Q
         return fp.Q
 
     def h_all(alpha):
         Q = fixed(alpha)
-        st = output_statistics(channel, Q, normals, 1)
+        st = output_statistics(channel, Q, normals, 1, seed=seed)
         return alpha * st.cov_deviation[:, remaining], Q, st
 
     best = None

@@ -67,15 +67,17 @@ class BranchCurve:
     H: np.ndarray
 
 
-def branch_curve(channel: Channel, q: np.ndarray, normals: np.ndarray, resolution: int = 1) -> BranchCurve:
-    """The fixed-point curve of a one-index channel at the overlaps q (module docstring)."""
+def branch_curve(channel: Channel, q: np.ndarray, normals: np.ndarray, resolution: int = 1,
+                 seed: int | None = None) -> BranchCurve:
+    """The fixed-point curve of a one-index channel at the overlaps q (module docstring);
+    ``seed``: the outer seed of ``normals`` (each scramble's inner bank)."""
     prior = channel.prior
     R = normals.shape[0]
     alpha = np.empty((R, len(q)))
     phi = np.empty((R, len(q)))
     H = np.empty((R, len(q)))
     for j, qj in enumerate(q):
-        st = output_statistics(channel, np.array([[qj]]), normals, resolution)
+        st = output_statistics(channel, np.array([[qj]]), normals, resolution, seed=seed)
         qhat = float(prior.inverse_update(qj))
         H[:, j] = st.H[:, 0, 0]
         alpha[:, j] = qhat / H[:, j]
@@ -106,11 +108,11 @@ def _spinodal(curve: BranchCurve) -> int | None:
     return None
 
 
-def _max_per_scramble(channel, u_lo, u_hi, normals, resolution=1):
+def _max_per_scramble(channel, u_lo, u_hi, normals, seed, resolution=1):
     """Each scramble's maximum of alpha on [u_lo, u_hi] (logit q): a fine grid plus a parabola
     through the best point and its neighbours; and the pooled maximiser."""
     u = np.linspace(u_lo, u_hi, REFINE_POINTS)
-    c = branch_curve(channel, _logistic(u), normals, resolution)
+    c = branch_curve(channel, _logistic(u), normals, resolution, seed)
     out = []
     for a in np.vstack([c.alpha, c.alpha.mean(0)]):
         k = int(np.clip(np.argmax(a), 1, len(u) - 2))
@@ -121,11 +123,11 @@ def _max_per_scramble(channel, u_lo, u_hi, normals, resolution=1):
     return np.array(out[:-1]), out[-1]
 
 
-def _root_per_scramble(channel, u_lo, u_hi, level, normals, resolution=1):
+def _root_per_scramble(channel, u_lo, u_hi, level, normals, seed, resolution=1):
     """alpha at each scramble's root of Phi(q) = level on [u_lo, u_hi] (linear interpolation on
     a fine grid), or NaN where a scramble has no root there; and the pooled one."""
     u = np.linspace(u_lo, u_hi, REFINE_POINTS)
-    c = branch_curve(channel, _logistic(u), normals, resolution)
+    c = branch_curve(channel, _logistic(u), normals, resolution, seed)
     out = []
     for a, p in zip(np.vstack([c.alpha, c.alpha.mean(0)]), np.vstack([c.phi, c.phi.mean(0)])):
         d = p - level
@@ -153,7 +155,7 @@ def _estimate(per_scramble, pooled, resolution_shift):
 END_GAPS = (1e-3, 1e-4, 1e-5, 1e-6)
 
 
-def _attracting_from(channel, normals) -> tuple[float, float]:
+def _attracting_from(channel, normals, seed) -> tuple[float, float]:
     """alpha_Q0 (Q_0 attracting above it) of a channel with continuous outputs, with its 95%
     half-width.  Near Q_0, 1 - q = factor / qhat to leading order and H(q) does not depend on the
     prior, so alpha_Q0 = factor x lim_{q -> 1} q / ((1 - q) H(q)) (the Gaussian prior's alpha(q):
@@ -162,7 +164,7 @@ def _attracting_from(channel, normals) -> tuple[float, float]:
     applied to each scramble); the half-width is the Student-t interval over scrambles plus the
     change from the decade-earlier triple."""
     q = 1.0 - np.array(END_GAPS)
-    H = branch_curve(channel, q, normals).H
+    H = branch_curve(channel, q, normals, seed=seed).H
     gaussian = q / ((1.0 - q) * H)  # (R, 4)
 
     def aitken(a):  # a: (R, 3)
@@ -195,7 +197,7 @@ def perfect_recovery_transitions(channel: Channel, precision: str, seed: int,
                     "for a link with finitely many outputs")
     normals = outer_normals(channel, THRESHOLD_POINTS[precision], SCRAMBLES, seed)
     fine = normals[:4, : max(16, normals.shape[1] // 4)]
-    curve = branch_curve(channel, _logistic(GRID_LOGIT), normals)
+    curve = branch_curve(channel, _logistic(GRID_LOGIT), normals, seed=seed)
     if discrete_outputs:
         alpha_q0, alpha_q0_ci, phi_q0 = 0.0, 0.0, -channel.n_indices * prior.entropy
     else:
@@ -206,7 +208,7 @@ def perfect_recovery_transitions(channel: Channel, precision: str, seed: int,
             alpha_q0 = prior.perfect_recovery_factor * laplace[0]
             alpha_q0_ci = prior.perfect_recovery_factor * laplace[1]
         else:
-            alpha_q0, alpha_q0_ci = _attracting_from(channel, normals)
+            alpha_q0, alpha_q0_ci = _attracting_from(channel, normals, seed)
     i = _spinodal(curve)
     if i is None or curve.alpha.mean(0)[i] <= alpha_q0:
         note = ("no first-order transition: the uninformed branch reaches Q_0 continuously, so the "
@@ -214,9 +216,9 @@ def perfect_recovery_transitions(channel: Channel, precision: str, seed: int,
         return tuple(Transition("perfect_recovery", kind, alpha_q0, alpha_q0_ci, True, note)
                      for kind in ("information_theoretic", "algorithmic")), note
     u_lo, u_hi = GRID_LOGIT[i - 1], GRID_LOGIT[i + 1]
-    s_r, s = _max_per_scramble(channel, u_lo, u_hi, normals)
-    s_fine_r, s_fine = _max_per_scramble(channel, u_lo, u_hi, fine, 2)
-    s_pooled_1 = _max_per_scramble(channel, u_lo, u_hi, fine, 1)[1]
+    s_r, s = _max_per_scramble(channel, u_lo, u_hi, normals, seed)
+    s_fine_r, s_fine = _max_per_scramble(channel, u_lo, u_hi, fine, seed, 2)
+    s_pooled_1 = _max_per_scramble(channel, u_lo, u_hi, fine, seed, 1)[1]
     alg, alg_ci = _estimate(s_r, s, s_fine - s_pooled_1)
     note = "first-order transition: AMP (the uninformed branch) jumps to Q_0 at the algorithmic threshold"
     if phi_q0 is None:
@@ -236,9 +238,9 @@ def perfect_recovery_transitions(channel: Channel, precision: str, seed: int,
         else:
             # the cells either side too: each scramble's root lies near the pooled one
             a_lo, a_hi = GRID_LOGIT[max(k[0] - 1, 0)], GRID_LOGIT[min(k[0] + 2, first)]
-            r_r, r = _root_per_scramble(channel, a_lo, a_hi, phi_q0, normals)
-            r_fine = _root_per_scramble(channel, a_lo, a_hi, phi_q0, fine, 2)[1]
-            r_pooled_1 = _root_per_scramble(channel, a_lo, a_hi, phi_q0, fine, 1)[1]
+            r_r, r = _root_per_scramble(channel, a_lo, a_hi, phi_q0, normals, seed)
+            r_fine = _root_per_scramble(channel, a_lo, a_hi, phi_q0, fine, seed, 2)[1]
+            r_pooled_1 = _root_per_scramble(channel, a_lo, a_hi, phi_q0, fine, seed, 1)[1]
             it, it_ci = _estimate(r_r, r, r_fine - r_pooled_1)
             note += f"; Q_0's free entropy is -P x the prior's entropy ({phi_q0:.6g}), crossed at the information-theoretic one"
     coincide = abs(it - alg) <= it_ci + alg_ci

@@ -5,8 +5,8 @@ import pytest
 
 from solvers.fixed_point_iteration import (LEAVING_ZERO, NEAR_ONE, NEWTON_LOGIT_STEP, Q_MAX, AitkenExtrapolation,
                                            NewtonAccelerator, RayJumps, SEMap, SteadyMoves, StoppingRule,
-                                           aitken_extrapolation, coordinate_root, iterate_fixed_point,
-                                           perfect_recovery_verdict)
+                                           aitken_extrapolation, bounded_newton_target, coordinate_root,
+                                           iterate_fixed_point, perfect_recovery_verdict)
 from solvers.models import MultiIndexSpec
 from solvers.statistics import outer_normals
 
@@ -278,3 +278,14 @@ def test_ray_jump_with_every_component_at_one_is_no_jump():
     point = state_evolution(spec_from_dict({"family": "multi_index", "link": "square"}), [0.125],
                             precision="fast", seed=77).points[0]
     assert point.informed.converged and point.informed.layer_overlaps[0] < 1e-6
+
+
+def test_newton_target_of_a_negative_off_diagonal_overlap_is_bounded_like_a_positive_one():
+    """Plain coordinates (an off-diagonal overlap of a channel that is not sign-symmetric): a
+    negative entry moves as its mirror image would, so a target next to it is reached (before
+    solver 0.5.5 it was clipped to at least q / 2: y = z1 z2 + noise as a formula cycled between
+    Q_12 = -0.0059 and -0.0029 for 400 evaluations); positive entries are unchanged."""
+    q = np.array([-0.006, 0.006, -0.5, 0.5])
+    target = np.array([-0.0062, 0.0062, 0.9, -0.9])
+    assert np.array_equal(bounded_newton_target(q, target, False), [-0.0062, 0.0062, -0.25, 0.25])
+    assert np.array_equal(bounded_newton_target(q, -target, False), [-0.003, 0.003, -0.75, 0.75])

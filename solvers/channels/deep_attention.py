@@ -1,6 +1,8 @@
 """The deep tied low-rank attention channel (THEORY.md section 2)."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 from numba import njit
 
@@ -60,6 +62,14 @@ class DeepAttentionChannel(Channel):
         return NoisyChannel(deep_attention_link, L, M, M * M, self.noise, bank_size=bank_size, seed=seed,
                             index_names=self.index_names, sign_symmetric=self.sign_symmetric,
                             output_shape=(M, M), vectorized_output=self.output, link_params=params)
+
+    def with_seed(self, seed: int) -> "DeepAttentionChannel":
+        """The noisy channel with its importance-sampling bank drawn from ``seed`` (the engines'
+        bank per scramble); the noiseless posterior has no seeded bank (``reseeded_per_scramble``
+        is False there)."""
+        other = copy.copy(self)
+        other._noisy = None if self.noiseless else self._noisy.with_seed(seed)
+        return other
 
     def rates_at_zero(self, relative_target: float):
         """L = 2, M = 2 noiseless: nested trapezoid grids over a = B z_2 and z_1 (deterministic),

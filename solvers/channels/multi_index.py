@@ -48,7 +48,7 @@ from ..errors import SpecError
 from ..quadrature import sobol_normals
 from ._gauss import orthant_mixture, trunc_std
 from ._hyperbola import hyperbola_batch
-from .base import Channel, PosteriorMoments, register_channel
+from .base import Channel, PosteriorMoments, in_threads, register_channel
 from .formula import FIELD as FORMULA_FIELD, compile_formula, formula_facts, inversion_problem, parse_formula
 from .noisy import DEFAULT_BANK_SIZE, NoisyChannel, _threaded, psd_sqrt
 
@@ -183,6 +183,11 @@ class MultiIndexChannel(Channel):
         return self._pack(mean, cov, logz)
 
     _exact_with_noise = False
+
+    @property
+    def reseeded_per_scramble(self) -> bool:
+        """Only the importance-sampled noisy links have an inner bank (not the exact ones)."""
+        return not self.noiseless and not self._exact_with_noise
 
     def _exact(self, y, om, V, resolution):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -450,9 +455,10 @@ class FormulaChannel(MultiIndexChannel):
       wider N(omega, V + I) is added (balance heuristic), so small regions are still reached
       (16x more points when a batch holds at most 256 distinct (y, omega), as at Q = 0):
           log Z_out = log P(g(z) = y | omega, V),  mean, cov = moments on the region.
-      Linear stability draws a new bank per scramble (its half-width covers the bank's error);
-      the other engines compare two resolutions.  Samples that share (y, omega) (all of them
-      at Q = 0) are computed once.
+      Every engine draws a new bank per outer scramble (``Channel.scramble_channels``; its
+      half-width covers the bank's error), the bank's size decided on all the scrambles'
+      samples together (:meth:`posterior_moments_by_scramble`).  Samples that share (y, omega)
+      (all of them at Q = 0) are computed once.
     * noiseless, continuous and invertible (in z1 alone, continuous, nowhere flat:
       :func:`.formula.inversion_problem`): the posterior of z1 is discrete on the roots z_k of
       g(z1) = y (the module's ``preimage_moments``: a grid of 64 x resolution cells over
@@ -533,6 +539,25 @@ class FormulaChannel(MultiIndexChannel):
     def _exact(self, y, om, V, resolution):
         if self.inverted:
             return self._on_preimage(y, om, V, resolution)
+        return self._region_moments(y, om, V, resolution, _region_bank_factor(y, om))
+
+    def posterior_moments_by_scramble(self, obs, omega, V, resolution, seed, scrambles):
+        """As the channel's, with the region bank's size decided once for all the scrambles'
+        samples together (:func:`_region_bank_factor`), as it was for one shared bank: 16
+        blocks of 64 points (SE at fast, Q > 0) each hold few distinct (y, omega), and a 16x
+        bank for each would cost 16x."""
+        if seed is None or not (self.noiseless and self.reseeded_per_scramble):
+            return super().posterior_moments_by_scramble(obs, omega, V, resolution, seed, scrambles)
+        y, om, V = self._prepare(obs, omega, V)
+        factor = _region_bank_factor(y, om)
+        Vr = _regularise(V, self.n_indices)
+        blocks = list(zip(self.scramble_channels(seed, scrambles), np.split(y, scrambles), np.split(om, scrambles)))
+        parts = in_threads(lambda b: b[0]._region_moments(b[1], b[2], Vr, int(resolution), factor), blocks)
+        return self._pack(*(np.concatenate([p[k] for p in parts]) for k in range(3)))
+
+    def _region_moments(self, y, om, V, resolution, bank_factor):
+        """Moments on the region {g(z) = y} (class docstring) on the region bank of
+        ``bank_factor`` x resolution x region_bank_size points."""
         P = self.n_indices
         S = np.ascontiguousarray(psd_sqrt(V))
         W = V + np.eye(P)
@@ -541,8 +566,7 @@ class FormulaChannel(MultiIndexChannel):
         Vinv, Winv = np.ascontiguousarray(np.linalg.inv(V)), np.ascontiguousarray(np.linalg.inv(W))
         keys, inverse = np.unique(np.column_stack([y, om]), axis=0, return_inverse=True)
         inverse = inverse.reshape(-1)
-        # few distinct (y, omega) (Q = 0: one per output value): a 16x larger bank costs little
-        U = self.region_bank(resolution * (FEW_DISTINCT_BANK_FACTOR if len(keys) <= FEW_DISTINCT else 1))
+        U = self.region_bank(resolution * bank_factor)
         yu, omu = np.ascontiguousarray(keys[:, 0]), np.ascontiguousarray(keys[:, 1:])
         kernel = self._module.region_moments
         parts = _threaded(lambda lo, hi: kernel(yu[lo:hi], omu[lo:hi], S, T, Vinv, Winv, logdet_ratio, U,
@@ -565,6 +589,14 @@ class FormulaChannel(MultiIndexChannel):
         mean = om + b[None] * (m1 - om1)[:, None]
         cov = (V - np.outer(V[:, 0], V[0, :]) / v)[None] + var1[:, None, None] * np.outer(b, b)[None]
         return mean, cov, logz
+
+
+def _region_bank_factor(y: np.ndarray, om: np.ndarray) -> int:
+    """How many times the region bank a batch gets: FEW_DISTINCT_BANK_FACTOR when it holds at
+    most FEW_DISTINCT distinct (y, omega) (Q = 0: one per output value), where a larger bank
+    costs little, else 1."""
+    few = len(np.unique(np.column_stack([y, om]), axis=0)) <= FEW_DISTINCT
+    return FEW_DISTINCT_BANK_FACTOR if few else 1
 
 
 PREIMAGE_CELLS = 64  # grid cells (times resolution) of the root search over omega +- PREIMAGE_SPAN sd

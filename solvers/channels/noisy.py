@@ -430,7 +430,8 @@ class NoisyChannel(Channel):
     def with_seed(self, seed: int) -> "NoisyChannel":
         """A copy drawing its bank from another seed (independent inner Monte-Carlo error).
 
-        Linear stability uses one per scramble so that its CI covers the bank's error."""
+        Every engine uses one per outer scramble (``Channel.scramble_channels``) so that its CI
+        covers the bank's error."""
         other = copy.copy(self)
         other.seed = int(seed)
         other._banks = {}
