@@ -1,12 +1,12 @@
 """SE fixed points of formula links with one inner bank for all scrambles (solver 0.5.4) against
-a bank per scramble (0.5.5), side by side in one run, with a 16x larger bank per scramble and
+a bank per scramble (0.5.6), side by side in one run, with a 16x larger bank per scramble and
 the named link's exact posterior as references (issue 14).
 
     python benchmarks/bench_inner_banks.py [--precision fast] [--seeds 0] [--only FORMULA]
 
 One line per (formula, noise, alpha, seed, variant): overlaps, 95% half-widths, map
 evaluations, seconds.  "shared" is 0.5.4's state evolution (output_statistics without a seed),
-"per scramble" is 0.5.5's, "16x bank" the same with 16x the inner points, "exact" the named link.
+"per scramble" is 0.5.6's, "16x bank" the same with 16x the inner points, "exact" the named link.
 The 16x bank costs 10-20x per fixed point: all cases with three seeds took over half an hour on
 the loaded 2-core machine (use --only to pick one).
 """

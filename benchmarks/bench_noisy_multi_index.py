@@ -1,5 +1,5 @@
 """A noisy multi-index model with P = 3: linear stability at Q = 0 by quadrature in y (the
-default since solver 0.5.5) against the outer-QMC path (one importance-sampled posterior per
+default since solver 0.5.6) against the outer-QMC path (one importance-sampled posterior per
 outer point), side by side in one process (issue 10's target: a P = 3 noisy threshold at
 ``standard`` in at most 20 s).  Run:
     python benchmarks/bench_noisy_multi_index.py [--precisions fast standard] [--formula "z1*z2*z3"]

@@ -263,7 +263,7 @@ def newton_coordinates(q: np.ndarray, logit: bool) -> np.ndarray:
 def bounded_newton_target(q: np.ndarray, target: np.ndarray, logit: bool) -> np.ndarray:
     """The overlaps at a Newton target, the move bounded: at most NEWTON_LOGIT_STEP in logit
     q; in plain coordinates never more than halving |q| or 1 - |q| (an off-diagonal overlap
-    may be negative: mirrored).  Before solver 0.5.5 a negative entry was clipped to at least
+    may be negative: mirrored).  Before solver 0.5.6 a negative entry was clipped to at least
     q / 2, so every Newton step halved it however close it sat to its fixed point, and plain
     steps took it back: y = z1 z2 + noise 0.1 as a formula at alpha = 1.5 cycled between
     Q_12 = -0.0059 and -0.0029 until the 400 evaluations ran out."""

@@ -23,7 +23,7 @@ The same seed reproduces every number bit for bit.  Channels with a seeded inner
 inner bank per scramble (``Channel.scramble_channels``, the banks every engine draws), so that
 the CI also covers the inner Monte-Carlo error; the remaining O(1/K) bias of self-normalised
 importance sampling enters the half-width as twice the change at double inner resolution
-(since solver 0.5.5; before, it was not in the half-width).  For a scalar noisy observation
+(since solver 0.5.6; before, it was not in the half-width).  For a scalar noisy observation
 whose posterior is a prior-bank importance sampler (no known rows) the expectation over y is
 a quadrature instead (:mod:`solvers.output_quadrature`; see :func:`linear_stability`): at
 Q = 0 the posterior depends on y alone.

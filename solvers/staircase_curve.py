@@ -18,7 +18,7 @@ root (:meth:`StaircaseCurve.pilot_root`) and measures its spread over the scramb
 at least like n^-1/2); the final run refines the root by secant steps and reports the mean
 of the per-scramble roots.  The half-width is the Student-t interval over scrambles plus the
 inner sampler's bias, twice the root's change at double inner resolution
-(:func:`~solvers.precision.inner_bias_bound`; before solver 0.5.5 the change itself), on a subset
+(:func:`~solvers.precision.inner_bias_bound`; before solver 0.5.6 the change itself), on a subset
 of the points (a paired difference: the outer noise cancels, so few points suffice).
 """
 from __future__ import annotations

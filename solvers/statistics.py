@@ -78,7 +78,7 @@ def output_statistics(channel: Channel, Q: np.ndarray, normals: np.ndarray,
     on bank r of that seed (:meth:`~solvers.channels.base.Channel.scramble_channels`), so the
     bank's error differs between scrambles and their spread, the half-width, covers it.
     With None every scramble shares the channel's own bank, whose error is then an offset
-    the half-width cannot see (before solver 0.5.5, for every engine: the noisy sign(z1) as a
+    the half-width cannot see (before solver 0.5.6, for every engine: the noisy sign(z1) as a
     formula at alpha = 8, fast, had q = 0.96885 +- 0.00189 against the exact 0.97138)."""
     R, n, _ = normals.shape
     P, M = channel.n_indices, channel.n_tokens

@@ -306,7 +306,7 @@ class _LearnedOverlapsRoot:
     alpha_s = 1 / F^s_l(u*) exp(-grad log F_l . du_s), so the half-width covers the outer
     error of every learned overlap, not only of F_l; twice the root's shift at double inner
     resolution (on a subset of the points, linearised the same way; the change itself before
-    solver 0.5.5) is added to it (:func:`~solvers.precision.inner_bias_bound`)."""
+    solver 0.5.6) is added to it (:func:`~solvers.precision.inner_bias_bound`)."""
 
     STEP = 2e-3  # finite-difference step in logit q (relative 2e-3 in q or in 1 - q)
     MAX_MOVE = 1.5  # largest Newton move in logit q

@@ -283,7 +283,7 @@ def test_ray_jump_with_every_component_at_one_is_no_jump():
 def test_newton_target_of_a_negative_off_diagonal_overlap_is_bounded_like_a_positive_one():
     """Plain coordinates (an off-diagonal overlap of a channel that is not sign-symmetric): a
     negative entry moves as its mirror image would, so a target next to it is reached (before
-    solver 0.5.5 it was clipped to at least q / 2: y = z1 z2 + noise as a formula cycled between
+    solver 0.5.6 it was clipped to at least q / 2: y = z1 z2 + noise as a formula cycled between
     Q_12 = -0.0059 and -0.0029 for 400 evaluations); positive entries are unchanged."""
     q = np.array([-0.006, 0.006, -0.5, 0.5])
     target = np.array([-0.0062, 0.0062, 0.9, -0.9])

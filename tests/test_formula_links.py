@@ -147,7 +147,7 @@ def test_committee_formula_matches_named_committee():
 @pytest.mark.parametrize("link, formula", [("square", "z1**2"), ("abs", "abs(z1)")])
 def test_noisy_formula_matches_named_noisy_link(link, formula):
     """Noise 0.1: a formula's bank (closed under its symmetries) against the named link's, at
-    fast (about 30 s each through the importance sampler before solver 0.5.5; now by
+    fast (about 30 s each through the importance sampler before solver 0.5.6; now by
     quadrature in y, under a second)."""
     (a,), _ = _thresholds({"formula": formula}, 0.1)
     (b,), _ = _thresholds(link, 0.1)

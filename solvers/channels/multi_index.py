@@ -641,7 +641,7 @@ class _SymmetricBankNoisyChannel(NoisyChannel):
 
     def bank(self, resolution: int = 1) -> np.ndarray:
         """The symmetric bank of resolution x max(bank_size, MIN_BASE_POINTS per symmetry image)
-        vectors.  Before solver 0.5.5 it was sized bank_size x resolution and then raised to the
+        vectors.  Before solver 0.5.6 it was sized bank_size x resolution and then raised to the
         floor, so for z1 z2 z3 (48 images, 3,072 vectors) resolutions 1 and 2 drew the same bank
         and a check at double resolution saw no change."""
         images = 2 * (1 + len(formula_facts(self.formula).symmetries))
