@@ -32,17 +32,16 @@ from __future__ import annotations
 
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
-import numba
 import numpy as np
 from scipy import optimize
 
 from .precision import (LINEAR_STABILITY_MAX_POINTS, LINEAR_STABILITY_POINTS, PRECISION_TARGETS, SCRAMBLES,
                         TRIVIAL_STAIRCASE_MAX_POINTS, TRIVIAL_STAIRCASE_PILOT_POINTS, Y_QUADRATURE_MAX_POINTS,
                         Y_QUADRATURE_POINTS, INNER_BIAS_FACTOR, check_precision)
+from .channels.base import in_threads
 from .output_quadrature import CUTOFF, NODES_PER_SD, scalar_output_moments
 from .quadrature import MIN_SCRAMBLES, scrambled_normals, t_halfwidth
 from .results import Settings, Threshold
@@ -204,8 +203,7 @@ def _evaluate_y(channel, points: int, scrambles: int, seed: int):
     """Per-scramble statistics by quadrature in y (each scramble its own bank, as
     :meth:`~solvers.channels.base.Channel.scramble_channels` draws it): ((Ts, Fs, Bs) fine, (Ts, Fs, Bs) coarse, bank rows)."""
     banks = channel.scramble_channels(seed, scrambles)
-    with ThreadPoolExecutor(max(1, min(numba.get_num_threads(), scrambles))) as ex:  # the kernel releases the GIL
-        per = list(ex.map(lambda ch: _y_scramble_statistics(ch, points), banks))
+    per = in_threads(lambda ch: _y_scramble_statistics(ch, points), banks)  # the kernel releases the GIL
     fine, coarse = ([np.array(x) for x in zip(*(levels[i] for levels, _ in per))] for i in range(2))
     return fine, coarse, per[0][1]
 
