@@ -187,10 +187,10 @@ def test_learned_overlaps_root_is_where_se_leaves_the_next_layer():
     assert 1.0 < alpha < 1.3 and 0 < ci < 0.2 * alpha
     q = 1.0 / (1.0 + np.exp(-u))
     fp = iterate_fixed_point(ch, alpha, np.diag([0.0, 0.0, 0.9788]), normals, tol=1e-9,
-                             frozen=np.array([False, True, False]))
+                             frozen=np.array([False, True, False]), seed=0)  # the root's inner banks
     assert fp.converged
     np.testing.assert_allclose(np.diag(fp.Q)[[2, 0]], q, rtol=1e-3)
-    rate = alpha * output_statistics(ch, fp.Q, normals, 1).cov_deviation[:, 1].mean()
+    rate = alpha * output_statistics(ch, fp.Q, normals, 1, seed=0).cov_deviation[:, 1].mean()
     assert abs(rate - 1.0) < 1e-3
 
 

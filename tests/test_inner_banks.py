@@ -54,3 +54,25 @@ def test_exact_channels_are_unchanged_bit_for_bit(link, noise):
     b = output_statistics(channel, Q, normals, plugin=True)
     for field in ("H", "H_direct", "H_nishimori", "cov_deviation", "log_partition", "plugin_error"):
         assert np.array_equal(getattr(a, field), getattr(b, field))
+
+
+@pytest.mark.parametrize("layers, tokens, reseeded", [(1, 2, False), (2, 2, False), (2, 3, True), (3, 2, True)])
+def test_deep_attention_draws_its_inner_prior_bank_per_scramble(layers, tokens, reseeded):
+    """Noiseless deep attention integrates z_1..z_{L-1} on a quasi-random prior bank when L >= 3
+    or M >= 3: each scramble draws its own (one bank for all made its error an offset the
+    scrambles' spread cannot see: at L = 3, M = 2, layer 3 at Q = 0, eight other bank seeds
+    scatter by sd 0.00035, as much as the outer standard error).  L = 1 (closed form) and
+    L = 2, M = 2 (deterministic grid) have no bank: the seed changes nothing, bit for bit."""
+    from solvers.models import DeepAttentionSpec
+
+    channel = DeepAttentionSpec(layers=layers, tokens=tokens).channel()
+    assert channel.reseeded_per_scramble is reseeded
+    normals = outer_normals(channel, 16, 4, 3)
+    Q = 0.3 * np.eye(layers)
+    a = output_statistics(channel, Q, normals, seed=3)
+    assert np.array_equal(output_statistics(channel, Q, normals, seed=3).H_direct, a.H_direct)
+    other = output_statistics(channel, Q, normals, seed=4)
+    assert np.array_equal(other.H_direct, a.H_direct) is not reseeded
+    if reseeded:  # every scramble on a bank of its own
+        seeds = {ch.bank_seed for ch in channel.scramble_channels(3, 4)}
+        assert len(seeds) == 4 and channel.bank_seed not in seeds
