@@ -22,8 +22,11 @@ benchmarks where a measurement takes minutes:
   at fast and 3.9 s at standard against 0.18 s and 0.36 s for ``square`` (2026-12-01, warm,
   load average 7 on the 2 cores): about 8x the named link's constants.
 
+* a noisy multi-index model (P <= 3): thresholds by quadrature in y, SE by sampling
+  (``NOISY_THRESHOLDS_MULTI_INDEX``, ``NOISY_SE_MULTI_INDEX``; 2026-12-01, idle).
+
 Estimates err on the expensive side where nothing was measured (committee_sign, L >= 3, noisy
-models): misfiling a cheap question as expensive costs it a wait, the other way round makes the
+deep attention): misfiling a cheap question as expensive costs it a wait, the other way round makes the
 cheap lane wait behind it.
 """
 from __future__ import annotations
@@ -42,6 +45,14 @@ SE_DEEP_ATTENTION = {1: 6.0, 2: 2.0, 3: 20.0, 4: 60.0}
 TOKENS = {2: 1.0, 3: 1.5, 4: 3.0}
 # a noisy channel uses the generic importance sampler (not measured: a guess on the safe side)
 NOISY = 3.0
+# a noisy scalar output without known rows (multi-index): the thresholds at Q = 0 by quadrature
+# in y (solver 0.5.6); fast, idle, warm (2026-12-01): square and relu 0.1 s, product and z1*z2
+# 0.2 s, z1*z2*z3 0.4 s (standard: 0.2 s, 0.4 s, 1.8 s)
+NOISY_THRESHOLDS_MULTI_INDEX = {1: 0.2, 2: 0.3, 3: 0.8}  # x PRECISION: standard 0.6, 0.9, 2.4 s
+# their SE still samples y and importance-samples each outer point's posterior: per alpha at
+# fast, the same run: square 6.3 s, relu 3.4 s, z1**2 3.1 s, product 7.8 s, z1*z2 4.5 s, z1*z2*z3
+# 121 s (the NOISY guess had 0.6 s, 18 s and 60 s: P = 1 and 3 filed as cheaper than they are)
+NOISY_SE_MULTI_INDEX = {1: 8.0, 2: 10.0, 3: 150.0}
 # a noiseless formula with a continuous output: a root search per sample (module docstring)
 INVERTED_FORMULA = 8.0
 # relative to fast (L = 1: standard 1.4x, precise 10x; sign: precise 15x; the paper's
@@ -75,6 +86,10 @@ def _size(model: dict) -> tuple[float, float]:
     if model.get("family") == "multi_index":
         P = int(model.get("indices") or 1)
         extra = PRIOR_THRESHOLDS.get(P, 60.0 * P) if prior.get("kind", "gaussian") != "gaussian" else 0.0
+        if not noiseless and P in NOISY_SE_MULTI_INDEX:
+            thresholds = (NOISY_THRESHOLDS_MULTI_INDEX[P] if not model.get("known_layers")
+                          else THRESHOLDS_MULTI_INDEX[P] * NOISY)  # known rows: outer sampling of y
+            return thresholds + extra, NOISY_SE_MULTI_INDEX[P]
         return (THRESHOLDS_MULTI_INDEX.get(P, 60.0 * P) * noisy + extra,
                 SE_MULTI_INDEX.get(P, 20.0 * P) * noisy)
     L, M = int(model.get("layers") or 2), int(model.get("tokens") or 2)

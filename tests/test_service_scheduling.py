@@ -52,6 +52,23 @@ def test_estimates_file_cheap_and_expensive_questions():
     assert cost.lane(cost.estimate("amp_simulation", phase, big), 5.0) == "expensive"
 
 
+def test_noisy_multi_index_estimates_follow_the_quadrature_in_y():
+    """Noisy scalar outputs: thresholds by quadrature in y take under 2 s at standard (P = 3
+    included; the NOISY guess priced z1*z2*z3 at 90 s), while SE still samples y, 3 to 8 s per
+    alpha at P = 1 (priced 0.6 s: a cheap-lane question that was not) and 121 s at P = 3."""
+    def est(kind, model, **params):
+        return cost.estimate(kind, model, {"precision": "fast", "seed": 0, **params})
+
+    triple = {"family": "multi_index", "link": {"formula": "z1*z2*z3"}, "indices": 3, "noise": 0.1}
+    square = {"family": "multi_index", "link": "square", "indices": 1, "noise": 0.1}
+    assert cost.lane(est("thresholds", triple, precision="standard"), 5.0) == "cheap"
+    assert cost.lane(est("thresholds", square), 5.0) == "cheap"
+    assert cost.lane(est("state_evolution", square, alphas=[2.0]), 5.0) == "expensive"
+    assert est("state_evolution", triple, alphas=[2.0]) >= 121.0
+    # known rows keep the outer sampling of y: not priced as the quadrature
+    assert est("thresholds", {**triple, "known_layers": [1]}) > est("thresholds", triple)
+
+
 def test_remaining_time_of_a_running_computation():
     assert cost.remaining(10.0, 4.0) == 6.0
     assert cost.remaining(10.0, 12.0, 3, 4) == pytest.approx(4.0)  # overran: from its progress
