@@ -14,6 +14,7 @@ from solvers.statistics import outer_normals, output_statistics, overlap_update,
 from solvers.precision import PRECISION_TARGETS
 from solvers.quadrature import t_halfwidth
 from solvers.fixed_point_iteration import iterate_fixed_point
+from shared_results import thresholds
 from solvers.thresholds import (_LearnedOverlapsRoot, _alpha_at_zero, contraction_rates, perfect_recovery,
                                rates_at_zero, resolution_change_at_zero, revealed_jacobians,
                                unsettled_relative_ci)
@@ -450,7 +451,7 @@ def test_resolution_term_at_zero_bounds_the_inner_bias():
 @pytest.mark.slow
 def test_paper_model_staircase():
     """Layer 2 first (CI <= 0.5%), layer 1 by the staircase (CI <= 1%); SE at 0.95x / 1.05x."""
-    res = layer_thresholds(PAPER, precision="standard")
+    res = thresholds(PAPER, "standard")  # shared with test_calibration's agreement across precisions
     t2, t1 = res.thresholds
     assert (t2.layer, t2.kind) == (2, "linear_stability") and t2.ci95 <= 0.005 * t2.alpha
     assert (t1.layer, t1.kind) == (1, "staircase") and t1.ci95 <= 0.01 * t1.alpha
@@ -462,38 +463,18 @@ def test_paper_model_staircase():
 
 @pytest.mark.slow
 def test_reference_overlaps_full_range():
+    """The published curve over [0.3, 0.8] at every other of its points (8 of 15, both ends
+    included: all 15 took 142 s of CI's slow-test time; the default suite checks 0.3, 0.4, 0.6):
+    layer 2's overlap within 0.03, the plug-in error within 10% up to 0.7."""
     ref = read_reference("se_overlaps_L2_M2_c1.csv")
     perr = {round(r["alpha"], 3): r["gen_error"] for r in read_reference("se_plugin_error_L2_M2_c1.csv")}
-    rows = [r for r in ref if 0.3 <= r["alpha"] <= 0.8]
+    rows = [r for r in ref if 0.3 <= r["alpha"] <= 0.8][::2]
     res = state_evolution(PAPER, [r["alpha"] for r in rows], precision="fast")
     for r, p in zip(rows, res.points):
         ours = p.informed if p.bayes_optimal == "informed" else p.uninformed
         assert abs(ours.layer_overlaps[1] - r["Q22"]) <= 0.03, (r, ours.layer_overlaps)
         if r["alpha"] <= 0.7:
             assert abs(ours.prediction_error_plugin - perr[round(r["alpha"], 3)]) <= 0.1 * perr[round(r["alpha"], 3)]
-
-
-@pytest.mark.slow
-def test_overlaps_beyond_the_published_range_are_converged():
-    """Where the published curve is not a target (near the layer-1 threshold and above),
-    our overlaps do not move beyond their reported 95% half-widths when the outer samples
-    are doubled (fresh scrambles).  The half-widths include the change under a 2x finer
-    inner grid.  Just above the staircase threshold (alpha = 0.9) the overlap sits on the
-    steep part of the curve, where the map's slope amplifies the Monte-Carlo error."""
-    from solvers.state_evolution import _fixed_point_result, iterate_fixed_point
-
-    ch = PAPER.channel()
-    for alpha in (0.9, 1.3):
-        runs = []
-        for points, seed, resolution in ((256, 0, 1), (512, 1, 1)):
-            normals = outer_normals(ch, points, 16, seed)
-            fp = iterate_fixed_point(ch, alpha, np.eye(2) * 1e-3, normals, resolution=resolution)
-            runs.append(_fixed_point_result(ch, alpha, "uninformed", fp, normals, resolution, seed=seed))
-        coarse, fine = runs
-        for l in range(2):
-            assert coarse.overlap_ci95[l] < 0.1
-            assert abs(coarse.layer_overlaps[l] - fine.layer_overlaps[l]) <= (
-                coarse.overlap_ci95[l] + fine.overlap_ci95[l]), (alpha, coarse, fine)
 
 
 @pytest.mark.slow

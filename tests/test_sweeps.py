@@ -295,18 +295,20 @@ def test_arq_workers_survive_a_killed_worker_and_repeat_is_all_hits(tmp_path, po
 @requires_redis
 @pytest.mark.slow
 def test_paper_skip_sweep_on_two_workers(tmp_path, pool):  # noqa: F811
-    """The issue's sweep: L = 2, M = 2 over c in {0.1, ..., 4} on two arq workers."""
+    """The issue's sweep, L = 2, M = 2 over the skip c, on two arq workers: four values (c = 0.5 to
+    4; the issue's nine took 178 s of CI's slow-test time for no other check) spread over both
+    workers, c = 1 at the paper's thresholds, all hits when posted again, and the plots."""
     prefix = f"staircase-test:{uuid.uuid4().hex[:12]}:"
     workers = ArqWorkers(2, prefix, lease=10.0)
     app = create_app(settings(tmp_path, redis_url=REDIS_URL, redis_prefix=prefix, queue="redis"), pool=pool)
-    c_values = [0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4]
+    c_values = [0.5, 1, 2, 4]
     body = {"model": PAPER, "compute": "thresholds", "precision": "fast",
             "grid": {"parameter": "skip", "values": c_values}}
 
     async def scenario(c):
         workers.wait_ready()
         loc = (await c.post("/v1/sweeps", json=body)).headers["location"]
-        done = await finish(c, loc, timeout=3000)
+        done = await finish(c, loc, timeout=800)  # within the module's 900 s
         again = await finish(c, (await c.post("/v1/sweeps", json=body)).headers["location"])
         return done, again, await c.get(loc + "/plot.png"), await c.get(loc + "/plot.svg")
 
@@ -323,6 +325,6 @@ def test_paper_skip_sweep_on_two_workers(tmp_path, pool):  # noqa: F811
     c1 = next(p for p in pts if p["value"] == 1)
     alphas = sorted(t["alpha"] for t in c1["result"]["thresholds"])
     assert alphas[0] == pytest.approx(0.1855, abs=0.01) and alphas[1] == pytest.approx(0.7246, abs=0.03)
-    assert [p["cache"] for p in again["result"]["points"]] == ["hit"] * 9
+    assert [p["cache"] for p in again["result"]["points"]] == ["hit"] * len(c_values)
     check_png(png.content)
     check_svg(svg.content)
