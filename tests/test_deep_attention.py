@@ -489,7 +489,7 @@ def test_three_layers_all_thresholds_in_order():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("skip", [0.1, 4.0])  # the extremes; tests/test_sweeps.py runs the 9-point sweep
+@pytest.mark.parametrize("skip", [0.1, 4.0])  # the extremes; tests/test_sweeps.py sweeps c = 0.5 to 4 on workers
 def test_skip_sweep_two_layers(skip):
     """Both thresholds finite.  The staircase threshold of layer 1 hardly moves with c
     (0.72 at c = 0.25 ... 4, while its Q = 0 rate goes from 1.4 to 54): layer 1 is learned

@@ -2,7 +2,7 @@
 the plots, and arq workers on the real Redis (one of them SIGKILLed mid-sweep).
 
 The default tests sweep the one-layer model (about a second a point); the paper's 9-point
-skip sweep (L = 2, M = 2) is marked slow.
+skip sweep (L = 2, M = 2, four skips) is marked slow.
 """
 from __future__ import annotations
 
