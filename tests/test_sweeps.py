@@ -1,8 +1,8 @@
 """Sweeps: POST /v1/sweeps, progress and partial results, cancellation, the shared cache,
 the plots, and arq workers on the real Redis (one of them SIGKILLed mid-sweep).
 
-The default tests sweep the one-layer model (about a second a point); the paper's 9-point
-skip sweep (L = 2, M = 2, four skips) is marked slow.
+The default tests sweep the one-layer model (about a second a point); the paper's skip sweep
+(L = 2, M = 2, four skips) is marked slow.
 """
 from __future__ import annotations
 
