@@ -7,6 +7,7 @@ from solvers.fixed_point_iteration import (LEAVING_ZERO, NEAR_ONE, NEWTON_LOGIT_
                                            NewtonAccelerator, RayJumps, SEMap, SteadyMoves, StoppingRule,
                                            aitken_extrapolation, bounded_newton_target, coordinate_root,
                                            iterate_fixed_point, perfect_recovery_verdict)
+import solvers.fixed_point_iteration as fp_iteration
 from solvers.models import MultiIndexSpec
 from solvers.statistics import outer_normals
 
@@ -289,3 +290,30 @@ def test_newton_target_of_a_negative_off_diagonal_overlap_is_bounded_like_a_posi
     target = np.array([-0.0062, 0.0062, 0.9, -0.9])
     assert np.array_equal(bounded_newton_target(q, target, False), [-0.0062, 0.0062, -0.25, 0.25])
     assert np.array_equal(bounded_newton_target(q, -target, False), [-0.003, 0.003, -0.75, 0.75])
+
+
+def test_deterministic_cycle_reports_the_largest_step_over_the_cycle():
+    visited, steps = {}, []
+    xs = [0.1, 0.2, 0.3, 0.2]  # the fourth iterate repeats the second: a cycle of two steps
+    fs = [np.array([0.5]), np.array([-2e-5]), np.array([3e-5]), np.array([-2e-5])]
+    out = [fp_iteration.deterministic_cycle(visited, steps, (np.array([x]).tobytes(),), f) for x, f in zip(xs, fs)]
+    assert out[:3] == [None, None, None]
+    np.testing.assert_array_equal(out[3], [3e-5])
+    # the same iterate in another state of the iteration (another key) is no cycle
+    assert fp_iteration.deterministic_cycle(visited, steps, (np.array([0.2]).tobytes(), "grown"), fs[1]) is None
+
+
+def test_state_evolution_stops_on_a_cycle_within_its_statistical_error():
+    """The named sign link at alpha = 16, fast, seed 0: on fixed outer points the map jumps by
+    about 1e-5 where a sampled sign flips, and the iteration revisited the same iterates every 15
+    evaluations until its 400 ran out (not converged).  It now stops on the cycle, whose
+    amplitude (1.35e-5) is within the map's standard error (4e-5), and agrees with `standard`
+    (other points, its own iteration) within the two half-widths."""
+    from solvers.state_evolution import fixed_point
+
+    spec = MultiIndexSpec(link="sign")
+    fast = fixed_point(spec, 16.0, "uninformed", "fast", 0)
+    assert fast.converged and fast.iterations < 100, fast
+    standard = fixed_point(spec, 16.0, "uninformed", "standard", 0)
+    assert standard.converged
+    assert abs(fast.layer_overlaps[0] - standard.layer_overlaps[0]) <= fast.overlap_ci95[0] + standard.overlap_ci95[0]
