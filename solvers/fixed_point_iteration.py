@@ -563,14 +563,14 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
         # threshold may sit below SMALL_OVERLAP) is small again only far below it
         small = mask & (x <= np.where(grown, GROWN_SMALL_OVERLAP, SMALL_OVERLAP)) if symmetric else none
         near_one = mask & (1.0 - x < NEAR_ONE) & (x < Q_MAX) if symmetric else none
-        res, done = stopping.converged(x, f, se_map.standard_error, ~small & ~near_one)
-        components = ~small & ~near_one
+        components = ~small & ~near_one  # where convergence is tested
+        res, done = stopping.converged(x, f, se_map.standard_error, components)
         if cycle is not None and not done and np.all(cycle[components] <= se_map.standard_error[components]):
             # no step gets closer than the map's jumps, which are within its Monte-Carlo error:
             # converged, the fixed point within the cycle's amplitude, reported as the last step
             # (the caller adds it to the half-width).  A wider cycle iterates on as before.
             f, done = cycle, True
-            res = stopping.residual(x[components], cycle[components]) if np.any(components) else 0.0
+            res = stopping.converged(x, cycle, se_map.standard_error, components)[0]
         if done and np.any(near_one):
             x, f, settled = perfect_recovery_verdict(
                 x, gx, f, near_one, stopping.within_statistical_error(f, se_map.standard_error, near_one))
