@@ -86,12 +86,12 @@ def _size(model: dict) -> tuple[float, float]:
     if model.get("family") == "multi_index":
         P = int(model.get("indices") or 1)
         extra = PRIOR_THRESHOLDS.get(P, 60.0 * P) if prior.get("kind", "gaussian") != "gaussian" else 0.0
-        if not noiseless and P in NOISY_SE_MULTI_INDEX:
-            thresholds = (NOISY_THRESHOLDS_MULTI_INDEX[P] if not model.get("known_layers")
-                          else THRESHOLDS_MULTI_INDEX[P] * NOISY)  # known rows: outer sampling of y
-            return thresholds + extra, NOISY_SE_MULTI_INDEX[P]
-        return (THRESHOLDS_MULTI_INDEX.get(P, 60.0 * P) * noisy + extra,
-                SE_MULTI_INDEX.get(P, 20.0 * P) * noisy)
+        thresholds, se = THRESHOLDS_MULTI_INDEX.get(P, 60.0 * P) * noisy, SE_MULTI_INDEX.get(P, 20.0 * P) * noisy
+        if not noiseless and P in NOISY_SE_MULTI_INDEX:  # measured
+            se = NOISY_SE_MULTI_INDEX[P]
+            if not model.get("known_layers"):  # the quadrature in y (known rows: outer sampling of y)
+                thresholds = NOISY_THRESHOLDS_MULTI_INDEX[P]
+        return thresholds + extra, se
     L, M = int(model.get("layers") or 2), int(model.get("tokens") or 2)
     tokens = 1.0 if L == 1 else TOKENS.get(M, 10.0 * M)
     extra = PRIOR_THRESHOLDS.get(L, 60.0 * L) if prior.get("kind", "gaussian") != "gaussian" else 0.0
