@@ -44,6 +44,9 @@ Y_QUADRATURE_POINTS = {"fast": 1 << 14, "standard": 1 << 16, "precise": 1 << 18}
 Y_QUADRATURE_MAX_POINTS = {"fast": 1 << 16, "standard": 1 << 18, "precise": 1 << 20}
 
 # Staircase after one learned layer: a pilot run brackets the root, points_for sizes the rest.
+# A staircase root's last Newton step is taken on the linearisation once it moves alpha by at most
+# this fraction of the precision's target (the step is added to the half-width)
+ROOT_TOLERANCE = 0.1
 PILOT_POINTS = 64  # per scramble: enough to bracket the root and size the final run
 MAX_STAIRCASE_POINTS = 2048  # per scramble; beyond, the CI is reported as reached
 

@@ -195,6 +195,29 @@ def test_learned_overlaps_root_is_where_se_leaves_the_next_layer():
     assert abs(rate - 1.0) < 1e-3
 
 
+def test_learned_overlaps_root_takes_its_last_small_step_on_the_linearisation():
+    """With a tolerance (a tenth of a precision's target), Newton stops once its next step is
+    small and takes it on the linearisation: the root agrees with Newton's to 1e-5 (|G| <= 1e-5)
+    within that tolerance, in fewer evaluations, and the step it did not iterate is in the
+    half-width."""
+    ch = DeepAttentionSpec(layers=3, tokens=2).channel()
+    normals = outer_normals(ch, 32, 16, 0)
+    start = np.log(np.array([0.98, 0.2]) / np.array([0.02, 0.8]))
+    found = {}
+    for tolerance in (0.0, 0.002):
+        root = _LearnedOverlapsRoot(ch, [2, 0], 1, seed=0)
+        calls = []
+        residuals = root.residuals
+        root.residuals = lambda u, n, resolution=1: calls.append(n.shape) or residuals(u, n, resolution)
+        alpha, ci, u, _ = root.solve(start, normals, 16, tolerance=tolerance)
+        found[tolerance] = alpha, ci, u, sum(1 for shape in calls if shape == normals.shape)
+    (alpha, ci, u, calls), (alpha_lin, ci_lin, u_lin, calls_lin) = found[0.0], found[0.002]
+    assert calls_lin < calls
+    assert abs(np.log(alpha_lin / alpha)) <= 0.002
+    np.testing.assert_allclose(u_lin, u, atol=0.02)
+    assert ci_lin >= ci - abs(alpha_lin - alpha)  # the untaken step is not hidden
+
+
 @pytest.mark.parametrize("tokens", [2, 3])
 def test_uninformed_state_evolution_brackets_the_exact_threshold(tokens):
     """L = 1 observes +-z: alpha_c = 1 / (M^2 + M) exactly (THEORY.md).  From the uninformed
