@@ -160,16 +160,22 @@ def test_transitions_need_a_permutation_symmetric_link_that_keeps_the_overlaps_d
 
 def test_sign_product_with_binary_weights_is_possible_at_two_and_efficient_at_its_spinodal():
     """y = sign(z1 z2) (the parity machine with K = 2), +-1 weights, on the line Q = q I: the
-    curve alpha(q) starts at the weak-recovery threshold of Q = 0 (pi^2 / 4, the formula link's
-    linear stability in the README), rises to its spinodal and falls.  Below the curve's start
+    curve alpha(q) starts at the weak-recovery threshold of Q = 0 (pi^2 / 4, what linear
+    stability finds, by another path), rises to its spinodal and falls.  Below the curve's start
     the uninformed fixed point is Q = 0, whose free entropy alpha E log Z_out(0) = -alpha log 2
     meets Q_0's, -P log 2, at alpha = 2 (two bits of weights per index, one bit per sample): the
     information-theoretic threshold, exact up to the orthant posterior's rounding.  AMP needs
     more than weak recovery; without SE the note says the line was not checked."""
-    from solvers.transitions import perfect_recovery_transitions
+    from solvers.precision import SCRAMBLES, THRESHOLD_POINTS
+    from solvers.quadrature import t_halfwidth
+    from solvers.statistics import outer_normals
+    from solvers.transitions import branch_curve, perfect_recovery_transitions
 
-    it, alg = perfect_recovery_transitions(MultiIndexSpec(link="sign_product", prior=BINARY).channel(),
-                                           "fast", 0, None)[0]
+    channel = MultiIndexSpec(link="sign_product", prior=BINARY).channel()
+    normals = outer_normals(channel, THRESHOLD_POINTS["fast"], SCRAMBLES, 0)
+    start = branch_curve(channel, np.array([1e-4]), normals, seed=0).alpha[:, 0]
+    assert abs(start.mean() - math.pi ** 2 / 4) <= t_halfwidth(start)
+    it, alg = perfect_recovery_transitions(channel, "fast", 0, None)[0]
     assert abs(it.alpha - 2.0) <= it.ci95 + 1e-9 and it.ci95 < 1e-6
     assert alg.alpha - alg.ci95 > math.pi ** 2 / 4 and alg.ci95 < 0.02 * alg.alpha
     assert not it.coincide and not alg.coincide
