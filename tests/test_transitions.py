@@ -68,6 +68,21 @@ def test_sparse_phase_retrieval_recovers_information_theoretically_at_the_densit
     assert k["algorithmic"].alpha > weak.alpha
 
 
+@pytest.mark.slow  # about 20 s: the formula's region posterior by importance sampling
+def test_a_one_bit_output_with_zero_a_fixed_point_is_possible_at_one_bit_per_weight():
+    """y = sign(|z| - 0.6745) (a fair coin at Q = 0, sign symmetric: Q = 0 is a fixed point up to
+    the curve's start), +-1 weights: the uninformed branch's free entropy at Q = 0, -alpha log 2,
+    meets Q_0's, -log 2, at alpha = 1, before the curve of nonzero overlaps starts; AMP jumps
+    later.  (Before solver 0.5.8 only the curve was searched for the crossing, and the two were
+    reported to coincide at AMP's 1.569.)"""
+    from solvers.transitions import perfect_recovery_transitions
+
+    spec = MultiIndexSpec(link={"formula": "sign(abs(z1) - 0.6745)"}, prior={"kind": "binary"})
+    it, alg = perfect_recovery_transitions(spec.channel(), "fast", 0, None)[0]
+    assert abs(it.alpha - 1.0) <= it.ci95 + 1e-6 and it.ci95 < 1e-3
+    assert alg.alpha - alg.ci95 > 1.2 and not alg.coincide
+
+
 @pytest.mark.slow  # about a minute: SE fixed points either side of both thresholds
 def test_state_evolution_jumps_where_the_algorithmic_threshold_says():
     """The binary perceptron's SE by fixed-point iteration (independent of the q-parametrised
