@@ -385,7 +385,8 @@ def q0_bracket(alpha: float, unknown, uninformed_overlaps, at_q0: float = AT_Q0)
     for factor in SE_BRACKET:
         q, ci = (np.asarray(x, dtype=float)[unknown] for x in uninformed_overlaps(factor * alpha))
         verdict.append(bool(np.any(q + ci < 1.0)) if factor < 1 else bool(np.all(q > at_q0)))
-        seen.append(f"{factor:g}x: overlaps {np.round(q, 4).tolist()} +- {np.round(ci, 4).tolist()}")
+        # 6 significant digits: an overlap at Q_0 within 1e-5 shows, where 4 decimals read 1.0 +- 0.0
+        seen.append(f"{factor:g}x: overlaps {[float(f'{x:.6g}') for x in q]} +- {[float(f'{x:.2g}') for x in ci]}")
     return Q0Bracket(verdict[0], verdict[1], "uninformed SE at " + "; ".join(seen))
 
 
