@@ -74,8 +74,13 @@ SE_PERFECT_RECOVERY_BRACKET = 190.0
 
 # extra seconds of a thresholds question with a non-Gaussian prior, by P (measured 2026-11-30 on
 # the loaded 2-core box: the one-index transitions curve 5-11 s; the binary paper model's jump
-# search 69 s in all)
+# search 69 s in all; 2026-12-01, the symmetric-line transitions of P = 2 multi-index links with
+# +-1 or sparse weights: product 10 s, sign_product 12 s, the formula sign(z1*z2) 34 s)
 PRIOR_THRESHOLDS = {1: 12.0, 2: 70.0}
+# the noiseless product with Gaussian weights, the one P >= 2 link with transitions (on the line
+# Q = q I) under a Gaussian prior (finitely many outputs need a discrete one): 5.4 s (2026-12-01,
+# loaded); with se_bracket two more uninformed SE fixed points check them (1.4 s and 1.8 s)
+GAUSSIAN_PRODUCT_TRANSITIONS = 6.0
 
 
 def _size(model: dict) -> tuple[float, float]:
@@ -87,6 +92,8 @@ def _size(model: dict) -> tuple[float, float]:
         P = int(model.get("indices") or 1)
         extra = PRIOR_THRESHOLDS.get(P, 60.0 * P) if prior.get("kind", "gaussian") != "gaussian" else 0.0
         thresholds, se = THRESHOLDS_MULTI_INDEX.get(P, 60.0 * P) * noisy, SE_MULTI_INDEX.get(P, 20.0 * P) * noisy
+        if noiseless and model.get("link") == "product" and prior.get("kind", "gaussian") == "gaussian":
+            thresholds += GAUSSIAN_PRODUCT_TRANSITIONS
         if not noiseless and P in NOISY_SE_MULTI_INDEX:  # measured
             se = NOISY_SE_MULTI_INDEX[P]
             if not model.get("known_layers"):  # the quadrature in y (known rows: outer sampling of y)
@@ -110,6 +117,8 @@ def estimate(kind: str, model: dict, params: dict) -> float:
             seconds += factor * se_per_alpha * _indices(model)
             if _brackets_perfect_recovery(model):
                 seconds += factor * SE_PERFECT_RECOVERY_BRACKET * se_per_alpha / SE_DEEP_ATTENTION[2]
+            elif model.get("family") == "multi_index" and _indices(model) > 1 and not float(model.get("noise") or 0.0):
+                seconds += factor * se_per_alpha  # the transitions' two uninformed fixed points
         return seconds
     if kind == "state_evolution":
         return factor * se_per_alpha * max(1, len(params.get("alphas") or ()))

@@ -200,7 +200,8 @@ class ThresholdsRequest(BaseModel):
                                                 "the uninformed start at 0.95x and 1.05x of it (two "
                                                 "SE fixed points per threshold: slower), and AMP's "
                                                 "perfect recovery (transitions) of noiseless deep "
-                                                "attention likewise")
+                                                "attention and of multi-index links with several "
+                                                "indices likewise")
 
 
 class StateEvolutionRequest(BaseModel):
@@ -327,7 +328,7 @@ class ThresholdEntry(BaseModel):
 
 
 class TransitionEntry(BaseModel):
-    """A perfect-recovery threshold of one kind (noiseless one-index channels and deep attention)."""
+    """A perfect-recovery threshold of one kind (noiseless: one index, symmetric multi-index, deep attention)."""
 
     transition: Literal["perfect_recovery"]
     kind: Literal["information_theoretic", "algorithmic"] = Field(

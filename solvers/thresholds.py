@@ -652,8 +652,9 @@ def layer_thresholds(spec: ModelSpec, precision: str = "standard", seed: int = 0
     Returns a :class:`~solvers.results.ThresholdsResult` sorted by alpha, each threshold
     with its 95% half-width, plus the perfect-recovery alpha for noiseless channels, the
     information-theoretic and algorithmic perfect-recovery thresholds of noiseless one-index
-    channels and of noiseless deep attention (:mod:`solvers.transitions`; with ``se_bracket`` the
-    algorithmic one is checked by SE too), and
+    channels, of noiseless permutation-symmetric multi-index ones (on the line Q = q I) and of
+    noiseless deep attention (:mod:`solvers.transitions`; with ``se_bracket`` the algorithmic one
+    is checked by SE too, except for one index, where the curve holds every fixed point), and
     the :mod:`solvers.checks` it passed or failed: staircase order, precision target,
     counting bound (with perfect recovery), and with ``se_bracket`` the SE bracket (two SE
     fixed points per threshold, so slower)."""
@@ -706,7 +707,8 @@ def layer_thresholds(spec: ModelSpec, precision: str = "standard", seed: int = 0
             channel, thresholds, pr_alpha, pr_ci, uninformed_overlaps if se_bracket else None)[0]
     else:
         transitions, _ = perfect_recovery_transitions(channel, precision, seed,
-                                                      None if pr_alpha is None else (pr.alpha, pr.ci95))
+                                                      None if pr_alpha is None else (pr.alpha, pr.ci95),
+                                                      uninformed_overlaps if se_bracket else None)
     result_checks.append(checks.precision_target(thresholds, precision,
                                                  None if pr_alpha is None else (pr_alpha, pr_ci)))
     if se_bracket:

@@ -17,7 +17,22 @@ uninformed branch starts at q -> 0 and follows the curve while alpha(q) increase
     recovery alpha (1 for Gaussian phase retrieval, rho for Gauss-Bernoulli, 0 for +-1 weights);
   - finitely many noiseless outputs and a discrete prior (the binary perceptron): Phi(Q_0) = -P
     times the prior's entropy (log 2 per index for +-1 weights), so alpha_IT = alpha(q_IT) at the
-    root q_IT of Phi(q) = Phi(Q_0) on the uninformed branch.
+    root q_IT of Phi(q) = Phi(Q_0) on the uninformed branch; when Q = 0 is a fixed point (the
+    curve starts at alpha(0+) > 0) and Phi there is already below Phi(Q_0), the crossing is on the
+    branch Q = 0 below it: alpha_IT = Phi(Q_0) / E log Z_out(Q = 0) (P log 2 / the entropy of y
+    for +-1 weights: the count of bits).
+
+Several indices (P >= 2): for a link symmetric under every permutation of the indices (up to
+sign flips; the prior is the same for each) whose row flips map y to +-y, SE maps the line
+Q = q I_P to itself (:func:`symmetric_line_problem`), so the fixed points reached from the
+symmetric uninformed start lie on the same kind of curve with Q = q I_P:
+    alpha(q) = qhat(q) / H(q),  H(q) = the mean of diag H(q I) (equal entries by symmetry),
+    Phi(q) = P (-1/2 q qhat + Psi_w(qhat)) + alpha(q) E log Z_out(q I),
+and everything above applies (P = 1 is the special case, the same numbers).  That branch may
+still leave the line (the indices specialise, as in committee machines): AMP's threshold is
+checked by uninformed SE at 0.95x and 1.05x of it when asked (``se_bracket``), and reported
+undetermined when SE does not confirm it.  Other multi-index links get no transitions, with the
+reason.
 
 Half-widths: each scramble of the outer QMC gives its own curve, hence its own spinodal maximum
 and free-entropy root; the Student-t interval over scrambles plus twice the change at double inner
@@ -69,19 +84,23 @@ class BranchCurve:
 
 def branch_curve(channel: Channel, q: np.ndarray, normals: np.ndarray, resolution: int = 1,
                  seed: int | None = None) -> BranchCurve:
-    """The fixed-point curve of a one-index channel at the overlaps q (module docstring);
+    """The fixed-point curve at the overlaps Q = q I_P (module docstring; P = 1, or the
+    symmetric line of :func:`symmetric_line_problem`): H(q) = the mean of diag H(q I) (equal
+    entries by symmetry, their mean the more accurate), alpha(q) = qhat(q) / H(q) and
+    Phi(q) = prior term at (q I, qhat I) (P times the scalar one) + alpha(q) E log Z_out(q I).
     ``seed``: the outer seed of ``normals`` (each scramble's inner bank)."""
     prior = channel.prior
+    eye = np.eye(channel.n_indices)
     R = normals.shape[0]
     alpha = np.empty((R, len(q)))
     phi = np.empty((R, len(q)))
     H = np.empty((R, len(q)))
     for j, qj in enumerate(q):
-        st = output_statistics(channel, np.array([[qj]]), normals, resolution, seed=seed)
+        st = output_statistics(channel, qj * eye, normals, resolution, seed=seed)
         qhat = float(prior.inverse_update(qj))
-        H[:, j] = st.H[:, 0, 0]
+        H[:, j] = np.einsum("rpp->r", st.H) / len(eye)
         alpha[:, j] = qhat / H[:, j]
-        phi[:, j] = prior.free_entropy(np.array([[qj]]), np.array([[qhat]])) + alpha[:, j] * st.log_partition
+        phi[:, j] = prior.free_entropy(qj * eye, qhat * eye) + alpha[:, j] * st.log_partition
     return BranchCurve(np.asarray(q, float), alpha, phi, H)
 
 
@@ -180,16 +199,52 @@ def _attracting_from(channel, normals, seed) -> tuple[float, float]:
     return factor * float(late.mean()), factor * (float(t_halfwidth(late)) + abs(float(late.mean() - early.mean())))
 
 
+def symmetric_line_problem(channel: Channel) -> str | None:
+    """Why SE's fixed points from a symmetric start need not lie on the line Q = q I_P, or
+    None when they do: one index, or a link symmetric under every permutation of the indices
+    (``Channel.index_permutation_symmetric``; the prior is the same for every index) whose SE
+    keeps Q diagonal (``Channel.keeps_overlaps_diagonal``), with no known rows.  SE then maps
+    q I to q' I, and the uninformed start (1e-3 I) stays on the line."""
+    P = channel.n_indices
+    if P == 1:
+        return None
+    if channel.known:
+        return "known rows break the symmetry between the indices: no one-dimensional curve holds the fixed points"
+    if not channel.index_permutation_symmetric:
+        return (f"the link is not symmetric under every permutation of its P = {P} indices (up to sign flips), "
+                "so no one-dimensional curve Q = q I holds the fixed points")
+    if not channel.keeps_overlaps_diagonal:
+        return (f"the link is symmetric under permutations of its P = {P} indices, but a row flip z_p -> -z_p "
+                "maps y to neither y nor -y, so nothing keeps the off-diagonal overlaps of a diagonal Q at 0 "
+                "(for a committee of signs they grow: E[z | y] at Q = 0 lies along (1, ..., 1)) and SE may "
+                "leave the line Q = q I")
+    return None
+
+
 def perfect_recovery_transitions(channel: Channel, precision: str, seed: int,
-                                 laplace: tuple[float, float] | None) -> tuple[tuple[Transition, ...], str]:
+                                 laplace: tuple[float, float] | None,
+                                 uninformed_overlaps=None) -> tuple[tuple[Transition, ...], str]:
     """The information-theoretic and algorithmic perfect-recovery thresholds of a noiseless
-    one-index channel (module docstring), or () with the reason.  ``laplace``: the Laplace
-    perfect-recovery alpha of the Gaussian-prior contraction and its half-width, for channels
-    that reveal a smooth statistic (else None)."""
-    if channel.n_indices != 1:
-        return (), "information-theoretic vs algorithmic thresholds are computed for one index (P = 1)"
+    channel with one index or on the symmetric line (:func:`symmetric_line_problem`; module
+    docstring), or () with the reason.  ``laplace``: the Laplace perfect-recovery alpha of the
+    Gaussian-prior contraction and its half-width, for channels that reveal a smooth statistic
+    (else None); ``uninformed_overlaps``: SE's uninformed fixed point at an alpha (diagonal
+    overlaps, half-widths), to check that AMP's branch reaches Q_0 at the algorithmic threshold
+    when P >= 2 (None: not checked)."""
     if not channel.noiseless:
         return (), "no perfect recovery with output noise"
+    problem = symmetric_line_problem(channel)
+    if problem is not None:
+        return (), problem
+    transitions, note = _transitions_on_the_curve(channel, precision, seed, laplace)
+    if channel.n_indices == 1 or not transitions:
+        return transitions, note
+    return _checked_off_the_line(transitions, channel, uninformed_overlaps)
+
+
+def _transitions_on_the_curve(channel: Channel, precision: str, seed: int,
+                              laplace: tuple[float, float] | None) -> tuple[tuple[Transition, ...], str]:
+    """:func:`perfect_recovery_transitions` from the curve Q = q I_P alone."""
     prior = channel.prior
     discrete_outputs = channel.finite_outputs is not None
     if discrete_outputs and prior.entropy is None:
@@ -232,7 +287,14 @@ def perfect_recovery_transitions(channel: Channel, precision: str, seed: int,
         pooled_phi = curve.phi.mean(0)
         d = pooled_phi[: first + 1] - phi_q0
         k = np.flatnonzero((d[:-1] > 0) & (d[1:] <= 0))
-        if not len(k):
+        if d[0] <= 0:
+            # Q_0's free entropy is above the curve's from its start (alpha > 0: Q = 0 is a fixed
+            # point, the uninformed branch below the start): the crossing is on Q = 0
+            it, it_ci = _crossing_at_zero_overlap(channel, phi_q0, normals, fine, seed)
+            note += (f"; Q_0's free entropy is -P x the prior's entropy ({phi_q0:.6g}), crossed at the "
+                     "information-theoretic one by the uninformed branch's at Q = 0, alpha E log Z_out(Q = 0) "
+                     "(before the curve of nonzero overlaps starts)")
+        elif not len(k):
             it, it_ci = alg, alg_ci
             note += "; the uninformed branch has the larger free entropy up to its jump: the thresholds coincide"
         else:
@@ -248,29 +310,83 @@ def perfect_recovery_transitions(channel: Channel, precision: str, seed: int,
             Transition("perfect_recovery", "algorithmic", alg, alg_ci, coincide, note)), note
 
 
+def _crossing_at_zero_overlap(channel: Channel, phi_q0: float, normals: np.ndarray, fine: np.ndarray,
+                              seed: int) -> tuple[float, float]:
+    """(alpha, 95% half-width) where the free entropy of the fixed point Q = 0,
+    alpha E log Z_out(Q = 0) (the prior's term vanishes at qhat = 0), equals Q_0's, phi_q0 < 0:
+    alpha = phi_q0 / E log Z_out(0), per scramble (for finitely many outputs and +-1 weights,
+    P log 2 over the entropy of y at Q = 0: the count of bits)."""
+    zero = np.zeros((channel.n_indices, channel.n_indices))
+
+    def log_partition(points, resolution):
+        return output_statistics(channel, zero, points, resolution, seed=seed).log_partition
+
+    log_z = log_partition(normals, 1)
+    shift = phi_q0 / log_partition(fine, 2).mean() - phi_q0 / log_partition(fine, 1).mean()
+    return _estimate(phi_q0 / log_z, phi_q0 / log_z.mean(), shift)
+
+
+def _checked_off_the_line(transitions: tuple[Transition, ...], channel: Channel,
+                          uninformed_overlaps) -> tuple[tuple[Transition, ...], str]:
+    """P >= 2: the curve's transitions with what SE says of the symmetric-line assumption.  The
+    line is invariant, but the uninformed branch may leave it (the indices specialise, as in
+    committee machines), so AMP's threshold is confirmed by uninformed SE short of Q_0 at 0.95x
+    and at Q_0 at 1.05x of it (:func:`q0_bracket`; above :data:`AT_Q0_STOPPED` for a link that is
+    not sign symmetric), else reported undetermined (NaN, coincide False); without
+    ``uninformed_overlaps`` the note says it was not checked."""
+    it, alg = transitions
+    note = (f"{it.note}; P = {channel.n_indices}: the fixed points followed on the symmetric line Q = q I (SE maps "
+            "it to itself), which the uninformed branch may leave (the indices specialise)")
+    coincide, alpha, ci = alg.coincide, alg.alpha, alg.ci95
+    if uninformed_overlaps is None:
+        note += ("; that AMP's branch reaches Q_0 at the algorithmic threshold was not checked by SE on this "
+                 "request: ask with se_bracket = true to have SE verify it")
+    elif not alpha > 0:
+        note += "; an algorithmic threshold at alpha = 0 has no SE bracket to check"
+    else:
+        b = q0_bracket(alpha, channel.unknown, uninformed_overlaps,
+                       AT_Q0 if channel.sign_symmetric else AT_Q0_STOPPED)
+        if b.below and b.above:
+            note += f"; SE confirms that the uninformed branch reaches Q_0 there ({b.detail})"
+        else:
+            coincide, alpha, ci = False, math.nan, math.inf
+            note += (f"; SE did not confirm that the uninformed branch reaches Q_0 there ({b.detail}): AMP's "
+                     "threshold is not determined")
+    return (Transition("perfect_recovery", "information_theoretic", it.alpha, it.ci95, coincide, note),
+            Transition("perfect_recovery", "algorithmic", alpha, ci, coincide, note)), note
+
+
 AT_Q0 = 1.0 - 1e-6  # an SE overlap above this is at Q_0 (SE caps at 1 - 1e-10 there)
+# SE of a link that is not sign symmetric has no relative stopping rule near Q_0: it stops once
+# its absolute steps are within the map's statistical error (product at 1.05x its alpha_Q0, fast:
+# 1 - q = 6e-6 to 7e-6), so its overlaps count as at Q_0 above this (the branch 5% below a
+# continuous approach sits far lower: product at 0.95x, 0.92)
+AT_Q0_STOPPED = 1.0 - 1e-4
 
 
 @dataclass(frozen=True)
 class Q0Bracket:
     """Uninformed SE at 0.95x and 1.05x of a candidate algorithmic threshold: whether the branch
     is short of Q_0 below (some unknown layer's overlap + its half-width < 1) and at Q_0 above
-    (every unknown layer's overlap above :data:`AT_Q0`), and what it saw."""
+    (every unknown layer's overlap above :data:`AT_Q0`, or :data:`AT_Q0_STOPPED` for a channel
+    that is not sign symmetric), and what it saw."""
 
     below: bool
     above: bool
     detail: str
 
 
-def q0_bracket(alpha: float, unknown, uninformed_overlaps) -> Q0Bracket:
+def q0_bracket(alpha: float, unknown, uninformed_overlaps, at_q0: float = AT_Q0) -> Q0Bracket:
     """:class:`Q0Bracket` at ``alpha`` (``uninformed_overlaps(alpha)``: the diagonal overlaps of
-    the uninformed SE fixed point and their 95% half-widths, as for the SE bracket check)."""
+    the uninformed SE fixed point and their 95% half-widths, as for the SE bracket check;
+    ``at_q0``: the overlap above which SE is at Q_0)."""
     unknown = list(unknown)
     seen, verdict = [], []
     for factor in SE_BRACKET:
         q, ci = (np.asarray(x, dtype=float)[unknown] for x in uninformed_overlaps(factor * alpha))
-        verdict.append(bool(np.any(q + ci < 1.0)) if factor < 1 else bool(np.all(q > AT_Q0)))
-        seen.append(f"{factor:g}x: overlaps {np.round(q, 4).tolist()} +- {np.round(ci, 4).tolist()}")
+        verdict.append(bool(np.any(q + ci < 1.0)) if factor < 1 else bool(np.all(q > at_q0)))
+        # 6 significant digits: an overlap at Q_0 within 1e-5 shows, where 4 decimals read 1.0 +- 0.0
+        seen.append(f"{factor:g}x: overlaps {[float(f'{x:.6g}') for x in q]} +- {[float(f'{x:.2g}') for x in ci]}")
     return Q0Bracket(verdict[0], verdict[1], "uninformed SE at " + "; ".join(seen))
 
 

@@ -92,6 +92,27 @@ def test_compiled_kernel_matches_numpy_and_facts():
     assert ((1, 0), (1.0, 1.0)) in f.symmetries and ((0, 1), (-1.0, -1.0)) in f.symmetries
     assert formula_facts("abs(z1) + z2**2").row_flip_symmetric == (True, True)
     assert formula_facts("abs(z1) + z2").row_flip_symmetric == (True, False)
+    assert f.row_flip_odd == (True, True) and f.permutation_symmetric
+    odd_in_z2 = formula_facts("abs(z1) + z2")
+    assert odd_in_z2.row_flip_odd == (False, False) and not odd_in_z2.permutation_symmetric
+    assert formula_facts("z1**3 * abs(z2)").row_flip_odd == (True, False)
+
+
+@pytest.mark.parametrize("link, formula, diagonal", [("sign_product", "sign(z1*z2)", True),
+                                                     ("product", "z1*z2", True),
+                                                     ("committee_sign", "sign(sign(z1) + sign(z2) + sign(z3))", False)])
+def test_named_links_declare_the_symmetries_their_formulas_have(link, formula, diagonal):
+    """The named links' declared symmetries (index permutations; row flips mapping y to +-y, which
+    keep a diagonal overlap diagonal) are those the formula probe finds for the same link (z1 z2
+    with noise: a noiseless continuous formula in two variables is refused); an extra index not
+    in g breaks the permutation symmetry."""
+    named = MultiIndexSpec(link=link).channel()
+    noise = 0.0 if link != "product" else 0.1
+    as_formula = MultiIndexSpec(link={"formula": formula}, noise=noise).channel()
+    for channel in (named, as_formula):
+        assert channel.index_permutation_symmetric and channel.keeps_overlaps_diagonal == diagonal
+    wider = MultiIndexSpec(link={"formula": formula}, noise=noise, indices=named.n_indices + 1).channel()
+    assert not wider.index_permutation_symmetric
 
 
 @pytest.mark.parametrize("link, formula", [("sign_product", "sign(z1*z2)"), ("sign", "sign(z1)")])

@@ -68,6 +68,21 @@ def test_sparse_phase_retrieval_recovers_information_theoretically_at_the_densit
     assert k["algorithmic"].alpha > weak.alpha
 
 
+@pytest.mark.slow  # about 20 s: the formula's region posterior by importance sampling
+def test_a_one_bit_output_with_zero_a_fixed_point_is_possible_at_one_bit_per_weight():
+    """y = sign(|z| - 0.6745) (a fair coin at Q = 0, sign symmetric: Q = 0 is a fixed point up to
+    the curve's start), +-1 weights: the uninformed branch's free entropy at Q = 0, -alpha log 2,
+    meets Q_0's, -log 2, at alpha = 1, before the curve of nonzero overlaps starts; AMP jumps
+    later.  (Before solver 0.5.8 only the curve was searched for the crossing, and the two were
+    reported to coincide at AMP's 1.569.)"""
+    from solvers.transitions import perfect_recovery_transitions
+
+    spec = MultiIndexSpec(link={"formula": "sign(abs(z1) - 0.6745)"}, prior={"kind": "binary"})
+    it, alg = perfect_recovery_transitions(spec.channel(), "fast", 0, None)[0]
+    assert abs(it.alpha - 1.0) <= it.ci95 + 1e-6 and it.ci95 < 1e-3
+    assert alg.alpha - alg.ci95 > 1.2 and not alg.coincide
+
+
 @pytest.mark.slow  # about a minute: SE fixed points either side of both thresholds
 def test_state_evolution_jumps_where_the_algorithmic_threshold_says():
     """The binary perceptron's SE by fixed-point iteration (independent of the q-parametrised
@@ -124,6 +139,125 @@ def test_binary_paper_model_learns_layer_1_through_layer_2s_first_order_jump():
     k = _by_kind(res)
     assert (k["information_theoretic"].alpha, k["algorithmic"].alpha) == (0.0, one.alpha)
     assert not k["algorithmic"].coincide
+
+
+# ---------------------------------------------------------------------------------------
+# Several indices on the symmetric line Q = q I (solvers.transitions.symmetric_line_problem)
+# ---------------------------------------------------------------------------------------
+BINARY = {"kind": "binary"}
+
+
+def test_transitions_need_a_permutation_symmetric_link_that_keeps_the_overlaps_diagonal():
+    """P >= 2 gets transitions only where SE keeps the line Q = q I; elsewhere () with the reason:
+    sign(z1) + 2 sign(z2) is not symmetric under swapping the indices; committee_sign and
+    sign(z1) + sign(z2) are, but no row flip maps y to +-y, and the committee's H at Q = q I
+    indeed has off-diagonal entries far outside their scramble spread (SE leaves the line), while
+    sign_product's (z_p -> -z_p maps y to -y) stay within it; a known row breaks the symmetry."""
+    from solvers.precision import SCRAMBLES
+    from solvers.quadrature import t_halfwidth
+    from solvers.statistics import outer_normals, output_statistics
+    from solvers.transitions import perfect_recovery_transitions
+
+    for spec, why in [(MultiIndexSpec(link={"formula": "sign(z1) + 2*sign(z2)"}, prior=BINARY),
+                       "not symmetric under every permutation"),
+                      (MultiIndexSpec(link={"formula": "sign(z1) + sign(z2)"}, prior=BINARY),
+                       "maps y to neither y nor -y"),
+                      (MultiIndexSpec(link="committee_sign", prior=BINARY), "maps y to neither y nor -y"),
+                      (MultiIndexSpec(link="sign_product", prior=BINARY, known_layers=[1]), "known rows")]:
+        transitions, reason = perfect_recovery_transitions(spec.channel(), "fast", 0, None)
+        assert transitions == () and why in reason, (spec.link, reason)
+    for link, off_diagonal in [("committee_sign", True), ("sign_product", False)]:
+        channel = MultiIndexSpec(link=link, prior=BINARY).channel()
+        normals = outer_normals(channel, 256, SCRAMBLES, 0)
+        H = output_statistics(channel, 0.3 * np.eye(channel.n_indices), normals, seed=0).H[:, 0, 1]
+        assert (abs(H.mean()) > 5 * t_halfwidth(H)) == off_diagonal, (link, H.mean(), t_halfwidth(H))
+
+
+def test_sign_product_with_binary_weights_is_possible_at_two_and_efficient_at_its_spinodal():
+    """y = sign(z1 z2) (the parity machine with K = 2), +-1 weights, on the line Q = q I: the
+    curve alpha(q) starts at the weak-recovery threshold of Q = 0 (pi^2 / 4, what linear
+    stability finds, by another path), rises to its spinodal and falls.  Below the curve's start
+    the uninformed fixed point is Q = 0, whose free entropy alpha E log Z_out(0) = -alpha log 2
+    meets Q_0's, -P log 2, at alpha = 2 (two bits of weights per index, one bit per sample): the
+    information-theoretic threshold, exact up to the orthant posterior's rounding.  AMP needs
+    more than weak recovery; without SE the note says the line was not checked."""
+    from solvers.precision import SCRAMBLES, THRESHOLD_POINTS
+    from solvers.quadrature import t_halfwidth
+    from solvers.statistics import outer_normals
+    from solvers.transitions import branch_curve, perfect_recovery_transitions
+
+    channel = MultiIndexSpec(link="sign_product", prior=BINARY).channel()
+    normals = outer_normals(channel, THRESHOLD_POINTS["fast"], SCRAMBLES, 0)
+    start = branch_curve(channel, np.array([1e-4]), normals, seed=0).alpha[:, 0]
+    assert abs(start.mean() - math.pi ** 2 / 4) <= t_halfwidth(start)
+    it, alg = perfect_recovery_transitions(channel, "fast", 0, None)[0]
+    assert abs(it.alpha - 2.0) <= it.ci95 + 1e-9 and it.ci95 < 1e-6
+    assert alg.alpha - alg.ci95 > math.pi ** 2 / 4 and alg.ci95 < 0.02 * alg.alpha
+    assert not it.coincide and not alg.coincide
+    assert "Q = 0" in it.note and "not checked by SE" in alg.note
+
+
+@pytest.mark.slow  # about 35 s: the formula's region posterior by importance sampling
+def test_sign_product_as_a_formula_has_the_named_links_transitions():
+    """"sign(z1*z2)" (posterior by importance sampling on the region {g(z) = y}, symmetries found
+    by probing) against the named sign_product (closed-form orthants, symmetries declared): the
+    same transitions within the half-widths."""
+    from solvers.transitions import perfect_recovery_transitions
+
+    named, formula = (perfect_recovery_transitions(MultiIndexSpec(link=link, prior=BINARY).channel(), "fast", 0,
+                                                   None)[0]
+                      for link in ("sign_product", {"formula": "sign(z1*z2)"}))
+    for a, b in zip(named, formula):
+        assert a.kind == b.kind and abs(a.alpha - b.alpha) <= a.ci95 + b.ci95 + 1e-6, (a, b)
+
+
+@pytest.mark.slow  # about 20 s on the loaded box: two curves with their limits at q -> 1
+def test_product_reaches_perfect_recovery_at_the_counting_bound():
+    """y = z1 z2, noiseless, on Q = q I: Q_0 becomes a fixed point (free entropy +inf: the output
+    reveals the weights) at alpha_Q0 = the number of nonzero weights per sample, 2 rho (2 for
+    Gaussian weights: two rows, one number per sample), the limit of the curve near q = 1
+    (Aitken).  Gaussian weights: alpha(q) increases all the way, so AMP gets there too (the two
+    coincide); Gauss-Bernoulli rho = 0.5: the curve peaks (a spinodal) above 2 rho, a gap."""
+    from solvers.transitions import perfect_recovery_transitions
+
+    for density, first_order in [(1.0, False), (0.5, True)]:
+        prior = {"kind": "sparse", "density": density} if density < 1 else None
+        it, alg = perfect_recovery_transitions(MultiIndexSpec(link="product", prior=prior).channel(), "fast", 0,
+                                               None)[0]
+        assert abs(it.alpha - 2 * density) <= it.ci95 < 0.002 * density, (density, it)
+        assert it.coincide == alg.coincide == (not first_order)
+        if first_order:
+            assert alg.alpha - alg.ci95 > it.alpha + 0.2 and alg.ci95 < 0.02 * alg.alpha
+
+
+@pytest.mark.slow  # about 20 s on the loaded box: the curve twice, two SE fixed points
+def test_se_confirms_or_denies_amp_on_the_symmetric_line():
+    """Gaussian-weight product (no first-order jump on the line: both thresholds at 2): uninformed
+    SE by fixed-point iteration (independent of the curve, free to leave the line) is short of
+    Q_0 at 0.95 x 2 and at it at 1.05 x 2, so the algorithmic threshold stands and the note says
+    SE confirmed it; an SE that reaches Q_0 only later leaves it undetermined (NaN, coincide false)."""
+    from solvers.state_evolution import fixed_point
+    from solvers.transitions import perfect_recovery_transitions
+
+    spec = MultiIndexSpec(link="product")
+    seen = {}
+
+    def uninformed(alpha):
+        fp = fixed_point(spec, alpha, "uninformed", "fast", 0)
+        seen[alpha] = fp
+        return fp.layer_overlaps, fp.overlap_ci95
+
+    it, alg = perfect_recovery_transitions(spec.channel(), "fast", 0, None, uninformed)[0]
+    assert alg.alpha == it.alpha and alg.coincide and "SE confirms" in alg.note, alg.note
+    below, above = (seen[f * it.alpha] for f in (0.95, 1.05))
+    assert max(below.layer_overlaps) < 0.95 and min(above.layer_overlaps) > 1 - 1e-4
+    assert abs(below.overlap[0][1]) < 0.01  # the branch stays on the line: off-diagonal 0
+
+    def late(alpha):  # an SE stand-in at Q_0 only from 1.2 x 2 on
+        return ((1 - 1e-10,) * 2, (1e-7,) * 2) if alpha >= 2.4 else ((0.9, 0.9), (0.01, 0.01))
+
+    it, alg = perfect_recovery_transitions(spec.channel(), "fast", 0, None, late)[0]
+    assert math.isnan(alg.alpha) and not it.coincide and "did not confirm" in alg.note
 
 
 # ---------------------------------------------------------------------------------------

@@ -47,12 +47,20 @@ class Channel(ABC):
     Special paths of a model are hooks with a generic default (:meth:`rates_at_zero`,
     ``reports_perfect_recovery``, ``indices_are_layers``), so engines never ask which
     model they solve.
+
+    ``index_permutation_symmetric``: P_out is invariant under every permutation of the index
+    rows, each with some pattern of row flips z_p -> -z_p allowed (a signed permutation: every
+    weight prior is sign symmetric and the same for each index, so a signed permutation is a
+    symmetry of the whole model); SE then maps Q = q I to a matrix with equal diagonal entries.
+    :attr:`keeps_overlaps_diagonal`: SE maps a diagonal Q to a diagonal one.  Both together:
+    the line Q = q I is invariant under SE (:mod:`solvers.transitions`).
     """
 
     n_indices: int
     n_tokens: int
     index_names: tuple[str, ...]
     sign_symmetric: bool = False
+    index_permutation_symmetric: bool = False
     noiseless: bool = True
     indices_are_layers: bool = False  # thresholds name a layer (else a direction in R^P)
     reports_perfect_recovery: bool = False  # thresholds include alpha_PR (Q = Q_0 stable)
@@ -87,6 +95,15 @@ class Channel(ABC):
         Q[:, k] = 0.0
         Q[k, k] = 1.0
         return Q
+
+    @property
+    def keeps_overlaps_diagonal(self) -> bool:
+        """True when every row flip z_p -> -z_p alone maps P_out to itself, with y unchanged
+        (``sign_symmetric``) or y -> -y (an odd row): at a diagonal Q the flip of row p then
+        changes the sign of g_p alone, so H_pq = E g_p g_q = 0 for q != p and SE keeps Q diagonal
+        (the prior's input update of a diagonal Qhat is diagonal).  A link with such odd rows
+        overrides this."""
+        return self.sign_symmetric
 
     @property
     def finite_outputs(self) -> np.ndarray | None:

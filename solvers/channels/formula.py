@@ -747,13 +747,22 @@ PROBE_SEED = 12  # fixed: the facts of a formula never change between runs
 class FormulaFacts:
     """Facts of a checked formula found on a probe sample (2^14 scrambled-Sobol normal points
     and the same points scaled by 4, to reach the tails): its distinct values when finitely
-    many (sorted), which rows z_p -> -z_p leave it unchanged, and every signed permutation
-    z -> signs * z[perm] that leaves it unchanged (at most 2^4 4! = 384 tried); "unchanged"
-    is exact for finitely many values, to 1e-9 relative otherwise."""
+    many (sorted), which rows z_p -> -z_p leave it unchanged, which change its sign
+    (``row_flip_odd``), and every signed permutation z -> signs * z[perm] that leaves it
+    unchanged (at most 2^4 4! = 384 tried); "unchanged" is exact for finitely many values, to
+    1e-9 relative otherwise."""
 
     values: tuple[float, ...] | None
     row_flip_symmetric: tuple[bool, ...]
+    row_flip_odd: tuple[bool, ...]
     symmetries: tuple[tuple[tuple[int, ...], tuple[float, ...]], ...] = ()
+
+    @property
+    def permutation_symmetric(self) -> bool:
+        """Every permutation of the variables, with some sign pattern, leaves g unchanged."""
+        P = len(self.row_flip_symmetric)
+        perms = {perm for perm, _ in self.symmetries} | {tuple(range(P))}
+        return len(perms) == math.factorial(P)
 
     def symmetric_bank(self, base: np.ndarray) -> np.ndarray:
         """The points base (n, P) closed under the formula's symmetries and z -> -z: a bank
@@ -788,17 +797,20 @@ def formula_facts(text: str) -> FormulaFacts:
         values = tuple(float(v) for v in distinct)
     scale = max(1.0, float(np.max(np.abs(g))))
 
-    def invariant(perm, signs) -> bool:
+    def invariant(perm, signs, parity=1.0) -> bool:
+        """g(signs * z[perm]) = parity * g(z) on the probe."""
         gt = module.batch(np.ascontiguousarray(z[:, list(perm)] * np.asarray(signs)))
-        return bool(np.array_equal(gt, g)) if values is not None else bool(
-            np.max(np.abs(gt - g)) <= 1e-9 * scale)
+        return bool(np.array_equal(gt, parity * g)) if values is not None else bool(
+            np.max(np.abs(gt - parity * g)) <= 1e-9 * scale)
 
     identity = tuple(range(P))
-    flips = tuple(invariant(identity, tuple(-1.0 if q == p else 1.0 for q in range(P))) for p in range(P))
+    row_flips = [(identity, tuple(-1.0 if q == p else 1.0 for q in range(P))) for p in range(P)]
+    flips = tuple(invariant(*flip) for flip in row_flips)
+    odd = tuple(invariant(*flip, parity=-1.0) for flip in row_flips)
     symmetries = tuple((perm, signs) for perm in itertools.permutations(range(P))
                        for signs in itertools.product((1.0, -1.0), repeat=P)
                        if (perm, signs) != (identity, (1.0,) * P) and invariant(perm, signs))
-    return FormulaFacts(values, flips, symmetries)
+    return FormulaFacts(values, flips, odd, symmetries)
 
 
 # ---------------------------------------------------------------------------------------

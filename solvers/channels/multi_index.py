@@ -364,6 +364,8 @@ class ProductChannel(MultiIndexChannel):
     link = "product"
     n_indices = 2
     formula = "y = z_1 z_2"
+    index_permutation_symmetric = True
+    keeps_overlaps_diagonal = True  # z_p -> -z_p maps y to -y
     vectorised_link = staticmethod(lambda z: z[:, 0] * z[:, 1])
     numba_link = staticmethod(g_product)
 
@@ -388,6 +390,8 @@ class SignProductChannel(_OrthantChannel):
     link = "sign_product"
     n_indices = 2
     formula = "y = sign(z_1 z_2)"
+    index_permutation_symmetric = True
+    keeps_overlaps_diagonal = True  # z_p -> -z_p maps y to -y
     vectorised_link = staticmethod(lambda z: _sgn(z[:, 0] * z[:, 1]))
     numba_link = staticmethod(g_sign_product)
     patterns = _all_patterns(2)
@@ -411,6 +415,9 @@ class CommitteeSignChannel(_OrthantChannel):
     link = "committee_sign"
     n_indices = 3
     formula = "y = sign(sum_k sign(z_k)), K = 3"
+    # no row flip maps y to +-y: at Q = 0 already E[z | y] lies along (1, 1, 1), so H and Q
+    # leave the diagonal (keeps_overlaps_diagonal is False)
+    index_permutation_symmetric = True
     vectorised_link = staticmethod(lambda z: _sgn(_sgn(z).sum(axis=1)))
     numba_link = staticmethod(g_committee_sign)
     patterns = _all_patterns(3)
@@ -472,7 +479,10 @@ class FormulaChannel(MultiIndexChannel):
       Cov = V - V e_1 e_1^T V / V_11 + (V e_1)(V e_1)^T Var[z1 | y] / V_11^2.
 
     ``sign_symmetric`` holds when every row z_p -> -z_p leaves g unchanged
-    (``row_flip_symmetric`` per row, found on a probe sample)."""
+    (``row_flip_symmetric`` per row, found on a probe sample); ``keeps_overlaps_diagonal`` when
+    each leaves it unchanged or changes its sign; ``index_permutation_symmetric`` when every
+    permutation of the rows, with some sign pattern, leaves it unchanged (an index not in g
+    breaks it)."""
 
     link = "formula"
 
@@ -487,6 +497,8 @@ class FormulaChannel(MultiIndexChannel):
         self.values = facts.values
         self.row_flip_symmetric = facts.row_flip_symmetric + (True,) * (self.n_indices - parsed.n_indices)
         self.sign_symmetric = all(self.row_flip_symmetric)
+        self.row_flip_odd = facts.row_flip_odd + (False,) * (self.n_indices - parsed.n_indices)
+        self.index_permutation_symmetric = facts.permutation_symmetric and self.n_indices == parsed.n_indices
         module = compile_formula(parsed.text)
         self._module = module
         self.numba_link = module.link
@@ -509,6 +521,10 @@ class FormulaChannel(MultiIndexChannel):
     @property
     def finite_outputs(self):
         return np.asarray(self.values) if self.noiseless and self.values is not None else None
+
+    @property
+    def keeps_overlaps_diagonal(self) -> bool:
+        return all(even or odd for even, odd in zip(self.row_flip_symmetric, self.row_flip_odd))
 
     @property
     def reseeded_per_scramble(self) -> bool:
