@@ -148,6 +148,7 @@ class Engine:
         self.events: dict[str, asyncio.Event] = {}  # jobs this process is running
         self.inflight: dict[str, str] = {}      # cache key -> owning job id (this process)
         self.tasks: set[asyncio.Task] = set()
+        self.killing: set[str] = set()  # cancelled jobs whose process is still to be killed
         # the pool's lanes (service.scheduler): each with its slots and waiting list
         self.lanes = {name: Lane(name, pool.slots[name],
                                  capacity=settings.max_queued_expensive if name == "expensive" else None,
@@ -630,15 +631,24 @@ class Engine:
             return
 
         async def enforce():
-            await asyncio.sleep(self.settings.cancel_grace)
-            while job_id in self.events:  # until it ends: it may not have started its process yet
-                if self.pool.kill(job_id):
-                    return
-                await asyncio.sleep(0.05)
+            try:
+                await asyncio.sleep(self.settings.cancel_grace)
+                while job_id in self.events:  # until it ends: it may not have started its process yet
+                    if self.pool.kill(job_id):
+                        return
+                    await asyncio.sleep(0.05)
+            finally:
+                self.killing.discard(job_id)
 
+        self.killing.add(job_id)
         self._spawn(enforce())
 
     async def close(self) -> None:
+        # a cancel accepted just before shutdown is still carried out: cancelling its kill task
+        # left the process running (a pool outliving this engine kept the slot busy: a test that
+        # cancelled its jobs and closed its app left the next test waiting 120 s for a slot)
+        for job_id in list(self.killing):
+            self.pool.kill(job_id)
         for t in list(self.tasks):
             t.cancel()
         if self.queue is not None:

@@ -330,3 +330,36 @@ def test_thresholds_report_progress_from_the_start():
     solve_thresholds(spec, {"precision": "fast", "seed": 0}, lambda d, t: seen.append((d, t)))
     assert seen[0] == (0, 2) and seen[-1] == (2, 2), seen
     assert all(t == 2 for _, t in seen) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie (a killed pool process stays one until reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_cancel_just_before_shutdown_still_kills_the_process(slow_pool, tmp_path):
+    """A job cancelled right before the app shuts down has its process killed at the shutdown,
+    not left running: the kill task the cancel spawns (here held back by a 30 s grace) used to
+    be cancelled with the app, so the slow model went on holding its slot of the shared pool
+    for 120 s (the next test waited for it)."""
+    app = create_app(settings(tmp_path, cancel_grace=30.0), pool=slow_pool)
+    with TestClient(app) as c:
+        r = c.post("/v1/thresholds", json={"model": SLOW, "precision": "standard", "seed": 77},
+                   headers={"Prefer": "respond-async"})
+        assert r.status_code == 202, r.text
+        job_id = r.headers["location"].rsplit("/", 1)[-1]
+        deadline = time.monotonic() + 60
+        while slow_pool.pid_of(job_id) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pid = slow_pool.pid_of(job_id)
+        assert pid is not None and _alive(pid)
+        assert c.delete(r.headers["location"]).json()["status"] == "cancelled"
+        assert _alive(pid)  # the grace: not killed yet
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid)
