@@ -44,11 +44,11 @@ Y_QUADRATURE_POINTS = {"fast": 1 << 14, "standard": 1 << 16, "precise": 1 << 18}
 Y_QUADRATURE_MAX_POINTS = {"fast": 1 << 16, "standard": 1 << 18, "precise": 1 << 20}
 
 # Staircase after one learned layer: a pilot run brackets the root, points_for sizes the rest.
-# A staircase root's last Newton step is taken on the linearisation once it moves alpha by at most
-# this fraction of the precision's target (the step is added to the half-width)
-ROOT_TOLERANCE = 0.1
 PILOT_POINTS = 64  # per scramble: enough to bracket the root and size the final run
 MAX_STAIRCASE_POINTS = 2048  # per scramble; beyond, the CI is reported as reached
+# ... with several learned layers, a root's last Newton step is taken on the linearisation once
+# it moves alpha by at most this fraction of the precision's target (added to the half-width)
+ROOT_TOLERANCE = 0.1
 
 # Staircase after a trivial direction: points per scramble of the pilot (bracketing) run and cap
 # of the final run.  Its posterior needs the general-V quadrature (committee_sign: 20-40 ms per

@@ -404,6 +404,7 @@ def _multi_learned_step(channel: Channel, learned: list[int], remaining: list[in
     every layer is decided by a root in alpha with SE iteration
     (:func:`_multi_learned_step_by_iteration`, slower)."""
     target = PRECISION_TARGETS[precision][1]
+    tolerance = ROOT_TOLERANCE * target
     n = THRESHOLD_POINTS[precision]
     normals = outer_normals(channel, n, SCRAMBLES, seed)
     P = channel.n_indices
@@ -426,7 +427,6 @@ def _multi_learned_step(channel: Channel, learned: list[int], remaining: list[in
     for l in remaining if start is not None else []:
         root = _LearnedOverlapsRoot(channel, learned, l, seed)
         m = n
-        tolerance = ROOT_TOLERANCE * target
         found = root.solve(start, normals, PILOT_POINTS, tolerance=tolerance)
         while found is not None and found[1] > target * found[0] and m < MAX_STAIRCASE_POINTS:
             m = points_for(m, found[1] / found[0], target, MAX_STAIRCASE_POINTS)
