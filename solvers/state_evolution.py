@@ -20,8 +20,8 @@ import numpy as np
 from . import checks
 from .errors import SpecError
 from .limits import MAX_ALPHA
-from .fixed_point_iteration import (Q_MAX, FixedPointIteration, difference_step, iterate_fixed_point, order_vector,
-                                   overlap_matrix, symmetric_from_upper)
+from .fixed_point_iteration import (Q_MAX, FixedPointIteration, difference_step, iterate_fixed_point, order_diagonal,
+                                   order_vector, overlap_matrix, unresolved_deficit)
 from .precision import SCRAMBLES, SE_DECISION_POINTS, SE_POINTS, check_precision, inner_bias_bound
 from .quadrature import t_halfwidth
 from .results import FixedPoint, Settings, StateEvolutionPoint, StateEvolutionResult
@@ -83,8 +83,8 @@ def _fixed_point_result(channel, alpha, start, fp: FixedPointIteration, normals,
         J *= 0.95 / radius
     amplify = np.linalg.inv(np.eye(P) - J)
     quadrature = inner_bias_bound(amplify @ (mapped(fp.Q, 2 * resolution) - base))
-    last_step = fp.step if channel.sign_symmetric else np.diag(symmetric_from_upper(P, fp.step))
-    ci = t_halfwidth(q_r @ amplify.T) + quadrature + np.abs(amplify @ last_step)
+    last_step = order_diagonal(channel, fp.step)
+    ci = t_halfwidth(q_r @ amplify.T) + quadrature + np.abs(amplify @ last_step) + unresolved_deficit(channel, q)
     bayes = bayes_prediction_error(channel, fp.Q, normals[:, : max(8, normals.shape[1] // 4)])
     return FixedPoint(alpha=float(alpha), start=start, overlap=tuple(map(tuple, fp.Q.tolist())),
                       layer_overlaps=tuple(q.tolist()), overlap_ci95=tuple(np.minimum(ci, 1.0).tolist()),
@@ -98,7 +98,9 @@ def _fixed_point_result(channel, alpha, start, fp: FixedPointIteration, normals,
 
 def fixed_point(spec, alpha: float, start: str = "uninformed", precision: str = "standard", seed: int = 0,
                 Q_start: np.ndarray | None = None) -> FixedPoint:
-    """SE fixed point at one alpha from the uninformed (Q = 1e-3 I) or informed (Q = (1 - 1e-4) I) start."""
+    """SE fixed point at one alpha from the uninformed (Q = 1e-3 I) or informed (Q = (1 - 1e-4) I) start
+    (or ``Q_start``; for a channel whose SE keeps Q diagonal only its diagonal is used:
+    :func:`~solvers.fixed_point_iteration.diagonal_order`)."""
     check_precision(precision)
     _check_alpha(alpha)
     channel = spec.channel()

@@ -62,6 +62,7 @@ import numpy as np
 from .channels.base import Channel
 from .checks import SE_BRACKET  # the uninformed SE branch is short of Q_0 / at it there
 from .precision import SCRAMBLES, THRESHOLD_POINTS, inner_bias_bound
+from .fixed_point_iteration import RESOLVED_DEFICIT, capped_near_one
 from .quadrature import t_halfwidth
 from .results import Threshold, Transition
 from .statistics import outer_normals, output_statistics
@@ -344,8 +345,7 @@ def _checked_off_the_line(transitions: tuple[Transition, ...], channel: Channel,
     elif not alpha > 0:
         note += "; an algorithmic threshold at alpha = 0 has no SE bracket to check"
     else:
-        b = q0_bracket(alpha, channel.unknown, uninformed_overlaps,
-                       AT_Q0 if channel.sign_symmetric else AT_Q0_STOPPED)
+        b = q0_bracket(alpha, channel.unknown, uninformed_overlaps, at_q0_level(channel))
         if b.below and b.above:
             note += f"; SE confirms that the uninformed branch reaches Q_0 there ({b.detail})"
         else:
@@ -362,6 +362,18 @@ AT_Q0 = 1.0 - 1e-6  # an SE overlap above this is at Q_0 (SE caps at 1 - 1e-10 t
 # 1 - q = 6e-6 to 7e-6), so its overlaps count as at Q_0 above this (the branch 5% below a
 # continuous approach sits far lower: product at 0.95x, 0.92)
 AT_Q0_STOPPED = 1.0 - 1e-4
+
+
+def at_q0_level(channel: Channel) -> float:
+    """The SE overlap above which ``channel``'s uninformed branch counts as at Q_0: AT_Q0 for a
+    sign-symmetric link, just below SE's cap 1 - RESOLVED_DEFICIT for a finite-valued one whose
+    outer points cannot resolve 1 - q below it (:mod:`solvers.fixed_point_iteration`; sign_product
+    with +-1 weights at 1.05x its alpha_alg, fast: (0.999, 0.999) +- 0.001), AT_Q0_STOPPED else."""
+    if channel.sign_symmetric:
+        return AT_Q0
+    if capped_near_one(channel):
+        return 1.0 - 1.001 * RESOLVED_DEFICIT
+    return AT_Q0_STOPPED
 
 
 @dataclass(frozen=True)

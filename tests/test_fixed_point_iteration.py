@@ -317,3 +317,51 @@ def test_state_evolution_stops_on_a_cycle_within_its_statistical_error():
     standard = fixed_point(spec, 16.0, "uninformed", "standard", 0)
     assert standard.converged
     assert abs(fast.layer_overlaps[0] - standard.layer_overlaps[0]) <= fast.overlap_ci95[0] + standard.overlap_ci95[0]
+
+
+# ---------------------------------------------------------------------------------------
+# Order parameters of channels whose SE keeps Q diagonal
+# ---------------------------------------------------------------------------------------
+def test_a_channel_with_odd_rows_iterates_on_the_diagonal_and_lands_on_its_branch_curve():
+    """y = sign(z1 z2): each row flip maps y to -y, so SE keeps Q diagonal and the iteration
+    runs on the diagonal alone (before solver 0.5.9 on the upper triangle, where the
+    accelerators turned the off-diagonal noise into nearly singular V = I - Q and alpha = 4 at
+    fast took 310 s and 89 evaluations).  Its fixed point must lie on the line's branch curve
+    alpha(q) = qhat(q) / H(q I) (solvers.transitions: the same statistics, no iteration):
+    alpha(q*) = 4 within the curve's scatter at q* and the fixed point's own half-width."""
+    from solvers.precision import SCRAMBLES, SE_POINTS
+    from solvers.quadrature import t_halfwidth
+    from solvers.state_evolution import fixed_point
+    from solvers.transitions import branch_curve
+
+    spec = MultiIndexSpec(link="sign_product")
+    fp = fixed_point(spec, 4.0, precision="fast", seed=0)
+    Q = np.array(fp.overlap)
+    assert Q[0, 1] == 0.0 and fp.converged and fp.iterations <= 60, (fp.overlap, fp.iterations)
+    q, ci = float(np.mean(fp.layer_overlaps)), float(np.max(fp.overlap_ci95))
+    channel = spec.channel()
+    normals = outer_normals(channel, 4 * SE_POINTS["fast"], SCRAMBLES, 1)
+    curve = branch_curve(channel, np.array([q - ci, q + ci]), normals, seed=1).alpha
+    assert curve[:, 0].mean() - t_halfwidth(curve[:, 0]) < 4.0 < curve[:, 1].mean() + t_halfwidth(curve[:, 1]), (
+        q, ci, curve.mean(0))
+
+
+def test_the_overlaps_of_a_finite_valued_channel_are_capped_where_the_outer_points_resolve_them():
+    """sign_product with +-1 weights at alpha = 4, twice its information-theoretic perfect
+    recovery threshold (2, bit counting) and above its algorithmic one (about 3.05): SE from
+    the uninformed start goes to Q_0.  Its outer points cannot estimate H within 1e-6 of
+    q = 1 (at 1 - q = 1e-8 they give H = 0 exactly), so before solver 0.5.9 the map sent
+    q = 1 back to q = 0 and SE reported Q = 0 as converged.  Now the overlaps stop at
+    1 - RESOLVED_DEFICIT and the half-width reaches 1; a known row stays at Q_0 (Q_MAX)."""
+    from solvers.state_evolution import fixed_point
+
+    spec = MultiIndexSpec(link="sign_product", prior={"kind": "binary"})
+    for start in ("uninformed", "informed"):
+        fp = fixed_point(spec, 4.0, start=start, precision="fast", seed=0)
+        assert fp.converged and fp.layer_overlaps == (1 - fp_iteration.RESOLVED_DEFICIT,) * 2, fp
+        assert all(q + ci >= 1.0 for q, ci in zip(fp.layer_overlaps, fp.overlap_ci95)), fp
+    below = fixed_point(spec, 2.9, precision="fast", seed=0)  # above weak recovery (pi^2 / 4), below the jump
+    assert all(0.1 < q < 0.5 for q in below.layer_overlaps), below
+    known = fixed_point(MultiIndexSpec(link="sign_product", prior={"kind": "binary"}, known_layers=[2]), 4.0,
+                        precision="fast", seed=0)
+    assert known.layer_overlaps[1] == Q_MAX and known.layer_overlaps[0] == 1 - fp_iteration.RESOLVED_DEFICIT, known

@@ -195,6 +195,16 @@ def test_sign_product_with_binary_weights_is_possible_at_two_and_efficient_at_it
     assert alg.alpha - alg.ci95 > math.pi ** 2 / 4 and alg.ci95 < 0.02 * alg.alpha
     assert not it.coincide and not alg.coincide
     assert "Q = 0" in it.note and "not checked by SE" in alg.note
+    # uninformed SE either side of AMP's threshold: short of Q_0 at 0.95x, on SE's cap near
+    # Q_0 at 1.05x (before solver 0.5.9 SE sent the overlaps back to 0 there: not confirmed)
+    from solvers.state_evolution import fixed_point
+
+    def uninformed(alpha):
+        fp = fixed_point(MultiIndexSpec(link="sign_product", prior=BINARY), alpha, "uninformed", "fast", 0)
+        return fp.layer_overlaps, fp.overlap_ci95
+
+    checked = perfect_recovery_transitions(channel, "fast", 0, None, uninformed)[0][1]
+    assert checked.alpha == alg.alpha and "SE confirms" in checked.note, checked.note
 
 
 @pytest.mark.slow  # about 35 s: the formula's region posterior by importance sampling
