@@ -92,6 +92,12 @@ class Progress:
         except Exception:  # the manager went away: nothing to record
             pass
 
+    def cancelled(self) -> bool:
+        try:
+            return bool(self.table.get("cancel:" + self.job_id))
+        except Exception:  # the manager went away: keep computing
+            return False
+
     def __call__(self, done: int, total: int) -> None:
         now = time.monotonic()
         if now - self._last < 0.2 and done < total:
@@ -99,10 +105,9 @@ class Progress:
         self._last = now
         try:
             self.table[self.job_id] = (int(done), int(total))
-            cancelled = self.table.get("cancel:" + self.job_id)
         except Exception:  # the manager went away: keep computing
             return
-        if cancelled:
+        if self.cancelled():
             raise JobCancelled(self.job_id)
 
 
@@ -110,6 +115,8 @@ def run(kind: str, spec, params: dict, progress: Progress):
     """Run one computation of the registry; returns ("ok", result) or (error kind, info).
     ``spec`` is the solver spec (or, for a job resumed from its record, its canonical dict)."""
     progress.started()
+    if progress.cancelled():  # cancelled before this process took it up: never start it
+        return ("cancelled", {})
     try:
         if isinstance(spec, dict):
             spec = solvers.spec_from_dict(dict(spec))
@@ -166,6 +173,7 @@ class Pool:
             "expensive": [Slot("expensive", i) for i in range(workers)]}
         self.manager = None
         self.table = None
+        self.submitted: dict[str, concurrent.futures.Future] = {}  # job id -> its last future
         self.ready = False
         self.version = "unknown"
         self.warm_seconds: Optional[float] = None
@@ -214,11 +222,13 @@ class Pool:
             self.restart(slot, ex)
             ex = slot.executor
         try:
-            return ex.submit(run, kind, spec, params, Progress(self.table, job_id)), ex
+            fut = ex.submit(run, kind, spec, params, Progress(self.table, job_id))
         except BrokenProcessPool:  # broke just now
             self.restart(slot, ex)
             ex = slot.executor
-            return ex.submit(run, kind, spec, params, Progress(self.table, job_id)), ex
+            fut = ex.submit(run, kind, spec, params, Progress(self.table, job_id))
+        self.submitted[job_id] = fut
+        return fut, ex
 
     def restart(self, slot: Slot, broken=None) -> None:
         """After the slot's process died (BrokenProcessPool, or killed by a cancel): a fresh
@@ -269,6 +279,20 @@ class Pool:
             pass
 
     def forget(self, job_id: str) -> None:
+        """Drop the job's progress, cancel flag and pid, once its process is done with it: a job
+        handed to its slot's process but not yet finished there (cancelled before the process took
+        it up: there was no pid to kill) keeps its cancel flag until then, so :func:`run`
+        refuses it instead of starting it for nobody."""
+        fut = self.submitted.get(job_id)
+        if fut is not None and not fut.done():
+            fut.add_done_callback(lambda f: self._drop(job_id, f))
+        else:
+            self._drop(job_id, fut)
+
+    def _drop(self, job_id: str, fut) -> None:
+        if self.submitted.get(job_id) is not fut:
+            return  # submitted again since (a resumed job): its entries are the new run's
+        self.submitted.pop(job_id, None)
         try:
             if self.table is not None:
                 for k in (job_id, "cancel:" + job_id, "pid:" + job_id):
@@ -284,6 +308,7 @@ class Pool:
                     for p in list(getattr(ex, "_processes", {}).values()):
                         p.terminate()
                 ex.shutdown(wait=not kill, cancel_futures=True)
+        self.submitted.clear()
         if self.manager is not None:
             self.manager.shutdown()
             self.manager = None

@@ -8,6 +8,8 @@ the cheap requests measured beside them.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 import uuid
 
@@ -363,3 +365,32 @@ def test_a_cancel_just_before_shutdown_still_kills_the_process(slow_pool, tmp_pa
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(pid)
+
+
+def test_a_job_cancelled_before_its_process_takes_it_up_never_starts(slow_pool):
+    """A slow-model job handed to a slot whose process is still starting (a slot just replaced
+    after a kill), then cancelled and forgotten by its engine (its execute ended: the process had
+    not taken it up, so there was no pid to kill) before the process takes it up: the process
+    refuses it, and the slot is free at once.  Forgetting it used to drop its cancel flag, so
+    the process started the slow model anyway and held the slot for 120 s: the next test waited
+    for it (test_lanes_on_redis_workers, behind the job test_queue_position_eta_admission_and_cancel
+    cancelled at its teardown)."""
+    slot = slow_pool.slots["expensive"][0]
+    slow_pool.restart(slot)  # a fresh process: spawning and warming up for a second or more
+    job_id = f"before-start-{uuid.uuid4().hex[:8]}"
+    fut, _ = slow_pool.submit("thresholds", SLOW, {"precision": "standard", "seed": 91}, job_id, slot)
+    try:
+        assert slow_pool.pid_of(job_id) is None  # not taken up yet
+        slow_pool.cancel(job_id)  # DELETE: its cancel flag; no pid to kill
+        slow_pool.forget(job_id)  # its execute ended (and Engine.close found nothing to kill)
+        assert fut.result(timeout=30) == ("cancelled", {})
+    finally:
+        if not fut.done():  # the slow model started: free the slot for the tests after this one
+            for pid in slot.pids():
+                os.kill(pid, signal.SIGKILL)
+            slow_pool.restart(slot)
+    deadline = time.monotonic() + 5  # forgotten for good once its process is done with it
+    keys = (job_id, "cancel:" + job_id, "pid:" + job_id)
+    while any(k in slow_pool.table for k in keys) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [k for k in keys if k in slow_pool.table]
