@@ -33,13 +33,17 @@ def _problem(error: ServiceError) -> ProblemError:
 
 
 class _Reporter:
-    """The pool's progress interface (``started``, ``(done, total)``) around a callback."""
+    """The pool's progress interface (``started``, ``cancelled``, ``(done, total)``) around a
+    callback: nothing here cancels a computation in this process."""
 
     def __init__(self, callback: Optional[ProgressCallback]):
         self.callback = callback
 
     def started(self) -> None:
         pass
+
+    def cancelled(self) -> bool:
+        return False
 
     def __call__(self, done: int, total: int) -> None:
         if self.callback is not None:
