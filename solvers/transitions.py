@@ -365,14 +365,15 @@ AT_Q0_STOPPED = 1.0 - 1e-4
 
 
 def at_q0_level(channel: Channel) -> float:
-    """The SE overlap above which ``channel``'s uninformed branch counts as at Q_0: AT_Q0 for a
-    sign-symmetric link, just below SE's cap 1 - RESOLVED_DEFICIT for a finite-valued one whose
-    outer points cannot resolve 1 - q below it (:mod:`solvers.fixed_point_iteration`; sign_product
-    with +-1 weights at 1.05x its alpha_alg, fast: (0.999, 0.999) +- 0.001), AT_Q0_STOPPED else."""
-    if channel.sign_symmetric:
-        return AT_Q0
+    """The SE overlap above which ``channel``'s uninformed branch counts as at Q_0: just below
+    SE's cap 1 - RESOLVED_DEFICIT for a finite-valued link, whose outer points cannot resolve
+    1 - q below it (:mod:`solvers.fixed_point_iteration`; sign_product
+    with +-1 weights at 1.05x its alpha_alg, fast: (0.999, 0.999) +- 0.001), AT_Q0 for another
+    sign-symmetric one, AT_Q0_STOPPED else."""
     if capped_near_one(channel):
         return 1.0 - 1.001 * RESOLVED_DEFICIT
+    if channel.sign_symmetric:
+        return AT_Q0
     return AT_Q0_STOPPED
 
 

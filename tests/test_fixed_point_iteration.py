@@ -365,3 +365,17 @@ def test_the_overlaps_of_a_finite_valued_channel_are_capped_where_the_outer_poin
     known = fixed_point(MultiIndexSpec(link="sign_product", prior={"kind": "binary"}, known_layers=[2]), 4.0,
                         precision="fast", seed=0)
     assert known.layer_overlaps[1] == Q_MAX and known.layer_overlaps[0] == 1 - fp_iteration.RESOLVED_DEFICIT, known
+
+
+def test_the_informed_start_of_a_sign_symmetric_finite_valued_link_descends_to_its_fixed_point():
+    """y = sign(|z1| - 0.6745) (a fair coin, even in z1), Gaussian weights, alpha = 4: no
+    perfect recovery, and both starts reach the same fixed point.  The informed start 1 - 1e-4
+    sits where the outer points resolve nothing (the map's standard error there is of order 1),
+    so before solver 0.5.9 the statistical stopping rule stopped it at once: q = 0.9999 +- 1.0
+    "converged" after 1 evaluation.  Capped at 1 - RESOLVED_DEFICIT it descends."""
+    from solvers.state_evolution import fixed_point
+
+    spec = MultiIndexSpec(link={"formula": "sign(abs(z1) - 0.6745)"})
+    low, high = (fixed_point(spec, 4.0, start=s, precision="fast", seed=0) for s in ("uninformed", "informed"))
+    assert high.iterations > 1 and high.layer_overlaps[0] < 0.99, high
+    assert abs(high.layer_overlaps[0] - low.layer_overlaps[0]) <= high.overlap_ci95[0] + low.overlap_ci95[0], (low, high)
