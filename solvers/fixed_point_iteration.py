@@ -35,9 +35,9 @@ GROWN_SMALL_OVERLAP = 1e-5  # the same for a layer grown from 0 to the least roo
 NEWTON_LOGIT_STEP = 3.0  # largest Newton move in logit q: a factor e^3 ~ 20 in q or in 1 - q
 STEADY_STEPS = 3  # consecutive steady geometric steps that trigger a jump
 CYCLE_DECIMALS = 12  # iterates equal to this many decimals are the same (deterministic_cycle)
-# 1 - q below which the outer QMC points of a noiseless finite-valued channel without its own
-# verdict at Q_0 (not sign-symmetric) no longer see the observation's information: the
-# posterior moves only for outer points within about sqrt(1 - q) of where y changes.  At fast
+# 1 - q below which the outer QMC points of a noiseless finite-valued channel no longer see the
+# observation's information (:func:`capped_near_one`): the posterior moves only for outer
+# points within about sqrt(1 - q) of where y changes.  At fast
 # (16 x 64 points) the scrambles' H of sign / sign_product spread by 13-21% at 1 - q = 1e-3,
 # 60-105% at 1e-4; at 1e-8 H is exactly 0, so the map sent q = 1 back to 0 and SE reported
 # Q = 0 "converged" for sign_product with +-1 weights at alpha = 4 (twice its bit-counting
