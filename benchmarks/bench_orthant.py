@@ -21,7 +21,8 @@ import numpy as np
 from numba import njit
 
 from solvers.channels import _gauss
-from solvers.channels.multi_index import GL_ORDER, CommitteeSignChannel, SignProductChannel, _gl, _regularise
+from solvers.channels._gauss import gauss_legendre
+from solvers.channels.multi_index import GL_ORDER, CommitteeSignChannel, SignProductChannel, _regularise
 
 
 def load() -> str:
@@ -65,7 +66,7 @@ def observations(channel, V, n, rng):
 
 
 def compare(name, channel, V, n, noise, rng):
-    x, w = _gl(GL_ORDER)
+    x, w = gauss_legendre(GL_ORDER)
     y, om = observations(channel, V, n, rng)
     args = (channel.patterns, channel.outputs, noise, x, w)
     t = time.perf_counter()
@@ -88,7 +89,7 @@ def main():
     ap.add_argument("--no-se", action="store_true")
     args = ap.parse_args()
     print(f"load average {load()}")
-    x, w = _gl(GL_ORDER)
+    x, w = gauss_legendre(GL_ORDER)
     t = time.perf_counter()
     cs, sp = CommitteeSignChannel(), SignProductChannel()
     V3 = np.eye(3) - 0.196 * np.ones((3, 3))

@@ -12,11 +12,12 @@ import pytest
 from scipy import integrate, stats
 
 from solvers.channels import _gauss
-from solvers.channels.multi_index import GL_ORDER, CommitteeSignChannel, SignProductChannel, _gl, _regularise
+from solvers.channels._gauss import gauss_legendre
+from solvers.channels.multi_index import GL_ORDER, CommitteeSignChannel, SignProductChannel, _regularise
 
 from test_multi_index import _orthant_gl  # tests/ is on sys.path under pytest
 
-X, W = _gl(GL_ORDER)
+X, W = gauss_legendre(GL_ORDER)
 
 
 def _random_V(rng, d, kind):

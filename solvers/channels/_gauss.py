@@ -111,17 +111,18 @@ def logsumexp_arr(x):
 
 
 # ---------------------------------------------------------------- bivariate and trivariate normal
-def _gl_rule(n):
-    xs, ws = np.polynomial.legendre.leggauss(n)
+def gauss_legendre(n: int):
+    """Gauss-Legendre nodes and weights on [-1, 1], contiguous (numba kernels take them)."""
+    xs, ws = np.polynomial.legendre.leggauss(int(n))
     return np.ascontiguousarray(xs), np.ascontiguousarray(ws)
 
 
 # Gauss-Legendre rules of Genz's BVNU (6, 12 and 20 points, by |r|) and of the adaptive
 # rule on the TVN integrand (10 points per interval, an interval against its two halves)
-_BVX6, _BVW6 = _gl_rule(6)
-_BVX12, _BVW12 = _gl_rule(12)
-_BVX20, _BVW20 = _gl_rule(20)
-_TVX, _TVW = _gl_rule(10)
+_BVX6, _BVW6 = gauss_legendre(6)
+_BVX12, _BVW12 = gauss_legendre(12)
+_BVX20, _BVW20 = gauss_legendre(20)
+_TVX, _TVW = gauss_legendre(10)
 TWO_PI = 2.0 * math.pi
 TVN_TOL = 1e-15  # absolute error aimed at by the adaptive TVN integral
 TVN_MAX_INTERVALS = 64

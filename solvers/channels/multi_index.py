@@ -46,7 +46,7 @@ from scipy.special import log_ndtr
 
 from ..errors import SpecError
 from ..quadrature import sobol_normals
-from ._gauss import orthant_mixture, trunc_std
+from ._gauss import gauss_legendre, orthant_mixture, trunc_std
 from ._hyperbola import hyperbola_batch
 from .base import Channel, PosteriorMoments, in_threads, register_channel
 from .formula import FIELD as FORMULA_FIELD, compile_formula, formula_facts, inversion_problem, parse_formula
@@ -55,11 +55,6 @@ from .noisy import DEFAULT_BANK_SIZE, NoisyChannel, _threaded, psd_sqrt
 GL_ORDER = 10  # Gauss-Legendre nodes per panel (times resolution) for general-V orthants
 PANEL_ORDER = 16  # Gauss-Legendre nodes per panel on the hyperbola
 V_FLOOR = 1e-12
-
-
-def _gl(n: int):
-    x, w = np.polynomial.legendre.leggauss(int(n))
-    return np.ascontiguousarray(x), np.ascontiguousarray(w)
 
 
 def _regularise(V: np.ndarray, P: int) -> np.ndarray:
@@ -238,7 +233,7 @@ class _OrthantChannel(MultiIndexChannel):
         return np.unique(self.outputs) if self.noiseless else None
 
     def _exact(self, y, om, V, resolution):
-        x, w = _gl(GL_ORDER * resolution)
+        x, w = gauss_legendre(GL_ORDER * resolution)
         parts = _threaded(lambda lo, hi: orthant_mixture(y[lo:hi], om[lo:hi], V, self.patterns,
                                                          self.outputs, self.noise, x, w), len(y))
         return tuple(np.concatenate([p[k] for p in parts], axis=0) for k in range(3))
@@ -370,7 +365,7 @@ class ProductChannel(MultiIndexChannel):
     numba_link = staticmethod(g_product)
 
     def _exact(self, y, om, V, resolution):
-        x, w = _gl(PANEL_ORDER)
+        x, w = gauss_legendre(PANEL_ORDER)
         parts = _threaded(lambda lo, hi: hyperbola_batch(y[lo:hi], om[lo:hi], V, x, w,
                                                          float(resolution)), len(y))
         return tuple(np.concatenate([p[k] for p in parts], axis=0) for k in range(3))
