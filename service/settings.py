@@ -79,7 +79,8 @@ class Settings(BaseSettings):
     job_ttl: int = Field(7 * 24 * 3600, ge=60)
     # `python -m service.worker` serves its Prometheus metrics on this port when set.
     worker_metrics_port: Optional[int] = Field(None, ge=1, le=65535)
-    # Warm the numba kernels in every pool process at start (turn off only to start faster).
+    # Compile the numba kernels into the on-disk cache at start, in a background process (the
+    # service is ready before; off: each kernel compiles where it is first used).
     warm_up: bool = True
     # Largest request body (bytes) read; a larger one is answered 413 before it is read whole.
     max_body_bytes: int = Field(1_048_576, ge=1024, le=1 << 30)

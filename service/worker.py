@@ -120,7 +120,8 @@ class Worker:
 
     async def serve(self) -> None:
         self.pool.start()
-        await self.pool.warm_up()
+        await self.pool.start_processes()
+        compiling = asyncio.create_task(self.pool.compile_kernels())  # jobs run meanwhile
         log.info("worker ready: lanes %s (%s processes), solvers %s", ", ".join(self.lanes),
                  ", ".join(str(len(self.pool.slots[lane])) for lane in self.lanes), self.pool.version)
         arqs = [self.arq_worker(lane) for lane in self.lanes]
@@ -132,6 +133,7 @@ class Worker:
             await a.close()  # cancels running jobs: arq queues them again
         stopping.cancel()
         announcing.cancel()
+        compiling.cancel()
         for t in running:
             if t.done() and not t.cancelled() and t.exception() is not None:
                 raise t.exception()  # the worker itself failed (e.g. no Redis)

@@ -22,16 +22,21 @@ async def healthz() -> Health:
                                          "answers come from this process's memory or are "
                                          "computed here)",
           "content": {"application/json": {"example": examples.READY}}},
-    503: {"model": Ready, "description": "starting: solvers not compiled yet"}})
+    503: {"model": Ready, "description": "starting: the pool's processes are not up yet"}})
 async def readyz(svc: ServicesDep) -> Response:
-    """Readiness: solvers compiled in the pool, and the cache store reachable."""
+    """Readiness: the pool's processes up with the solvers imported, and the cache store
+    reachable.  ``solvers.kernels`` says whether the numba kernels are still compiling in the
+    background ("compiling": a request that needs one not compiled yet waits for that one),
+    "compiled", "failed" or "lazy" (STAIRCASE_WARM_UP=false: each compiles on first use)."""
     pool = svc.pool
     store_ok = await svc.store.ping()
     solvers_info = {"ready": pool.ready, "version": pool.version, "workers": pool.workers,
-                    "cheap_workers": pool.cheap_workers,
-                    "warm_up_seconds": pool.warm_seconds}
+                    "cheap_workers": pool.cheap_workers, "start_seconds": pool.start_seconds,
+                    "kernels": pool.kernels, "warm_up_seconds": pool.warm_seconds}
     if pool.error:
         solvers_info["error"] = pool.error
+    if pool.kernels_error:
+        solvers_info["kernels_error"] = pool.kernels_error
     status = "starting" if not pool.ready else ("ready" if store_ok else "degraded")
     return json({"status": status, "cache": {**svc.store.info(), "available": store_ok},
                  "solvers": solvers_info}, 503 if status == "starting" else 200)

@@ -1,0 +1,85 @@
+"""Start-up: the pool is ready once its processes are up; the kernels compile behind it.
+
+On a fresh install (an empty numba cache) compiling every kernel takes about a minute on two
+cores; issue 10 wants `/readyz` ready within 60 s there and a request that needs an uncompiled
+kernel to wait only for that kernel.  These tests give the pool an empty NUMBA_CACHE_DIR of its
+own (its spawned processes inherit the environment), so they see a fresh install.
+"""
+import asyncio
+import time
+
+import pytest
+
+from service.pool import Pool, Progress, run
+from solvers import DeepAttentionSpec
+
+ONE_LAYER = DeepAttentionSpec(layers=1)  # its kernels take about 8 s to compile alone
+
+
+async def _until(pred, timeout: float) -> None:
+    t0 = time.perf_counter()
+    while not pred():
+        assert time.perf_counter() - t0 < timeout, "timed out"
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture()
+def fresh_numba_cache(tmp_path, monkeypatch):
+    cache = tmp_path / "numba"
+    cache.mkdir()
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(cache))
+    return cache
+
+
+def test_the_pool_is_ready_while_its_kernels_still_compile_and_close_stops_the_compiler(fresh_numba_cache):
+    pool = Pool(workers=1, cheap_workers=1)
+    pool.start()
+
+    async def scenario():
+        warming = asyncio.create_task(pool.warm_up())
+        await _until(lambda: pool.ready or pool.error, 120)
+        assert pool.error is None
+        # on an empty cache the compile takes tens of seconds; the slots were up long before
+        state = (pool.kernels, pool.warm_seconds, pool._compiler is not None)
+        await _until(lambda: pool._compiler is not None and pool._compiler._processes, 30)
+        compiler = list(pool._compiler._processes.values())[0]
+        pool.close(kill=True)
+        compiler.join(10)
+        warming.cancel()
+        return state, compiler.is_alive(), pool.start_seconds
+
+    (kernels, warm_seconds, compiling), alive, start_seconds = asyncio.run(scenario())
+    assert (kernels, warm_seconds, compiling) == ("compiling", None, True)
+    assert start_seconds is not None and not alive  # no compiler left behind by close
+
+
+@pytest.mark.slow
+def test_a_job_during_the_background_compile_gets_the_same_answer_and_the_cache_fills(fresh_numba_cache):
+    """A cheap question asked while the kernels compile is answered by its slot (which compiles
+    what it needs itself), bit for bit as in a warm process, before the compiler is done; then
+    the compiler finishes, and its kernels are in the (fresh) on-disk cache."""
+    params = {"precision": "fast", "seed": 3}
+    expected = run("thresholds", ONE_LAYER, params, Progress({}, "here"))
+    pool = Pool(workers=1, cheap_workers=1)
+    pool.start()
+
+    async def scenario():
+        warming = asyncio.create_task(pool.warm_up())
+        await _until(lambda: pool.ready or pool.error, 120)
+        asked_while = pool.kernels
+        fut, _ = pool.submit("thresholds", ONE_LAYER, params, "job-1", pool.slots["cheap"][0])
+        answer = await asyncio.wrap_future(fut)
+        answered_while = pool.kernels
+        await asyncio.wait_for(warming, 900)
+        return asked_while, answered_while, answer
+
+    try:
+        asked_while, answered_while, answer = asyncio.run(scenario())
+    finally:
+        pool.close(kill=True)
+    assert asked_while == answered_while == "compiling"
+    assert answer[0] == "ok" and expected[0] == "ok"
+    strip = lambda out: {k: v for k, v in out.items() if k != "seconds"}  # noqa: E731
+    assert strip(answer[1]) == strip(expected[1])
+    assert pool.kernels == "compiled" and pool.warm_seconds > 0
+    assert len(list(fresh_numba_cache.rglob("*.nbi"))) >= 20  # numba's index files of the kernels
