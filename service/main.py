@@ -139,11 +139,13 @@ def create_app(settings: Optional[Settings] = None, pool: Optional[Pool] = None)
         engine = Engine(settings, store, p)
         app.state.services = Services(settings=settings, store=store, pool=p, engine=engine,
                                       sweeps=Sweeps(settings, engine), memo=memo)
+        # the store first, alone: beside the pool's process starts and matplotlib's import the
+        # event loop could miss the guard's 50 ms, and the breaker would open at startup
+        await store.ping()
         warm = None
         if not p.ready:
             warm = asyncio.create_task(p.warm_up())
         plotting = asyncio.create_task(load_plots())
-        await store.ping()
         try:
             yield
         finally:

@@ -1,7 +1,7 @@
 """The numerical pool: lanes of single-process slots, and what runs inside their processes.
 
 :class:`Pool` holds two lanes (``service.cost``): ``cheap`` (``STAIRCASE_CHEAP_WORKERS``
-slots) and ``expensive`` (``STAIRCASE_WORKERS`` slots).  A slot is a ProcessPoolExecutor (spawn)
+slots) and ``expensive`` (``STAIRCASE_WORKERS`` slots).  A slot is a ProcessPoolExecutor (forkserver)
 with one process, so cancelling a job kills exactly the process running it (the slot is then
 replaced, the other slots are untouched); a manager dict carries progress reports, cancel flags
 and the pid running each job.  Which job runs in which slot, and in what order the waiting ones
@@ -28,6 +28,7 @@ import time
 import traceback
 from concurrent.futures.process import BrokenProcessPool
 from importlib import import_module
+from multiprocessing.managers import SyncManager
 from typing import Callable, Optional
 
 import solvers
@@ -41,11 +42,33 @@ class JobCancelled(Exception):
     pass
 
 
-def _exit_with_parent(parent: int) -> None:
-    """A pool process outlives a SIGKILLed parent (it blocks on its task queue): exit then."""
-    while os.getppid() == parent:
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (a killed API not yet reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _exit_with(api: int) -> None:
+    """A pool process outlives a SIGKILLed API (it blocks on its task queue): exit when the API
+    is gone.  Not its parent: that is the fork server, which lives as long as any process it
+    forked (each holds the server's liveness pipe)."""
+    while _running(api):
         time.sleep(1.0)
     os._exit(1)
+
+
+def watch_api(api: int) -> None:
+    """Initializer of the manager and the compiler: exit with the API (see :func:`_exit_with`)."""
+    threading.Thread(target=_exit_with, args=(api,), daemon=True).start()
 
 
 _HOOK: Optional[Callable] = None  # set in a pool process by init_worker (tests only)
@@ -58,22 +81,20 @@ def load_hook(path: Optional[str]) -> Optional[Callable]:
     return getattr(import_module(module), name)
 
 
-def init_worker(parent: Optional[int] = None, hook: Optional[str] = None) -> None:
-    """Pool initializer: watch the parent.  No kernel is compiled here: a job loads the kernels it
-    needs from numba's on-disk cache (filled in the background by :func:`compile_kernels`) or,
+def init_worker(api: int, hook: Optional[str] = None) -> None:
+    """Pool initializer: exit with the API.  No kernel is compiled here: a job loads the kernels it
+    needs from numba's on-disk cache (filled in the background by :func:`compile_every_kernel`) or,
     before that cache holds them, compiles just those."""
     global _HOOK
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    if parent is not None:
-        threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    watch_api(api)
     _HOOK = load_hook(hook)
 
 
-def compile_kernels(parent: int) -> float:
+def compile_every_kernel() -> float:
     """Run in a one-off process at low priority: compile every solver kernel into numba's on-disk
     cache (or load it, where it is there already).  Returns the seconds it took."""
     os.nice(10)  # a job's own compiling, in a slot, goes first
-    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     t0 = time.perf_counter()
     solvers.warm_up()
     return time.perf_counter() - t0
@@ -166,18 +187,24 @@ class Slot:
 
 
 class Pool:
-    """Lanes of single-process slots (spawn) + a manager dict for progress and cancel flags.
+    """Lanes of single-process slots + a manager dict for progress and cancel flags.
 
     ``workers``: slots of the expensive lane; ``cheap_workers``: slots of the cheap lane (either
-    may be 0 in a worker that serves one lane)."""
+    may be 0 in a worker that serves one lane).  ``start_method`` "forkserver" (the default)
+    forks every process from one server that imported the solvers once: spawning imported them
+    in each (about 3 s of CPU apiece: with three slots on two cores, 5-6 s before the pool was
+    up, and again for every slot replaced after a cancel).  The server keeps the environment it
+    started with; "spawn" gives each process the environment of the moment (tests)."""
 
     def __init__(self, workers: int, warm: bool = True, cheap_workers: int = 1,
-                 hook: Optional[str] = None):
+                 hook: Optional[str] = None, start_method: str = "forkserver"):
         self.workers = workers
         self.cheap_workers = cheap_workers
         self.warm = warm
         self.hook = hook
-        self.ctx = multiprocessing.get_context("spawn")
+        self.ctx = multiprocessing.get_context(start_method)
+        if start_method == "forkserver":
+            self.ctx.set_forkserver_preload(["service.pool"])
         self.slots: dict[str, list[Slot]] = {
             "cheap": [Slot("cheap", i) for i in range(cheap_workers)],
             "expensive": [Slot("expensive", i) for i in range(workers)]}
@@ -204,7 +231,8 @@ class Pool:
 
     def start(self) -> None:
         if self.manager is None:
-            self.manager = self.ctx.Manager()
+            self.manager = SyncManager(ctx=self.ctx)
+            self.manager.start(watch_api, (os.getpid(),))
             self.table = self.manager.dict()
         for slot in self.all_slots():
             if slot.executor is None:
@@ -241,9 +269,10 @@ class Pool:
         if not self.warm:
             return
         self.kernels = "compiling"
-        self._compiler = ex = concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=self.ctx)
+        self._compiler = ex = concurrent.futures.ProcessPoolExecutor(
+            max_workers=1, mp_context=self.ctx, initializer=watch_api, initargs=(os.getpid(),))
         try:
-            self.warm_seconds = await asyncio.get_running_loop().run_in_executor(ex, compile_kernels, os.getpid())
+            self.warm_seconds = await asyncio.get_running_loop().run_in_executor(ex, compile_every_kernel)
             self.kernels = "compiled"
         except Exception as exc:  # the slots still compile what they need themselves
             self.kernels = "failed"

@@ -3,14 +3,19 @@
 On a fresh install (an empty numba cache) compiling every kernel takes about a minute on two
 cores; issue 10 wants `/readyz` ready within 60 s there and a request that needs an uncompiled
 kernel to wait only for that kernel.  These tests give the pool an empty NUMBA_CACHE_DIR of its
-own (its spawned processes inherit the environment), so they see a fresh install.
+own, so they see a fresh install; its processes are spawned, because the fork server, shared by
+every pool of this test session, keeps the environment it started with.
 """
 import asyncio
+import contextlib
+import os
+import signal
 import time
 
 import pytest
 
 from service.pool import Pool, Progress, run
+from service_support import Uvicorn
 from solvers import DeepAttentionSpec
 
 ONE_LAYER = DeepAttentionSpec(layers=1)  # its kernels take about 8 s to compile alone
@@ -32,7 +37,7 @@ def fresh_numba_cache(tmp_path, monkeypatch):
 
 
 def test_the_pool_is_ready_while_its_kernels_still_compile_and_close_stops_the_compiler(fresh_numba_cache):
-    pool = Pool(workers=1, cheap_workers=1)
+    pool = Pool(workers=1, cheap_workers=1, start_method="spawn")
     pool.start()
 
     async def scenario():
@@ -60,7 +65,7 @@ def test_a_job_during_the_background_compile_gets_the_same_answer_and_the_cache_
     the compiler finishes, and its kernels are in the (fresh) on-disk cache."""
     params = {"precision": "fast", "seed": 3}
     expected = run("thresholds", ONE_LAYER, params, Progress({}, "here"))
-    pool = Pool(workers=1, cheap_workers=1)
+    pool = Pool(workers=1, cheap_workers=1, start_method="spawn")
     pool.start()
 
     async def scenario():
@@ -83,3 +88,40 @@ def test_a_job_during_the_background_compile_gets_the_same_answer_and_the_cache_
     assert strip(answer[1]) == strip(expected[1])
     assert pool.kernels == "compiled" and pool.warm_seconds > 0
     assert len(list(fresh_numba_cache.rglob("*.nbi"))) >= 20  # numba's index files of the kernels
+
+
+def _session_processes(sid: int) -> list[int]:
+    """Live processes of session ``sid`` (Linux /proc; zombies do not count)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    state, _ppid, _pgrp, session = f.read().rsplit(")", 1)[1].split()[:4]
+            except OSError:
+                continue
+            if int(session) == sid and state != "Z":
+                out.append(int(d))
+    return out
+
+
+def test_a_sigkilled_api_leaves_no_process_behind(tmp_path):
+    """The fork server lives as long as any process it forked, so the pool's processes watch
+    the API itself: killed without a shutdown, it leaves nothing running (the manager was left
+    behind before, under spawn too)."""
+    server = Uvicorn({"STAIRCASE_CACHE_DIR": str(tmp_path), "STAIRCASE_CHEAP_WORKERS": "1"}).start()
+    try:
+        before = _session_processes(server.proc.pid)
+        os.kill(server.proc.pid, signal.SIGKILL)
+        server.proc.wait()
+        t0 = time.monotonic()
+        while _session_processes(server.proc.pid) and time.monotonic() - t0 < 20:
+            time.sleep(0.2)
+        left = _session_processes(server.proc.pid)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.proc.pid, signal.SIGKILL)
+        server.proc = None
+    # the API, the fork server, the manager, two slots and the compiler (when still running)
+    assert len(before) >= 5, before
+    assert left == [], left
