@@ -106,11 +106,22 @@ def resolved_overlaps(channel: Channel, q: np.ndarray) -> np.ndarray:
     return q
 
 
+# an overlap at or above this sits on the cap of resolved_overlaps (room for the rounding of
+# the map's blend of its two forms)
+ON_CAP = 1.0 - 1.001 * RESOLVED_DEFICIT
+
+
+def on_resolved_cap(channel: Channel, q) -> np.ndarray:
+    """Whether diagonal overlaps ``q`` sit on the cap of :func:`resolved_overlaps`: the fixed
+    point lies somewhere between there and 1."""
+    return capped_near_one(channel) & (np.asarray(q, dtype=float) >= ON_CAP)
+
+
 def unresolved_deficit(channel: Channel, q: np.ndarray) -> np.ndarray:
-    """1 - q for the diagonal overlaps on the cap of :func:`resolved_overlaps` (the fixed
-    point lies between there and 1: part of its half-width), 0 for the others."""
+    """1 - q for the diagonal overlaps on the cap of :func:`resolved_overlaps` (part of the
+    fixed point's half-width), 0 for the others."""
     q = np.asarray(q, dtype=float)
-    return np.where(capped_near_one(channel) & (q >= 1.0 - RESOLVED_DEFICIT * (1 + 1e-9)), 1.0 - q, 0.0)
+    return np.where(on_resolved_cap(channel, q), 1.0 - q, 0.0)
 
 
 def capped_near_one(channel: Channel) -> bool:

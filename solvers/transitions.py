@@ -62,7 +62,7 @@ import numpy as np
 from .channels.base import Channel
 from .checks import SE_BRACKET  # the uninformed SE branch is short of Q_0 / at it there
 from .precision import SCRAMBLES, THRESHOLD_POINTS, inner_bias_bound
-from .fixed_point_iteration import RESOLVED_DEFICIT, capped_near_one
+from .fixed_point_iteration import ON_CAP, capped_near_one
 from .quadrature import t_halfwidth
 from .results import Threshold, Transition
 from .statistics import outer_normals, output_statistics
@@ -365,13 +365,13 @@ AT_Q0_STOPPED = 1.0 - 1e-4
 
 
 def at_q0_level(channel: Channel) -> float:
-    """The SE overlap above which ``channel``'s uninformed branch counts as at Q_0: just below
-    SE's cap 1 - RESOLVED_DEFICIT for a finite-valued link, whose outer points cannot resolve
-    1 - q below it (:mod:`solvers.fixed_point_iteration`; sign_product
-    with +-1 weights at 1.05x its alpha_alg, fast: (0.999, 0.999) +- 0.001), AT_Q0 for another
-    sign-symmetric one, AT_Q0_STOPPED else."""
+    """The SE overlap above which ``channel``'s uninformed branch counts as at Q_0: on SE's cap
+    (``fixed_point_iteration.ON_CAP``) for a finite-valued link, whose outer points cannot
+    resolve 1 - q below 1 - RESOLVED_DEFICIT (sign_product with +-1 weights at 1.05x its
+    alpha_alg, fast: (0.999, 0.999) +- 0.001), AT_Q0 for another sign-symmetric one,
+    AT_Q0_STOPPED else."""
     if capped_near_one(channel):
-        return 1.0 - 1.001 * RESOLVED_DEFICIT
+        return ON_CAP
     if channel.sign_symmetric:
         return AT_Q0
     return AT_Q0_STOPPED
