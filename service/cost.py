@@ -25,8 +25,7 @@ benchmarks where a measurement takes minutes:
 * a noisy multi-index model (P <= 3): thresholds by quadrature in y, SE by sampling
   (``NOISY_THRESHOLDS_MULTI_INDEX``, ``NOISY_SE_MULTI_INDEX``; 2026-12-01, idle).
 
-Estimates err on the expensive side where nothing was measured (committee_sign, L >= 3, noisy
-deep attention): misfiling a cheap question as expensive costs it a wait, the other way round makes the
+Estimates err on the expensive side where nothing was measured (L >= 3, noisy deep attention): misfiling a cheap question as expensive costs it a wait, the other way round makes the
 cheap lane wait behind it.
 """
 from __future__ import annotations
@@ -39,7 +38,9 @@ from solvers.channels.formula import parse_formula
 THRESHOLDS_MULTI_INDEX = {1: 0.05, 2: 2.0, 3: 30.0}          # by the link's indices P
 THRESHOLDS_DEEP_ATTENTION = {1: 0.3, 2: 20.0, 3: 120.0, 4: 1200.0}  # by layers L, at M = 2
 # state evolution, seconds per alpha (both starts) at fast
-SE_MULTI_INDEX = {1: 0.2, 2: 6.0, 3: 20.0}
+# (P = 3: the formula sign(sign(z1)+sign(z2)+sign(z3)) at alpha = 2 took 8.7 s and 30.2 s,
+# seeds 0 and 1, 2026-12-01, idle; 20 s before)
+SE_MULTI_INDEX = {1: 0.2, 2: 6.0, 3: 30.0}
 SE_DEEP_ATTENTION = {1: 6.0, 2: 2.0, 3: 20.0, 4: 60.0}
 # more tokens: the inner integrals grow (L = 1 has a closed-form posterior: no growth)
 TOKENS = {2: 1.0, 3: 1.5, 4: 3.0}
@@ -72,6 +73,12 @@ LANES = ("cheap", "expensive")
 # with L and M like SE_DEEP_ATTENTION
 SE_PERFECT_RECOVERY_BRACKET = 190.0
 
+# the named committee_sign (P = 3) with Gaussian weights: its posteriors are closed-form orthant
+# moments (solver 0.5.10): thresholds at fast 2.3 s and 0.5 s (seeds 0, 1; 2026-12-01, idle,
+# warm), where a P = 3 formula built from signs takes 25 s and 22 s (THRESHOLDS_MULTI_INDEX[3]);
+# SE at alpha = 2 is not faster (1.0 s and 20.7 s) and keeps SE_MULTI_INDEX[3]
+COMMITTEE_SIGN_THRESHOLDS = 3.0
+
 # extra seconds of a thresholds question with a non-Gaussian prior, by P (measured 2026-11-30 on
 # the loaded 2-core box: the one-index transitions curve 5-11 s; the binary paper model's jump
 # search 69 s in all; 2026-12-01, the symmetric-line transitions of P = 2 multi-index links with
@@ -94,6 +101,8 @@ def _size(model: dict) -> tuple[float, float]:
         thresholds, se = THRESHOLDS_MULTI_INDEX.get(P, 60.0 * P) * noisy, SE_MULTI_INDEX.get(P, 20.0 * P) * noisy
         if noiseless and model.get("link") == "product" and prior.get("kind", "gaussian") == "gaussian":
             thresholds += GAUSSIAN_PRODUCT_TRANSITIONS
+        if noiseless and model.get("link") == "committee_sign":
+            thresholds = COMMITTEE_SIGN_THRESHOLDS
         if not noiseless and P in NOISY_SE_MULTI_INDEX:  # measured
             se = NOISY_SE_MULTI_INDEX[P]
             if not model.get("known_layers"):  # the quadrature in y (known rows: outer sampling of y)

@@ -48,6 +48,12 @@ def test_estimates_file_cheap_and_expensive_questions():
     assert est("thresholds", one_layer) < est("thresholds", paper) < est("thresholds", SLOW)
     assert est("thresholds", paper) < est("thresholds", {**paper, "tokens": 3})
     assert est("state_evolution", phase, alphas=[0.5]) < est("state_evolution", phase, alphas=[0.5, 1.0])
+    # P = 3: the named committee_sign's closed-form orthant posteriors (2.3 s and 0.5 s measured)
+    # against a formula of signs (22-25 s)
+    committee = {"family": "multi_index", "link": "committee_sign", "indices": 3, "noise": 0.0}
+    formula = {**committee, "link": {"formula": "sign(sign(z1)+sign(z2)+sign(z3))"}}
+    assert cost.lane(est("thresholds", committee), 5.0) == "cheap"
+    assert cost.lane(est("thresholds", formula), 5.0) == "expensive"
     amp = {"dimension": 200, "alpha": 2.0, "seeds": 2, "iterations": 20, "se_precision": "fast"}
     assert cost.lane(cost.estimate("amp_simulation", phase, amp), 5.0) == "cheap"
     big = {**amp, "dimension": 5000, "alpha": 10.0, "seeds": 10, "iterations": 200}
