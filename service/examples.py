@@ -95,7 +95,7 @@ AMP_JOB = {"id": "9b1d3c5e7f9a4b2c8d6e0f1a3b5c7d9e", "kind": "amp_simulation", "
 
 HEALTH = {"status": "ok"}
 READY = {"status": "ready", "cache": {"backend": "redis", "available": True},
-         "solvers": {"ready": True, "version": "0.5.10", "workers": 2, "cheap_workers": 1,
+         "solvers": {"ready": True, "version": "0.5.11", "workers": 2, "cheap_workers": 1,
                      "start_seconds": 2.1, "kernels": "compiled", "warm_up_seconds": 12.5}}
 METRICS = ("# HELP staircase_cache_hits_total Answers served from the cache\n"
            "# TYPE staircase_cache_hits_total counter\n"

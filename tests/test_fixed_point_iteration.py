@@ -337,6 +337,49 @@ def test_state_evolution_stops_on_a_cycle_through_an_eigendecomposition():
         assert abs(a - b) <= ca + cb, (fast, standard)
 
 
+def test_a_stall_is_found_only_where_the_iterates_stay_within_the_maps_resolution():
+    """stalled_fixed_point: iterates wandering within STALLED_SPREAD standard errors for
+    STALLED_EVALUATIONS evaluations give the one with the smallest scaled step, reported with at
+    least half the iterates' range; a steady drift of the same step size, fewer evaluations, or a
+    wider wander give None."""
+    n = fp_iteration.STALLED_EVALUATIONS
+    se = np.array([1e-3, 1e-3])
+    on = np.array([True, True])
+    rng = np.random.default_rng(0)
+    xs = 0.2 + 1e-3 * rng.uniform(-1.0, 1.0, (n, 2))  # spread at most 2e-3 = 2 standard errors
+    fs = 1e-3 * rng.uniform(-1.5, 1.5, (n, 2))
+    fs[17] = [2e-4, -1e-4]
+    x, f = fp_iteration.stalled_fixed_point(list(zip(xs, fs)), se, on)
+    np.testing.assert_array_equal(x, xs[17])
+    np.testing.assert_allclose(f, np.maximum(np.abs(fs[17]), (xs.max(0) - xs.min(0)) / 2))
+    assert fp_iteration.stalled_fixed_point(list(zip(xs, fs))[1:], se, on) is None
+    drift = 0.2 + 1.2e-3 * np.arange(n)[:, None] * np.ones(2)  # steps of 1.2 standard errors, one way
+    assert fp_iteration.stalled_fixed_point(list(zip(drift, fs)), se, on) is None
+    wide = xs.copy()
+    wide[5, 1] = xs[:, 1].max() + 3e-3  # a spread above 4 standard errors
+    assert fp_iteration.stalled_fixed_point(list(zip(wide, fs)), se, on) is None
+    # a component not tested (near 1, or small) does not count
+    assert fp_iteration.stalled_fixed_point(list(zip(wide, fs)), se, np.array([True, False])) is not None
+
+
+def test_state_evolution_stops_where_it_wanders_at_the_maps_resolution():
+    """committee_sign at alpha = 2 (Q = q 11^T: the committee's mean direction is learned), fast,
+    seed 1: the steps stayed near one standard error (2e-4 to 6e-4 against 3e-4 to 8e-4, no exact
+    cycle) until 400 evaluations ran out, both starts not converged, 20 s.  It now stops on the
+    stall, and both branches agree with `standard` at seed 0 within the two half-widths."""
+    from solvers.state_evolution import fixed_point
+
+    spec = MultiIndexSpec(link="committee_sign")
+    standard = fixed_point(spec, 2.0, "uninformed", "standard", 0)
+    assert standard.converged, standard
+    for start in ("uninformed", "informed"):
+        fast = fixed_point(spec, 2.0, start, "fast", 1)
+        assert fast.converged and fast.iterations < 200, fast
+        for a, b, ca, cb in zip(fast.layer_overlaps, standard.layer_overlaps, fast.overlap_ci95,
+                                standard.overlap_ci95):
+            assert abs(a - b) <= ca + cb, (fast, standard)
+
+
 # ---------------------------------------------------------------------------------------
 # Order parameters of channels whose SE keeps Q diagonal
 # ---------------------------------------------------------------------------------------
