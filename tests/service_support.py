@@ -40,6 +40,7 @@ def pool():
     p.start()
     asyncio.run(p.warm_up())
     assert p.ready, p.error
+    assert p.kernels == "compiled", p.kernels_error  # the background compile ended (here: loaded)
     yield p
     p.close(kill=True)
 
