@@ -25,8 +25,9 @@ benchmarks where a measurement takes minutes:
 * a noisy multi-index model (P <= 3): thresholds by quadrature in y, SE by sampling
   (``NOISY_THRESHOLDS_MULTI_INDEX``, ``NOISY_SE_MULTI_INDEX``; 2026-12-01, idle).
 
-Estimates err on the expensive side where nothing was measured (L >= 3, noisy deep attention): misfiling a cheap question as expensive costs it a wait, the other way round makes the
-cheap lane wait behind it.
+Estimates err on the expensive side where nothing was measured (L >= 3, noisy deep attention):
+misfiling a cheap question as expensive costs it a wait, the other way round makes the cheap
+lane wait behind it.
 """
 from __future__ import annotations
 

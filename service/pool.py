@@ -42,7 +42,7 @@ class JobCancelled(Exception):
     pass
 
 
-def _running(pid: int) -> bool:
+def process_running(pid: int) -> bool:
     """Whether process ``pid`` exists and is not a zombie (a killed API not yet reaped)."""
     try:
         os.kill(pid, 0)
@@ -61,7 +61,7 @@ def _exit_with(api: int) -> None:
     """A pool process outlives a SIGKILLed API (it blocks on its task queue): exit when the API
     is gone.  Not its parent: that is the fork server, which lives as long as any process it
     forked (each holds the server's liveness pipe)."""
-    while _running(api):
+    while process_running(api):
         time.sleep(1.0)
     os._exit(1)
 
@@ -165,6 +165,15 @@ def run(kind: str, spec, params: dict, progress: Progress):
     except Exception as exc:  # a solver failure must not take the service down
         return ("error", {"detail": f"{type(exc).__name__}: {exc}",
                           "traceback": traceback.format_exc(limit=5)})
+
+
+def _shut_down(ex: concurrent.futures.ProcessPoolExecutor, kill: bool) -> None:
+    """Shut an executor down, its waiting tasks cancelled; ``kill``: its processes terminated
+    at once rather than waited for."""
+    if kill:
+        for p in list(getattr(ex, "_processes", {}).values()):
+            p.terminate()
+    ex.shutdown(wait=not kill, cancel_futures=True)
 
 
 LANES = ("cheap", "expensive")
@@ -284,9 +293,7 @@ class Pool:
     def _stop_compiler(self) -> None:
         ex, self._compiler = self._compiler, None
         if ex is not None:
-            for p in list(getattr(ex, "_processes", {}).values()):
-                p.terminate()
-            ex.shutdown(wait=False, cancel_futures=True)
+            _shut_down(ex, kill=True)
 
     def submit(self, kind: str, spec, params: dict, job_id: str, slot: Slot):
         """(future, executor) of ``job_id`` run in ``slot``: the executor is what to restart if
@@ -380,10 +387,7 @@ class Pool:
         for slot in self.all_slots():
             ex, slot.executor = slot.executor, None
             if ex is not None:
-                if kill:
-                    for p in list(getattr(ex, "_processes", {}).values()):
-                        p.terminate()
-                ex.shutdown(wait=not kill, cancel_futures=True)
+                _shut_down(ex, kill)
         self.submitted.clear()
         if self.manager is not None:
             self.manager.shutdown()

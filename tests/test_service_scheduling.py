@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 
 from service import cost
 from service.main import create_app
+from service.pool import process_running
 from service.scheduler import Lane, Ticket, retry_after
 from service_support import REDIS_URL, requires_redis, settings, wait_job
 
@@ -340,15 +341,6 @@ def test_thresholds_report_progress_from_the_start():
     assert all(t == 2 for _, t in seen) and [d for d, _ in seen] == sorted(d for d, _ in seen)
 
 
-def _alive(pid: int) -> bool:
-    """The process exists and is not a zombie (a killed pool process stays one until reaped)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def test_a_cancel_just_before_shutdown_still_kills_the_process(slow_pool, tmp_path):
     """A job cancelled right before the app shuts down has its process killed at the shutdown,
     not left running: the kill task the cancel spawns (here held back by a 30 s grace) used to
@@ -364,13 +356,13 @@ def test_a_cancel_just_before_shutdown_still_kills_the_process(slow_pool, tmp_pa
         while slow_pool.pid_of(job_id) is None and time.monotonic() < deadline:
             time.sleep(0.05)
         pid = slow_pool.pid_of(job_id)
-        assert pid is not None and _alive(pid)
+        assert pid is not None and process_running(pid)
         assert c.delete(r.headers["location"]).json()["status"] == "cancelled"
-        assert _alive(pid)  # the grace: not killed yet
+        assert process_running(pid)  # the grace: not killed yet
     deadline = time.monotonic() + 10
-    while _alive(pid) and time.monotonic() < deadline:
+    while process_running(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _alive(pid)
+    assert not process_running(pid)
 
 
 def test_a_job_cancelled_before_its_process_takes_it_up_never_starts(slow_pool):
