@@ -255,60 +255,74 @@ def _grid_moments(a, omega, v, skip1, beta1, sign, c, U, h, n, logw, pts, mom):
 
 
 @njit(cache=True)
-def _branch_integral(a, omega, v, skip1, beta1, sign, n, max_passes, tol, mom, logw, pts):
-    """Adaptive quadrature of one sign branch.  Returns log of its mass; mom as in _grid_moments.
-
-    Pass 1 covers the prior box omega_1 +- 8 sqrt(v_1).  Each next pass is a grid along the
-    principal axes of the branch's posterior covariance, centred on its mean, spanning the
-    support (points within exp(-30) of the max) plus two cells; passes stop when the cell
-    area no longer shrinks 2x.  On the final box the grid is refined (n -> 1.5 n) until the
-    mass and the moments change by less than tol: a converged trapezoid rule is spectrally
-    accurate, so the last change bounds the error."""
-    c = np.empty(2)
-    U = np.eye(2)
-    h = np.empty(2)
+def _prior_box(omega, v, c, U, h):
+    """The first pass's box: the prior omega_1 +- 8 sqrt(v_1) along the coordinate axes."""
     c[0] = omega[0, 0]
     c[1] = omega[0, 1]
+    U[0, 0] = 1.0
+    U[0, 1] = 0.0
+    U[1, 0] = 0.0
+    U[1, 1] = 1.0
     h[0] = 8.0 * math.sqrt(v[0])
     h[1] = h[0]
+
+
+@njit(cache=True)
+def _zoom(n, v, mom, logw, pts, mx, c, U, h):
+    """Move the box (c, U, h) onto the branch's posterior seen on the last grid: its principal
+    axes, centred on its mean, spanning the support (points within exp(-30) of the max) plus
+    two cells.  Returns False, leaving the box as it is, when the area would not shrink 2x."""
+    theta = 0.5 * math.atan2(2.0 * mom[4 + 1], mom[4] - mom[4 + 5])
+    nU = np.empty((2, 2))
+    nU[0, 0] = math.cos(theta)
+    nU[1, 0] = math.sin(theta)
+    nU[0, 1] = -math.sin(theta)
+    nU[1, 1] = math.cos(theta)
+    ext0 = 0.0
+    ext1 = 0.0
+    for i in range(n):
+        for j in range(n):
+            if logw[i, j] >= mx - SUPPORT_LOG_RATIO:
+                dx = pts[i, j, 0] - mom[0]
+                dy = pts[i, j, 1] - mom[1]
+                e0 = abs(nU[0, 0] * dx + nU[1, 0] * dy)
+                e1 = abs(nU[0, 1] * dx + nU[1, 1] * dy)
+                if e0 > ext0:
+                    ext0 = e0
+                if e1 > ext1:
+                    ext1 = e1
+    g = 2.0 * max(h[0], h[1]) / (n - 1)
+    nh0 = min(ext0 + 2.0 * g, 12.0 * math.sqrt(v[0]))
+    nh1 = min(ext1 + 2.0 * g, 12.0 * math.sqrt(v[0]))
+    if nh0 * nh1 > 0.5 * h[0] * h[1]:
+        return False
+    c[0] = mom[0]
+    c[1] = mom[1]
+    U[:, :] = nU
+    h[0] = nh0
+    h[1] = nh1
+    return True
+
+
+@njit(cache=True)
+def _zoomed_passes(a, omega, v, skip1, beta1, sign, c, U, h, n, passes, mom, logw, pts):
+    """Up to ``passes`` grids, each on the box the last one zoomed to (the first on (c, U, h)
+    as given); stops when the box no longer shrinks.  Returns the last grid's log mass."""
     log_mass = -1e300
-    for it in range(max_passes):
+    for it in range(passes):
         log_mass, mx = _grid_moments(a, omega, v, skip1, beta1, sign, c, U, h, n, logw, pts, mom)
-        if log_mass <= -1e299:
-            return log_mass
-        if it == max_passes - 1:
+        if log_mass <= -1e299 or it == passes - 1:
             break
-        # principal axes of the z_1 block
-        theta = 0.5 * math.atan2(2.0 * mom[4 + 1], mom[4] - mom[4 + 5])
-        nU = np.empty((2, 2))
-        nU[0, 0] = math.cos(theta)
-        nU[1, 0] = math.sin(theta)
-        nU[0, 1] = -math.sin(theta)
-        nU[1, 1] = math.cos(theta)
-        ext0 = 0.0
-        ext1 = 0.0
-        for i in range(n):
-            for j in range(n):
-                if logw[i, j] >= mx - SUPPORT_LOG_RATIO:
-                    dx = pts[i, j, 0] - mom[0]
-                    dy = pts[i, j, 1] - mom[1]
-                    e0 = abs(nU[0, 0] * dx + nU[1, 0] * dy)
-                    e1 = abs(nU[0, 1] * dx + nU[1, 1] * dy)
-                    if e0 > ext0:
-                        ext0 = e0
-                    if e1 > ext1:
-                        ext1 = e1
-        g = 2.0 * max(h[0], h[1]) / (n - 1)
-        nh0 = min(ext0 + 2.0 * g, 12.0 * math.sqrt(v[0]))
-        nh1 = min(ext1 + 2.0 * g, 12.0 * math.sqrt(v[0]))
-        if nh0 * nh1 > 0.5 * h[0] * h[1]:
+        if not _zoom(n, v, mom, logw, pts, mx, c, U, h):
             break
-        c[0] = mom[0]
-        c[1] = mom[1]
-        U[:, :] = nU
-        h[0] = nh0
-        h[1] = nh1
-    # refinement on the final box: compare with a coarser grid first, then go finer
+    return log_mass
+
+
+@njit(cache=True)
+def _refined(a, omega, v, skip1, beta1, sign, c, U, h, n, tol, mom, logw, pts, log_mass):
+    """Refinement on the final box: compare with a coarser grid first, then go finer
+    (n -> 1.5 n) until the mass and the moments change by less than tol.  A converged
+    trapezoid rule is spectrally accurate, so the last change bounds the error."""
     prev = np.empty(20)
     prev_mass, _ = _grid_moments(a, omega, v, skip1, beta1, sign, c, U, h, max(8, (2 * n) // 3), logw,
                                  pts, prev)
@@ -323,6 +337,23 @@ def _branch_integral(a, omega, v, skip1, beta1, sign, n, max_passes, tol, mom, l
         n = min(GRID_MAX, (3 * n) // 2)
         log_mass, _ = _grid_moments(a, omega, v, skip1, beta1, sign, c, U, h, n, logw, pts, mom)
     return log_mass
+
+
+@njit(cache=True)
+def _branch_integral(a, omega, v, skip1, beta1, sign, n, max_passes, tol, mom, logw, pts):
+    """Adaptive quadrature of one sign branch.  Returns log of its mass; mom as in _grid_moments.
+
+    Pass 1 covers the prior box omega_1 +- 8 sqrt(v_1); each next pass zooms onto the
+    branch's posterior (:func:`_zoom`) until the box no longer shrinks 2x; then the grid on the
+    final box is refined (:func:`_refined`)."""
+    c = np.empty(2)
+    U = np.empty((2, 2))
+    h = np.empty(2)
+    _prior_box(omega, v, c, U, h)
+    log_mass = _zoomed_passes(a, omega, v, skip1, beta1, sign, c, U, h, n, max_passes, mom, logw, pts)
+    if log_mass <= -1e299:
+        return log_mass
+    return _refined(a, omega, v, skip1, beta1, sign, c, U, h, n, tol, mom, logw, pts, log_mass)
 
 
 @njit(cache=True)
@@ -347,15 +378,29 @@ def _posterior_grid_L2_one(a, omega, v, skip1, beta1, n, max_passes, tol, mean_o
                 if (k >= 2) != (l >= 2):
                     mom[1, 4 + 4 * k + l] = -mom[0, 4 + 4 * k + l]
     else:
-        # a first coarse look at both branches; a branch far below the other is dropped (a
-        # coarse grid underestimates a narrow branch by at most ~exp(-12))
+        # both branches' first pass on the prior box, a first look: a branch far below the
+        # other is dropped (a coarse grid underestimates a narrow branch by at most ~exp(-12));
+        # the others go on from that pass, with the box it zoomed to
+        c = np.empty((2, 2))
+        U = np.empty((2, 2, 2))
+        h = np.empty((2, 2))
+        zoomed = np.zeros(2, dtype=np.bool_)
         for b in range(2):
-            lm[b] = _branch_integral(a, omega, v, skip1, beta1, 1.0 - 2.0 * b, n, 1, 1e300, mom[b], logw, pts)
+            sign = 1.0 - 2.0 * b
+            _prior_box(omega, v, c[b], U[b], h[b])
+            lm[b], mx = _grid_moments(a, omega, v, skip1, beta1, sign, c[b], U[b], h[b], n, logw, pts, mom[b])
+            if lm[b] > -1e299 and max_passes > 1:
+                zoomed[b] = _zoom(n, v, mom[b], logw, pts, mx, c[b], U[b], h[b])
         top = max(lm[0], lm[1])
         for b in range(2):
+            sign = 1.0 - 2.0 * b
             if lm[b] > top - 50.0:
-                lm[b] = _branch_integral(a, omega, v, skip1, beta1, 1.0 - 2.0 * b, n, max_passes, tol,
-                                         mom[b], logw, pts)
+                if zoomed[b]:
+                    lm[b] = _zoomed_passes(a, omega, v, skip1, beta1, sign, c[b], U[b], h[b], n, max_passes - 1,
+                                           mom[b], logw, pts)
+                if lm[b] > -1e299:
+                    lm[b] = _refined(a, omega, v, skip1, beta1, sign, c[b], U[b], h[b], n, tol, mom[b], logw, pts,
+                                     lm[b])
             else:
                 lm[b] = -1e300
     mx = max(lm[0], lm[1])
