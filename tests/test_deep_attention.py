@@ -132,6 +132,37 @@ def test_state_evolution_grows_iff_above_threshold(paper_channel):
     assert above > 1e-3 * 1.03 ** 6
 
 
+@pytest.mark.parametrize("beta, centre, half_widths", [
+    (1.0, (0.3, -0.5), (3.0, 1.5)),     # every row by the exponentials' recurrence
+    (5.0, (2.0, -1.0), (4.0, 4.0)),     # rows on both sides of EXP_DIRECT
+    (100.0, (1.0, -1.0), (2.0, 2.0)),   # large beta: most rows exponentiate per point
+])
+def test_grid_log_weights_match_the_forward_map(beta, centre, half_widths):
+    """The L = 2, M = 2 grid's log weights (softmax exponentials by a recurrence along each row)
+    against the definition: B = c I + S(z_1 z_1^T), z_2 = s B^{-1} a,
+    log w = log N(z_1; omega_1, v_1) + log N(z_2; omega_2, v_2) - log det B (up to constants)."""
+    n, skip, sign = 37, 0.7, -1.0
+    a, omega, v = np.array([1.3, -0.4]), np.array([[0.2, -0.1], [0.5, 0.3]]), np.array([0.8, 0.3])
+    theta = 0.6
+    U = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
+    c, h = np.array(centre), np.array(half_widths)
+    logw, pts = np.empty((n, n)), np.empty((n, n, 4))
+    mx = K._branch_log_weights(a, omega, v, skip, beta, sign, c, U, h, n, logw, pts)
+    t = np.linspace(-1.0, 1.0, n)
+    T0, T1 = np.meshgrid(h[0] * t, h[1] * t, indexing="ij")
+    z1 = c + np.stack([T0, T1], -1) @ U.T
+    logits = beta * z1[..., :, None] * z1[..., None, :]
+    S = np.exp(logits - logits.max(-1, keepdims=True))
+    B = skip * np.eye(2) + S / S.sum(-1, keepdims=True)
+    z2 = sign * np.linalg.solve(B, np.broadcast_to(a, z1.shape)[..., None])[..., 0]
+    expected = (-0.5 * ((z1 - omega[0]) ** 2).sum(-1) / v[0] - 0.5 * ((z2 - omega[1]) ** 2).sum(-1) / v[1]
+                - np.log(np.linalg.det(B)))
+    np.testing.assert_allclose(pts[..., :2], z1, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(pts[..., 2:], z2, rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(logw, expected, rtol=1e-11, atol=1e-10)
+    assert mx == logw.max()
+
+
 def test_grid_and_importance_sampling_posteriors_agree():
     """The zooming grid (L = 2, M = 2) against the adaptive importance sampler."""
     rng = np.random.default_rng(5)

@@ -166,34 +166,94 @@ def _finish(S0, S1, S2, ref, d, mean_out, cov_out):
             cov_out[j, i] = c
 
 
+# rows whose softmax exponents reach this size take exp per point: below it the products'
+# factors stay finite (|e| <= 170 bounds the step exp(e(j + 1) - e(j)) by exp(340) and its
+# ratio exp(2 e2) by exp(680))
+EXP_DIRECT = 170.0
+
+
+@njit(cache=True, inline="always")
+def _parabola_max_abs(e0, e1, e2, m):
+    """max |e0 + e1 j + e2 j^2| over j in [0, m]: at the ends or at the vertex."""
+    big = max(abs(e0), abs(e0 + e1 * m + e2 * m * m))
+    if e2 != 0.0:
+        jv = -e1 / (2.0 * e2)
+        if 0.0 < jv < m:
+            big = max(big, abs(e0 + e1 * jv + e2 * jv * jv))
+    return big
+
+
 @njit(cache=True)
 def _branch_log_weights(a, omega, v, skip1, beta1, sign, c, U, h, n, logw, pts):
     """Log posterior weights of one sign branch of the L = 2, M = 2 channel on a rotated grid.
 
     Grid points z_1 = c + U (t_0 h_0, t_1 h_1), t_k uniform on [-1, 1] (n per axis);
-    pts[i, j] holds (z_1, z_2 = sign B^{-1} a).  Returns the max log weight."""
-    z1 = np.empty(2)
+    pts[i, j] holds (z_1, z_2 = sign B^{-1} a).  Returns the max log weight.
+
+    The two-token softmax rows are S_i0 = 1 / (1 + exp(e_i)), e_i = beta z_i (z_1 - z_0),
+    S_i1 = 1 - S_i0.  Along a grid row z_1 is affine in j, so e_i(j) = e0 + e1 j + e2 j^2 and
+    exp(e_i(j + 1)) = exp(e_i(j)) r(j), r(j + 1) = r(j) exp(2 e2): two products per point
+    instead of an exponential (half the cost of the weights; the rounding of exp(2 e2) grows
+    like j^2 ulp along a row, at most about 1e-12 relative).  A row whose exponents reach EXP_DIRECT (large beta or a far box) takes
+    the exponential per point, clipped at 700 as the products cannot be."""
     mx = -1e300
     inv_v0 = 1.0 / v[0]
     inv_v1 = 1.0 / v[1]
+    step = 2.0 / (n - 1)
+    m = n - 1.0
+    # z_r(i, j) = p_r + q_r i + s_r j
+    p0 = c[0] - U[0, 0] * h[0] - U[0, 1] * h[1]
+    p1 = c[1] - U[1, 0] * h[0] - U[1, 1] * h[1]
+    q0 = U[0, 0] * h[0] * step
+    q1 = U[1, 0] * h[0] * step
+    s0 = U[0, 1] * h[1] * step
+    s1 = U[1, 1] * h[1] * step
+    dd = beta1 * (s1 - s0)
     for i in range(n):
-        t0 = h[0] * (-1.0 + 2.0 * i / (n - 1))
+        x0 = p0 + q0 * i
+        y0 = p1 + q1 * i
+        d0 = beta1 * (y0 - x0)  # beta (z_1 - z_0) = d0 + dd j along the row
+        eA0 = x0 * d0
+        eA1 = x0 * dd + s0 * d0
+        eA2 = s0 * dd
+        eB0 = y0 * d0
+        eB1 = y0 * dd + s1 * d0
+        eB2 = s1 * dd
+        direct = max(_parabola_max_abs(eA0, eA1, eA2, m), _parabola_max_abs(eB0, eB1, eB2, m)) > EXP_DIRECT
+        EA = 0.0
+        EB = 0.0
+        RA = 0.0
+        RB = 0.0
+        RRA = 0.0
+        RRB = 0.0
+        if not direct:
+            EA = math.exp(eA0)
+            RA = math.exp(eA1 + eA2)
+            RRA = math.exp(2.0 * eA2)
+            EB = math.exp(eB0)
+            RB = math.exp(eB1 + eB2)
+            RRB = math.exp(2.0 * eB2)
         for j in range(n):
-            t1 = h[1] * (-1.0 + 2.0 * j / (n - 1))
-            z1[0] = c[0] + U[0, 0] * t0 + U[0, 1] * t1
-            z1[1] = c[1] + U[1, 0] * t0 + U[1, 1] * t1
-            # two-token softmax rows: S_i0 = 1 / (1 + exp(beta z_i (z_1 - z_0))), S_i1 = 1 - S_i0
-            # (two exponentials instead of softmax_rows' four, in the hottest loop)
-            dz = beta1 * (z1[1] - z1[0])
-            s00 = 1.0 / (1.0 + math.exp(min(z1[0] * dz, 700.0)))
-            s10 = 1.0 / (1.0 + math.exp(min(z1[1] * dz, 700.0)))
+            z0 = x0 + s0 * j
+            z1 = y0 + s1 * j
+            if direct:
+                dz = beta1 * (z1 - z0)
+                s00 = 1.0 / (1.0 + math.exp(min(z0 * dz, 700.0)))
+                s10 = 1.0 / (1.0 + math.exp(min(z1 * dz, 700.0)))
+            else:
+                s00 = 1.0 / (1.0 + EA)
+                s10 = 1.0 / (1.0 + EB)
+                EA *= RA
+                RA *= RRA
+                EB *= RB
+                RB *= RRB
             b00 = s00 + skip1
             b01 = 1.0 - s00
             b10 = s10
             b11 = 1.0 - s10 + skip1
             det = b00 * b11 - b01 * b10
-            pts[i, j, 0] = z1[0]
-            pts[i, j, 1] = z1[1]
+            pts[i, j, 0] = z0
+            pts[i, j, 1] = z1
             if det <= 0.0:
                 logw[i, j] = -1e300
                 pts[i, j, 2] = 0.0
@@ -203,7 +263,7 @@ def _branch_log_weights(a, omega, v, skip1, beta1, sign, c, U, h, n, logw, pts):
             u1 = sign * (-b10 * a[0] + b00 * a[1]) / det
             pts[i, j, 2] = u0
             pts[i, j, 3] = u1
-            lw = (-0.5 * ((z1[0] - omega[0, 0]) ** 2 + (z1[1] - omega[0, 1]) ** 2) * inv_v0
+            lw = (-0.5 * ((z0 - omega[0, 0]) ** 2 + (z1 - omega[0, 1]) ** 2) * inv_v0
                   - 0.5 * ((u0 - omega[1, 0]) ** 2 + (u1 - omega[1, 1]) ** 2) * inv_v1 - math.log(det))
             logw[i, j] = lw
             if lw > mx:
