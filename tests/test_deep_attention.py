@@ -146,8 +146,9 @@ def test_grid_log_weights_match_the_forward_map(beta, centre, half_widths):
     theta = 0.6
     U = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
     c, h = np.array(centre), np.array(half_widths)
-    logw, pts = np.empty((n, n)), np.empty((n, n, 4))
-    mx = K._branch_log_weights(a, omega, v, skip, beta, sign, c, U, h, n, logw, pts)
+    logw, pts, F = np.empty((n, n)), np.empty((n, n, 4)), np.empty((n * n, 8))
+    K.grid_factors(c, U, h, n, skip, beta, F)
+    mx = K._branch_log_weights(a, omega, v, sign, F, n, logw, pts)
     t = np.linspace(-1.0, 1.0, n)
     T0, T1 = np.meshgrid(h[0] * t, h[1] * t, indexing="ij")
     z1 = c + np.stack([T0, T1], -1) @ U.T
@@ -161,6 +162,32 @@ def test_grid_log_weights_match_the_forward_map(beta, centre, half_widths):
     np.testing.assert_allclose(pts[..., 2:], z2, rtol=1e-11, atol=1e-11)
     np.testing.assert_allclose(logw, expected, rtol=1e-11, atol=1e-10)
     assert mx == logw.max()
+
+
+def test_prior_box_tables_give_the_grid_posterior_bit_for_bit(paper_channel):
+    """At q_1 = 0 every sample's first pass is on the same prior box, whose softmax factors a
+    batch tabulates once (prior_box_tables): the batch's moments equal those of each sample
+    alone (no table below 8 samples) bit for bit, and the tables are the box's grid factors."""
+    normals = outer_normals(paper_channel, 32, 2, 4)[0]
+    for q in ((0.0, 0.0), (0.0, 0.6)):
+        omega, _, obs, V = sample_outer(paper_channel, np.diag(q), normals)
+        a, om, v = np.ascontiguousarray(obs), np.ascontiguousarray(omega), np.diag(V).copy()
+        batch = K.posterior_grid_L2(a, om, v, 1.0, 1.0, 24, 5, 1e-3)
+        for t in range(len(a)):
+            alone = K.posterior_grid_L2(a[t:t + 1], om[t:t + 1], v, 1.0, 1.0, 24, 5, 1e-3)
+            for x, y in zip(batch, alone):
+                np.testing.assert_array_equal(x[t:t + 1], y)
+    tables, offsets, hp = K.prior_box_tables(24, np.array([1.0, 0.4]), 1.0, 1.0, True)
+    assert [k for k in range(len(offsets)) if offsets[k] >= 0] == [16, 24, 36, 54, 81] and hp == 8.0
+    work = np.empty((K.GRID_MAX ** 2, 8))
+    box = (np.zeros(2), np.eye(2), np.full(2, hp))
+    F = K._factors(*box, 36, 1.0, 1.0, (tables, offsets, hp), work)
+    assert np.shares_memory(F, tables)
+    expected = np.empty((36 * 36, 8))
+    K.grid_factors(*box, 36, 1.0, 1.0, expected)
+    np.testing.assert_array_equal(F, expected)
+    moved = (np.array([0.0, 1e-9]), np.eye(2), np.full(2, hp))
+    assert not np.shares_memory(K._factors(*moved, 36, 1.0, 1.0, (tables, offsets, hp), work), tables)
 
 
 def test_grid_and_importance_sampling_posteriors_agree():

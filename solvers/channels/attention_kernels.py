@@ -184,21 +184,19 @@ def _parabola_max_abs(e0, e1, e2, m):
 
 
 @njit(cache=True)
-def _branch_log_weights(a, omega, v, skip1, beta1, sign, c, U, h, n, logw, pts):
-    """Log posterior weights of one sign branch of the L = 2, M = 2 channel on a rotated grid.
+def grid_factors(c, U, h, n, skip1, beta1, F):
+    """The parts of the L = 2, M = 2 branch weights that depend on the grid point alone.
 
-    Grid points z_1 = c + U (t_0 h_0, t_1 h_1), t_k uniform on [-1, 1] (n per axis);
-    pts[i, j] holds (z_1, z_2 = sign B^{-1} a).  Returns the max log weight.
+    Grid points z_1 = c + U (t_0 h_0, t_1 h_1), t_k uniform on [-1, 1] (n per axis); row
+    i n + j of F holds (z_1, B = c I + S(z_1 z_1^T) as b00, b01, b10, b11, det B, log det B).
 
     The two-token softmax rows are S_i0 = 1 / (1 + exp(e_i)), e_i = beta z_i (z_1 - z_0),
     S_i1 = 1 - S_i0.  Along a grid row z_1 is affine in j, so e_i(j) = e0 + e1 j + e2 j^2 and
     exp(e_i(j + 1)) = exp(e_i(j)) r(j), r(j + 1) = r(j) exp(2 e2): two products per point
-    instead of an exponential (half the cost of the weights; the rounding of exp(2 e2) grows
-    like j^2 ulp along a row, at most about 1e-12 relative).  A row whose exponents reach EXP_DIRECT (large beta or a far box) takes
-    the exponential per point, clipped at 700 as the products cannot be."""
-    mx = -1e300
-    inv_v0 = 1.0 / v[0]
-    inv_v1 = 1.0 / v[1]
+    instead of an exponential (the weights cost half as much; the rounding of exp(2 e2) grows
+    like j^2 ulp along a row, at most about 1e-12 relative).  A row whose exponents reach
+    EXP_DIRECT (large beta or a far box) takes the exponential per point, clipped at 700 as
+    the products cannot be."""
     step = 2.0 / (n - 1)
     m = n - 1.0
     # z_r(i, j) = p_r + q_r i + s_r j
@@ -252,6 +250,31 @@ def _branch_log_weights(a, omega, v, skip1, beta1, sign, c, U, h, n, logw, pts):
             b10 = s10
             b11 = 1.0 - s10 + skip1
             det = b00 * b11 - b01 * b10
+            k = i * n + j
+            F[k, 0] = z0
+            F[k, 1] = z1
+            F[k, 2] = b00
+            F[k, 3] = b01
+            F[k, 4] = b10
+            F[k, 5] = b11
+            F[k, 6] = det
+            F[k, 7] = math.log(det) if det > 0.0 else 0.0
+
+
+@njit(cache=True)
+def _branch_log_weights(a, omega, v, sign, F, n, logw, pts):
+    """Log posterior weights of one sign branch of the L = 2, M = 2 channel on a grid whose
+    :func:`grid_factors` are F: log N(z_1; omega_1, v_1 I) + log N(z_2; omega_2, v_2 I) - log det B
+    (up to constants), z_2 = sign B^{-1} a.  pts[i, j] holds (z_1, z_2).  Returns the max."""
+    mx = -1e300
+    inv_v0 = 1.0 / v[0]
+    inv_v1 = 1.0 / v[1]
+    for i in range(n):
+        for j in range(n):
+            k = i * n + j
+            z0 = F[k, 0]
+            z1 = F[k, 1]
+            det = F[k, 6]
             pts[i, j, 0] = z0
             pts[i, j, 1] = z1
             if det <= 0.0:
@@ -259,12 +282,12 @@ def _branch_log_weights(a, omega, v, skip1, beta1, sign, c, U, h, n, logw, pts):
                 pts[i, j, 2] = 0.0
                 pts[i, j, 3] = 0.0
                 continue
-            u0 = sign * (b11 * a[0] - b01 * a[1]) / det
-            u1 = sign * (-b10 * a[0] + b00 * a[1]) / det
+            u0 = sign * (F[k, 5] * a[0] - F[k, 3] * a[1]) / det
+            u1 = sign * (-F[k, 4] * a[0] + F[k, 2] * a[1]) / det
             pts[i, j, 2] = u0
             pts[i, j, 3] = u1
             lw = (-0.5 * ((z0 - omega[0, 0]) ** 2 + (z1 - omega[0, 1]) ** 2) * inv_v0
-                  - 0.5 * ((u0 - omega[1, 0]) ** 2 + (u1 - omega[1, 1]) ** 2) * inv_v1 - math.log(det))
+                  - 0.5 * ((u0 - omega[1, 0]) ** 2 + (u1 - omega[1, 1]) ** 2) * inv_v1 - F[k, 7])
             logw[i, j] = lw
             if lw > mx:
                 mx = lw
@@ -277,7 +300,20 @@ GRID_MAX = 243
 
 
 @njit(cache=True)
-def _grid_moments(a, omega, v, skip1, beta1, sign, c, U, h, n, logw, pts, mom):
+def _factors(c, U, h, n, skip1, beta1, prior, work):
+    """The grid's :func:`grid_factors`: rows of the prior box's table (``prior`` from
+    :func:`prior_box_tables`) when the grid is that box at a tabulated size, else computed
+    into ``work``."""
+    tables, offsets, hp = prior
+    if (offsets[n] >= 0 and h[0] == hp and h[1] == hp and c[0] == 0.0 and c[1] == 0.0 and U[0, 0] == 1.0
+            and U[1, 1] == 1.0 and U[0, 1] == 0.0 and U[1, 0] == 0.0):
+        return tables[offsets[n]: offsets[n] + n * n]
+    grid_factors(c, U, h, n, skip1, beta1, work)
+    return work[: n * n]
+
+
+@njit(cache=True)
+def _grid_moments(a, omega, v, skip1, beta1, sign, c, U, h, n, logw, pts, mom, prior, work):
     """Trapezoid moments of one branch on one grid.  mom[0:4] mean, mom[4:20] covariance.
     Returns (log mass, max log weight)."""
     d = 4
@@ -286,7 +322,8 @@ def _grid_moments(a, omega, v, skip1, beta1, sign, c, U, h, n, logw, pts, mom):
     ref = np.zeros(d)
     mean = np.empty(d)
     cov = np.empty((d, d))
-    mx = _branch_log_weights(a, omega, v, skip1, beta1, sign, c, U, h, n, logw, pts)
+    F = _factors(c, U, h, n, skip1, beta1, prior, work)
+    mx = _branch_log_weights(a, omega, v, sign, F, n, logw, pts)
     if mx <= -1e299:
         return -1e300, mx
     found = False
@@ -365,12 +402,12 @@ def _zoom(n, v, mom, logw, pts, mx, c, U, h):
 
 
 @njit(cache=True)
-def _zoomed_passes(a, omega, v, skip1, beta1, sign, c, U, h, n, passes, mom, logw, pts):
+def _zoomed_passes(a, omega, v, skip1, beta1, sign, c, U, h, n, passes, mom, logw, pts, prior, work):
     """Up to ``passes`` grids, each on the box the last one zoomed to (the first on (c, U, h)
     as given); stops when the box no longer shrinks.  Returns the last grid's log mass."""
     log_mass = -1e300
     for it in range(passes):
-        log_mass, mx = _grid_moments(a, omega, v, skip1, beta1, sign, c, U, h, n, logw, pts, mom)
+        log_mass, mx = _grid_moments(a, omega, v, skip1, beta1, sign, c, U, h, n, logw, pts, mom, prior, work)
         if log_mass <= -1e299 or it == passes - 1:
             break
         if not _zoom(n, v, mom, logw, pts, mx, c, U, h):
@@ -379,13 +416,13 @@ def _zoomed_passes(a, omega, v, skip1, beta1, sign, c, U, h, n, passes, mom, log
 
 
 @njit(cache=True)
-def _refined(a, omega, v, skip1, beta1, sign, c, U, h, n, tol, mom, logw, pts, log_mass):
+def _refined(a, omega, v, skip1, beta1, sign, c, U, h, n, tol, mom, logw, pts, prior, work, log_mass):
     """Refinement on the final box: compare with a coarser grid first, then go finer
     (n -> 1.5 n) until the mass and the moments change by less than tol.  A converged
     trapezoid rule is spectrally accurate, so the last change bounds the error."""
     prev = np.empty(20)
     prev_mass, _ = _grid_moments(a, omega, v, skip1, beta1, sign, c, U, h, max(8, (2 * n) // 3), logw,
-                                 pts, prev)
+                                 pts, prev, prior, work)
     while True:
         change = abs(math.exp(prev_mass - log_mass) - 1.0) if prev_mass > -1e299 else 1.0
         for k in range(20):
@@ -395,12 +432,12 @@ def _refined(a, omega, v, skip1, beta1, sign, c, U, h, n, tol, mom, logw, pts, l
         prev_mass = log_mass
         prev[:] = mom[:]
         n = min(GRID_MAX, (3 * n) // 2)
-        log_mass, _ = _grid_moments(a, omega, v, skip1, beta1, sign, c, U, h, n, logw, pts, mom)
+        log_mass, _ = _grid_moments(a, omega, v, skip1, beta1, sign, c, U, h, n, logw, pts, mom, prior, work)
     return log_mass
 
 
 @njit(cache=True)
-def _branch_integral(a, omega, v, skip1, beta1, sign, n, max_passes, tol, mom, logw, pts):
+def _branch_integral(a, omega, v, skip1, beta1, sign, n, max_passes, tol, mom, logw, pts, prior, work):
     """Adaptive quadrature of one sign branch.  Returns log of its mass; mom as in _grid_moments.
 
     Pass 1 covers the prior box omega_1 +- 8 sqrt(v_1); each next pass zooms onto the
@@ -410,14 +447,15 @@ def _branch_integral(a, omega, v, skip1, beta1, sign, n, max_passes, tol, mom, l
     U = np.empty((2, 2))
     h = np.empty(2)
     _prior_box(omega, v, c, U, h)
-    log_mass = _zoomed_passes(a, omega, v, skip1, beta1, sign, c, U, h, n, max_passes, mom, logw, pts)
+    log_mass = _zoomed_passes(a, omega, v, skip1, beta1, sign, c, U, h, n, max_passes, mom, logw, pts, prior, work)
     if log_mass <= -1e299:
         return log_mass
-    return _refined(a, omega, v, skip1, beta1, sign, c, U, h, n, tol, mom, logw, pts, log_mass)
+    return _refined(a, omega, v, skip1, beta1, sign, c, U, h, n, tol, mom, logw, pts, prior, work, log_mass)
 
 
 @njit(cache=True)
-def _posterior_grid_L2_one(a, omega, v, skip1, beta1, n, max_passes, tol, mean_out, cov_out, logw, pts):
+def _posterior_grid_L2_one(a, omega, v, skip1, beta1, n, max_passes, tol, mean_out, cov_out, logw, pts, prior,
+                           work):
     """Posterior moments for one sample of the L = 2, M = 2 noiseless channel: the two sign
     branches z_2 = +-B^{-1} a integrated separately, then mixed by their masses.
     Returns log Z_out (the density of the observation {a, -a})."""
@@ -427,7 +465,7 @@ def _posterior_grid_L2_one(a, omega, v, skip1, beta1, n, max_passes, tol, mean_o
     mirror = omega[1, 0] == 0.0 and omega[1, 1] == 0.0
     if mirror:
         # no side information on z_2: the branches are mirror images (z_2 -> -z_2), equal mass
-        lm[0] = _branch_integral(a, omega, v, skip1, beta1, 1.0, n, max_passes, tol, mom[0], logw, pts)
+        lm[0] = _branch_integral(a, omega, v, skip1, beta1, 1.0, n, max_passes, tol, mom[0], logw, pts, prior, work)
         lm[1] = lm[0]
         for k in range(20):
             mom[1, k] = mom[0, k]
@@ -448,7 +486,7 @@ def _posterior_grid_L2_one(a, omega, v, skip1, beta1, n, max_passes, tol, mean_o
         for b in range(2):
             sign = 1.0 - 2.0 * b
             _prior_box(omega, v, c[b], U[b], h[b])
-            lm[b], mx = _grid_moments(a, omega, v, skip1, beta1, sign, c[b], U[b], h[b], n, logw, pts, mom[b])
+            lm[b], mx = _grid_moments(a, omega, v, skip1, beta1, sign, c[b], U[b], h[b], n, logw, pts, mom[b], prior, work)
             if lm[b] > -1e299 and max_passes > 1:
                 zoomed[b] = _zoom(n, v, mom[b], logw, pts, mx, c[b], U[b], h[b])
         top = max(lm[0], lm[1])
@@ -457,10 +495,10 @@ def _posterior_grid_L2_one(a, omega, v, skip1, beta1, n, max_passes, tol, mean_o
             if lm[b] > top - 50.0:
                 if zoomed[b]:
                     lm[b] = _zoomed_passes(a, omega, v, skip1, beta1, sign, c[b], U[b], h[b], n, max_passes - 1,
-                                           mom[b], logw, pts)
+                                           mom[b], logw, pts, prior, work)
                 if lm[b] > -1e299:
                     lm[b] = _refined(a, omega, v, skip1, beta1, sign, c[b], U[b], h[b], n, tol, mom[b], logw, pts,
-                                     lm[b])
+                                     prior, work, lm[b])
             else:
                 lm[b] = -1e300
     mx = max(lm[0], lm[1])
@@ -480,6 +518,39 @@ def _posterior_grid_L2_one(a, omega, v, skip1, beta1, n, max_passes, tol, mean_o
     return mx + math.log(tot) - 2.0 * LOG_2PI - math.log(v[0]) - math.log(v[1])
 
 
+PRIOR_TABLE_MAX = 81  # the prior box's factors are tabulated for grids up to this size (n^2 points)
+
+
+@njit(cache=True)
+def prior_box_tables(n, v, skip1, beta1, tabulate):
+    """:func:`grid_factors` of the prior box (centre 0, axes I, half-width 8 sqrt(v_1)) at every
+    size a branch integral starting at n can ask for, up to PRIOR_TABLE_MAX: n, the refinement's
+    comparison size and the refinement's sizes.  When every sample of a batch has omega_1 = 0
+    (layer 1 at q_1 = 0: its prior box is the same for all), every sample's first pass and, where
+    it does not zoom, its refinement read these rows instead of evaluating the softmax.
+    Returns (tables, offsets: rows of size k start at offsets[k], -1 if absent, the box's h)."""
+    offsets = np.full(GRID_MAX + 1, -1, dtype=np.int64)
+    sizes = [n, max(8, (2 * n) // 3)]
+    k = n
+    while k < GRID_MAX:
+        k = min(GRID_MAX, (3 * k) // 2)
+        sizes.append(k)
+    total = 0
+    for k in sizes:
+        if tabulate and k <= PRIOR_TABLE_MAX and offsets[k] < 0:
+            offsets[k] = total
+            total += k * k
+    tables = np.empty((total, 8))
+    hp = 8.0 * math.sqrt(v[0])
+    c = np.zeros(2)
+    U = np.eye(2)
+    h = np.full(2, hp)
+    for k in range(GRID_MAX + 1):
+        if offsets[k] >= 0:
+            grid_factors(c, U, h, k, skip1, beta1, tables[offsets[k]: offsets[k] + k * k])
+    return tables, offsets, hp
+
+
 @njit(cache=True, parallel=True)
 def posterior_grid_L2(a, omega, v, skip1, beta1, n, max_passes, tol=GRID_TOL):
     """Batch version: a (N, 2), omega (N, 2, 2), v (2,).  Returns mean (N, 4), cov (N, 4, 4), logz (N,)."""
@@ -489,13 +560,19 @@ def posterior_grid_L2(a, omega, v, skip1, beta1, n, max_passes, tol=GRID_TOL):
     cov = np.empty((N, 4, 4))
     logz = np.empty(N)
     chunks = min(N, 64)
+    shared_prior = N >= 8
+    for t in range(N):
+        if omega[t, 0, 0] != 0.0 or omega[t, 0, 1] != 0.0:
+            shared_prior = False
+    prior = prior_box_tables(n, v, skip1, beta1, shared_prior)
     for ch in prange(chunks):
         # work arrays once per chunk: the largest grid is 2 MB, too much to allocate per sample
         logw = np.empty((GRID_MAX, GRID_MAX))
         pts = np.empty((GRID_MAX, GRID_MAX, 4))
+        work = np.empty((GRID_MAX * GRID_MAX, 8))
         for t in range(ch, N, chunks):
             logz[t] = _posterior_grid_L2_one(a[t], omega[t], v, skip1, beta1, n, max_passes, tol,
-                                             mean[t], cov[t], logw, pts)
+                                             mean[t], cov[t], logw, pts, prior, work)
     return mean, cov, logz
 
 
