@@ -109,10 +109,21 @@ class StaircaseCurve:
         dq = 2e-3 * (1.0 - q) if 1.0 - q < 5e-4 else max(1e-6, 2e-3 * (1.0 - q))
         return q - dq, min(q + dq, Q_MAX)
 
-    def root_near(self, q: float, resolution: int = 1) -> float:
+    def slope(self, q: float, resolution: int = 1) -> float:
+        """The pooled curve's slope at q, from the pair around q."""
+        q1, q2 = self.pair(q)
+        return (self.pooled(q2, resolution) - self.pooled(q1, resolution)) / (q2 - q1)
+
+    def root_near(self, q: float, resolution: int = 1, slope: float | None = None) -> float:
         """Root of the pooled curve by secant steps from a nearby guess, the slope taken on the
         pair around the current point; stops when the root falls within two pair widths, so
-        the pair of the returned point also serves the per-scramble roots."""
+        the pair of the returned point also serves the per-scramble roots.
+
+        ``slope``: the curve's slope near q on other outer points (the pilot's); the first
+        step is then a Newton step with it from the value at q alone, one evaluation on these
+        points instead of the pair's two."""
+        if slope is not None and slope != 0.0 and math.isfinite(slope):
+            q = _bounded_step(q, q - self.pooled(q, resolution) / slope)
         for _ in range(self.ROOT_STEPS):
             q1, q2 = self.pair(q)
             h1, h2 = self.pooled(q1, resolution), self.pooled(q2, resolution)
@@ -121,9 +132,7 @@ class StaircaseCurve:
             qr = q1 - h1 * (q2 - q1) / (h2 - h1)
             if abs(qr - q) <= 2.0 * (q2 - q1):
                 return q
-            # bounded in log(1 - q): at most a factor e in 1 - q per step
-            u, ur = math.log1p(-q), math.log1p(-min(max(qr, 0.0), Q_MAX))
-            q = -math.expm1(min(max(ur, u - 1.0), u + 1.0))
+            q = _bounded_step(q, qr)
         return q
 
     def pilot_root(self) -> StaircaseRoot | None:
@@ -135,6 +144,12 @@ class StaircaseCurve:
         q = optimize.brentq(self.pooled, *bracket, xtol=1e-3 * (1.0 - bracket[1]))
         roots = self.per_scramble_roots(q)
         return StaircaseRoot(float(np.mean(roots)), float(t_halfwidth(roots)), q, self)
+
+
+def _bounded_step(q: float, target: float) -> float:
+    """From q towards target, bounded in log(1 - q): at most a factor e in 1 - q per step."""
+    u, ur = math.log1p(-q), math.log1p(-min(max(target, 0.0), Q_MAX))
+    return -math.expm1(min(max(ur, u - 1.0), u + 1.0))
 
 
 @dataclass(frozen=True)
@@ -152,8 +167,9 @@ def refine_root(pilot: StaircaseRoot, seed: int, target: float, cap: int, min_su
                 refine_on_pilot_points: bool) -> StaircaseRoot:
     """From a pilot root to the reported one (see the module docstring): the points per
     scramble sized by ``points_for`` for the relative half-width ``target`` (at most ``cap``),
-    the root refined by :meth:`StaircaseCurve.root_near` on new points (and on the pilot's own
-    when they suffice, if ``refine_on_pilot_points``), the half-width plus twice the change at
+    the root refined by :meth:`StaircaseCurve.root_near` on new points, its first step with the
+    slope on the points before (and on the pilot's own when they suffice, if
+    ``refine_on_pilot_points``), the half-width plus twice the change at
     double inner resolution on the first 4 scrambles and max(``min_subset_points``, n / 4)
     points; repeated, resized from the last spread, until the target or the cap."""
     curve, q, alpha0, ci0 = pilot.curve, pilot.q, pilot.alpha, pilot.ci95
@@ -161,11 +177,13 @@ def refine_root(pilot: StaircaseRoot, seed: int, target: float, cap: int, min_su
     while True:
         n_new = points_for(n, ci0 / alpha0, target, cap)
         grown = n_new != n
+        slope = None
         if grown:
+            slope = curve.slope(q)  # on the points before (memoised there: their pair around q)
             n = n_new
             curve = curve.on_points(outer_normals(curve.channel, n, SCRAMBLES, seed))
         if grown or refine_on_pilot_points:
-            q = curve.root_near(q)
+            q = curve.root_near(q, slope=slope)
         roots = curve.per_scramble_roots(q)
         alpha_c, ci = float(np.mean(roots)), float(t_halfwidth(roots))
         sub = curve.on_points(curve.normals[:4, : max(min_subset_points, n // 4)])
