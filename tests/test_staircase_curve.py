@@ -93,3 +93,20 @@ def test_refine_root_half_width_covers_a_one_over_k_inner_bias(channel):
     assert root.alpha == pytest.approx(4.0 + BiasedRateCurve.BIAS, rel=1e-6)
     assert root.ci95 == pytest.approx(BiasedRateCurve.BIAS, rel=1e-5)
     assert root.alpha - root.ci95 <= 4.0 + 1e-6
+
+
+def test_root_near_takes_its_first_step_with_a_given_slope(channel):
+    """With the slope known from other points (the pilot's), the first step needs h at q
+    alone: from q = 0.79 the curve c q / (1 - q) - 1 is evaluated at q and then at the new
+    point's pair (3 points), where the pair's own secant takes two pairs (4 points); both land
+    within two pair widths of the root q* = 0.8."""
+    normals = outer_normals(channel, 4, 4, 0)
+    without = []
+    q_plain = ConstantRateCurve(channel, normals, without).root_near(0.79)
+    given = []
+    curve = ConstantRateCurve(channel, normals, given)
+    q_slope = curve.root_near(0.79, slope=0.25 / (1 - 0.79) ** 2)  # d/dq of c q / (1 - q) at 0.79
+    width = 2 * 2 * 2e-3 * 0.2
+    assert q_plain == pytest.approx(0.8, abs=width) and q_slope == pytest.approx(0.8, abs=width)
+    assert len(without) == 4 and len(given) == 3
+    assert given[0] == (0.79, 1) and set(given[1:]) == set((q, 1) for q in curve.pair(q_slope))
