@@ -188,7 +188,7 @@ def grid_factors(c, U, h, n, skip1, beta1, F):
     """The parts of the L = 2, M = 2 branch weights that depend on the grid point alone.
 
     Grid points z_1 = c + U (t_0 h_0, t_1 h_1), t_k uniform on [-1, 1] (n per axis); row
-    i n + j of F holds (z_1, B = c I + S(z_1 z_1^T) as b00, b01, b10, b11, det B, log det B).
+    i n + j of F holds (z_1, B = skip1 I + S(beta1 z_1 z_1^T) as b00, b01, b10, b11, det B, log det B).
 
     The two-token softmax rows are S_i0 = 1 / (1 + exp(e_i)), e_i = beta z_i (z_1 - z_0),
     S_i1 = 1 - S_i0.  Along a grid row z_1 is affine in j, so e_i(j) = e0 + e1 j + e2 j^2 and
