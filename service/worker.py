@@ -45,6 +45,21 @@ def lane_pool(settings: Settings, lane: str = "all") -> Pool:
                 cheap_workers=settings.cheap_workers if lane in ("all", "cheap") else 0)
 
 
+async def _close(arq_worker: ArqWorker) -> None:
+    """Stop an arq worker: its running jobs are cancelled and arq queues them again.
+
+    A job cancelled while arq writes its result (a shielded step) ends in CancelledError,
+    which arq's close passes on from its gather before it closes its connections; that is
+    not a cancellation of the caller, so close is finished without that job's task."""
+    try:
+        await arq_worker.close()
+    except asyncio.CancelledError:
+        if asyncio.current_task().cancelling():
+            raise
+        arq_worker.tasks.clear()
+        await arq_worker.close()
+
+
 class Worker:
     def __init__(self, settings: Settings, pool: Optional[Pool] = None, lane: str = "all"):
         if not settings.redis_url:
@@ -130,7 +145,7 @@ class Worker:
         stopping = asyncio.create_task(self.stop.wait())
         await asyncio.wait([*running, stopping], return_when=asyncio.FIRST_COMPLETED)
         for a in arqs:
-            await a.close()  # cancels running jobs: arq queues them again
+            await _close(a)
         stopping.cancel()
         announcing.cancel()
         compiling.cancel()

@@ -204,3 +204,41 @@ def test_worker_runs_queued_jobs(pool, tmp_path):  # noqa: F811
     assert body["result"]["thresholds"]
     assert worker.processed == 1 and n == 1
     assert hit["cache"] == "hit"
+
+
+def test_worker_stopped_while_a_job_writes_its_result_stops_cleanly(pool, tmp_path, monkeypatch):  # noqa: F811
+    """A stop that cancels a job while arq writes its result (a shielded step) made arq's close
+    raise CancelledError out of Worker.serve, a flake of the fault tests under load; here the
+    write is slowed so the stop always lands in it.  serve returns, the answer is stored."""
+    import arq.worker
+
+    from service.worker import Worker
+
+    p = prefix()
+    s = settings(tmp_path, redis_url=REDIS_URL, redis_prefix=p, queue="redis")
+    app = create_app(s, pool=pool)
+    worker = Worker(s, pool=pool)
+    req = {"model": PHASE, "precision": "fast", "seed": 12}
+    finish_job = arq.worker.Worker.finish_job
+
+    async def slow_finish_job(self, *args, **kwargs):
+        worker.stop.set()
+        await asyncio.sleep(0.5)
+        return await finish_job(self, *args, **kwargs)
+
+    monkeypatch.setattr(arq.worker.Worker, "finish_job", slow_finish_job)
+
+    async def scenario(c):
+        serving = asyncio.create_task(worker.serve())
+        r = await c.post("/v1/thresholds", json=req, headers={"Prefer": "respond-async"})
+        assert r.status_code == 202
+        await asyncio.wait_for(serving, 60)  # raised CancelledError before
+        await worker.store.close()
+        return (await c.post("/v1/thresholds", json=req)).json()
+
+    try:
+        again = run_apps([app], scenario)
+    finally:
+        drop(p)
+    assert worker.processed == 1
+    assert again["cache"] == "hit"
