@@ -1,8 +1,9 @@
 """Examples for the OpenAPI document (one per endpoint)."""
+from solvers import __version__ as SOLVERS_VERSION
 
 PAPER_MODEL = {"family": "deep_attention", "layers": 2, "tokens": 2, "skip": [1.0, 1.0],
                "beta": [1.0, 1.0], "noise": 0.0}
-SOLVER = {"version": "0.4.0", "method": "staircase", "seconds": 61.6}
+SOLVER = {"version": SOLVERS_VERSION, "method": "staircase", "seconds": 8.6}
 THRESHOLD_CHECKS = [
     {"name": "staircase order", "passed": True, "detail": "2 thresholds in learned order, each at or above the last"},
     {"name": "counting bound", "passed": True, "detail": "perfect recovery 1 +- 9.2e-17 vs the counting bound 1"},
@@ -95,7 +96,7 @@ AMP_JOB = {"id": "9b1d3c5e7f9a4b2c8d6e0f1a3b5c7d9e", "kind": "amp_simulation", "
 
 HEALTH = {"status": "ok"}
 READY = {"status": "ready", "cache": {"backend": "redis", "available": True},
-         "solvers": {"ready": True, "version": "0.5.11", "workers": 2, "cheap_workers": 1,
+         "solvers": {"ready": True, "version": SOLVERS_VERSION, "workers": 2, "cheap_workers": 1,
                      "start_seconds": 2.1, "kernels": "compiled", "warm_up_seconds": 12.5}}
 METRICS = ("# HELP staircase_cache_hits_total Answers served from the cache\n"
            "# TYPE staircase_cache_hits_total counter\n"
