@@ -437,6 +437,29 @@ def _refined(a, omega, v, skip1, beta1, sign, c, U, h, n, tol, mom, logw, pts, p
 
 
 @njit(cache=True)
+def _first_pass(a, omega, v, skip1, beta1, sign, n, max_passes, c, U, h, mom, logw, pts, prior, work):
+    """A branch's first pass, on the prior box omega_1 +- 8 sqrt(v_1), and (when more passes
+    are allowed) the box the next pass zooms to, left in (c, U, h).  Returns (log mass, zoomed)."""
+    _prior_box(omega, v, c, U, h)
+    log_mass, mx = _grid_moments(a, omega, v, skip1, beta1, sign, c, U, h, n, logw, pts, mom, prior, work)
+    zoomed = log_mass > -1e299 and max_passes > 1 and _zoom(n, v, mom, logw, pts, mx, c, U, h)
+    return log_mass, zoomed
+
+
+@njit(cache=True)
+def _after_first_pass(a, omega, v, skip1, beta1, sign, n, max_passes, tol, c, U, h, zoomed, log_mass, mom, logw,
+                      pts, prior, work):
+    """The rest of a branch's integral from :func:`_first_pass`: the zoomed passes, then the
+    refinement on the final box.  Returns log of the branch's mass."""
+    if zoomed:
+        log_mass = _zoomed_passes(a, omega, v, skip1, beta1, sign, c, U, h, n, max_passes - 1, mom, logw, pts,
+                                  prior, work)
+    if log_mass <= -1e299:
+        return log_mass
+    return _refined(a, omega, v, skip1, beta1, sign, c, U, h, n, tol, mom, logw, pts, prior, work, log_mass)
+
+
+@njit(cache=True)
 def _branch_integral(a, omega, v, skip1, beta1, sign, n, max_passes, tol, mom, logw, pts, prior, work):
     """Adaptive quadrature of one sign branch.  Returns log of its mass; mom as in _grid_moments.
 
@@ -446,11 +469,10 @@ def _branch_integral(a, omega, v, skip1, beta1, sign, n, max_passes, tol, mom, l
     c = np.empty(2)
     U = np.empty((2, 2))
     h = np.empty(2)
-    _prior_box(omega, v, c, U, h)
-    log_mass = _zoomed_passes(a, omega, v, skip1, beta1, sign, c, U, h, n, max_passes, mom, logw, pts, prior, work)
-    if log_mass <= -1e299:
-        return log_mass
-    return _refined(a, omega, v, skip1, beta1, sign, c, U, h, n, tol, mom, logw, pts, prior, work, log_mass)
+    log_mass, zoomed = _first_pass(a, omega, v, skip1, beta1, sign, n, max_passes, c, U, h, mom, logw, pts, prior,
+                                   work)
+    return _after_first_pass(a, omega, v, skip1, beta1, sign, n, max_passes, tol, c, U, h, zoomed, log_mass, mom,
+                             logw, pts, prior, work)
 
 
 @njit(cache=True)
@@ -484,21 +506,13 @@ def _posterior_grid_L2_one(a, omega, v, skip1, beta1, n, max_passes, tol, mean_o
         h = np.empty((2, 2))
         zoomed = np.zeros(2, dtype=np.bool_)
         for b in range(2):
-            sign = 1.0 - 2.0 * b
-            _prior_box(omega, v, c[b], U[b], h[b])
-            lm[b], mx = _grid_moments(a, omega, v, skip1, beta1, sign, c[b], U[b], h[b], n, logw, pts, mom[b], prior, work)
-            if lm[b] > -1e299 and max_passes > 1:
-                zoomed[b] = _zoom(n, v, mom[b], logw, pts, mx, c[b], U[b], h[b])
+            lm[b], zoomed[b] = _first_pass(a, omega, v, skip1, beta1, 1.0 - 2.0 * b, n, max_passes, c[b], U[b],
+                                           h[b], mom[b], logw, pts, prior, work)
         top = max(lm[0], lm[1])
         for b in range(2):
-            sign = 1.0 - 2.0 * b
             if lm[b] > top - 50.0:
-                if zoomed[b]:
-                    lm[b] = _zoomed_passes(a, omega, v, skip1, beta1, sign, c[b], U[b], h[b], n, max_passes - 1,
-                                           mom[b], logw, pts, prior, work)
-                if lm[b] > -1e299:
-                    lm[b] = _refined(a, omega, v, skip1, beta1, sign, c[b], U[b], h[b], n, tol, mom[b], logw, pts,
-                                     prior, work, lm[b])
+                lm[b] = _after_first_pass(a, omega, v, skip1, beta1, 1.0 - 2.0 * b, n, max_passes, tol, c[b], U[b],
+                                          h[b], zoomed[b], lm[b], mom[b], logw, pts, prior, work)
             else:
                 lm[b] = -1e300
     mx = max(lm[0], lm[1])
