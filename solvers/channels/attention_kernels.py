@@ -997,31 +997,9 @@ def layer_thresholds_L2_grid(skip1, beta1, beta2_unused, half_width_a, n_a, half
     mass = np.zeros(n_a)
     f1 = np.zeros(n_a)
     f2 = np.zeros(n_a)
-    # B(z_1) on the z_1 grid, once: the same for every outer point a (only det B > 0 kept)
-    T = np.empty((n_z * n_z, 7))
-    S = np.empty((2, 2))
-    z1 = np.empty(2)
-    count = 0
-    for k in range(n_z):
-        z1[0] = -half_width_z + hz * k
-        for l in range(n_z):
-            z1[1] = -half_width_z + hz * l
-            softmax_rows(z1, beta1, S)
-            b00 = S[0, 0] + skip1
-            b01 = S[0, 1]
-            b10 = S[1, 0]
-            b11 = S[1, 1] + skip1
-            det = b00 * b11 - b01 * b10
-            if det <= 0.0:
-                continue
-            T[count, 0] = z1[0]
-            T[count, 1] = z1[1]
-            T[count, 2] = b00
-            T[count, 3] = b01
-            T[count, 4] = b10
-            T[count, 5] = b11
-            T[count, 6] = det
-            count += 1
+    # B(z_1) on the z_1 grid, once: the same for every outer point a
+    T = np.empty((n_z * n_z, 8))
+    grid_factors(np.zeros(2), np.eye(2), np.full(2, half_width_z), n_z, skip1, beta1, T)
     for i in prange(n_a):
         a0 = -half_width_a + ha * i
         for j in range(n_a):
@@ -1033,10 +1011,12 @@ def layer_thresholds_L2_grid(skip1, beta1, beta2_unused, half_width_a, n_a, half
             n11 = 0.0
             n12 = 0.0
             n22 = 0.0
-            for r in range(count):
+            for r in range(n_z * n_z):
+                det = T[r, 6]
+                if det <= 0.0:
+                    continue
                 z0 = T[r, 0]
                 zz1 = T[r, 1]
-                det = T[r, 6]
                 x0 = (T[r, 5] * a0 - T[r, 3] * a1) / det
                 x1 = (-T[r, 4] * a0 + T[r, 2] * a1) / det
                 w = math.exp(-0.5 * (z0 ** 2 + zz1 ** 2 + x0 * x0 + x1 * x1)) / det
