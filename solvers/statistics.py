@@ -177,11 +177,10 @@ def bayes_prediction_error(channel: Channel, Q: np.ndarray, normals: np.ndarray,
     # per-call overhead was 12% of an SE curve), summed in the bank's order as before
     batch = max(1, BAYES_BATCH_SAMPLES // max(1, omega.shape[0]))
     for lo in range(0, inner_points, batch):
-        k = np.arange(lo, min(lo + batch, inner_points))
-        Zk = (omega[None] + shifts[k][:, None]).reshape((-1,) + omega.shape[1:])
-        yk = channel.output(Zk).reshape((k.size,) + y.shape)
-        for j in range(k.size):
-            yhat += yk[j]
+        part = shifts[lo: lo + batch]
+        Zk = (omega[None] + part[:, None]).reshape((-1,) + omega.shape[1:])
+        for yj in channel.output(Zk).reshape((len(part),) + y.shape):
+            yhat += yj
     yhat /= inner_points
     err = ((y - yhat).reshape(R * n, -1) ** 2).sum(1)
     return err.reshape(R, n).mean(1)
