@@ -58,14 +58,18 @@ def _fixed_point_result(channel, alpha, start, fp: FixedPointIteration, normals,
     q = np.diag(fp.Q)
     # delta method: the per-scramble spread of the map at Q* (and twice its change at double
     # inner resolution, inner_bias_bound) propagated to the fixed point through (I - J)^{-1}, J the map's
-    # Jacobian in the diagonal overlaps, by finite differences on a subset of the points.
+    # Jacobian in the diagonal overlaps, by finite differences on a subset of the points, with
+    # finitely many outputs summed over (outputs_summed): with y sampled, a step of 1e-4 that
+    # flips one sample's sign moved the map by O(1 / points), and committee_sign's J had
+    # eigenvalues of +-10 where the summed map's are below 0.15 (alpha = 2, fast, seeds 2, 3, 5),
+    # so half-widths came out 1-50x the seeds' spread.
     # The full J matters near a transition, where the layers' slow mode is a coupled one.
     # The iteration's last step, propagated likewise, bounds the remaining iteration error.
     sub = normals[:4, : max(16, normals.shape[1] // 4)]
 
     def mapped(Q, res=resolution):
-        return np.diag(overlap_update(alpha, output_statistics(channel, Q, sub, res, seed=seed).H.mean(0),
-                                      channel.prior))
+        st = output_statistics(channel, Q, sub, res, seed=seed, outputs_summed=True)
+        return np.diag(overlap_update(alpha, st.H.mean(0), channel.prior))
 
     base = mapped(fp.Q)
     P = len(q)

@@ -70,7 +70,8 @@ def sample_outer(channel: Channel, Q: np.ndarray, normals: np.ndarray):
 
 
 def output_statistics(channel: Channel, Q: np.ndarray, normals: np.ndarray,
-                      resolution: int = 1, plugin: bool = False, seed: int | None = None) -> OutputStatistics:
+                      resolution: int = 1, plugin: bool = False, seed: int | None = None,
+                      outputs_summed: bool = False) -> OutputStatistics:
     """Outer averages of the output channel at overlap Q, one row per scramble.
 
     ``seed``: the outer seed of ``normals`` (scramble r of ``outer_normals(..., seed)`` is
@@ -79,20 +80,32 @@ def output_statistics(channel: Channel, Q: np.ndarray, normals: np.ndarray,
     bank's error differs between scrambles and their spread, the half-width, covers it.
     With None every scramble shares the channel's own bank, whose error is then an offset
     the half-width cannot see (before solver 0.5.6, for every engine: the noisy sign(z1) as a
-    formula at alpha = 8, fast, had q = 0.96885 +- 0.00189 against the exact 0.97138)."""
+    formula at alpha = 8, fast, had q = 0.96885 +- 0.00189 against the exact 0.97138).
+
+    ``outputs_summed``: for a noiseless channel with finitely many outputs
+    (``finite_outputs``), y is summed over exactly, each value weighted by P(y | omega, V) =
+    Z_out, instead of sampled from Z (Rao-Blackwellised: the same expectations, and on fixed
+    outer points a smooth function of Q, where the sampled y jumps wherever a sample's sign
+    flips; a finite difference of the map needs it).  Ignored for other channels."""
     R, n, _ = normals.shape
     P, M = channel.n_indices, channel.n_tokens
     omega, Z, obs, V = sample_outer(channel, Q, normals.reshape(R * n, -1))
-    post = channel.posterior_moments_by_scramble(obs, omega, V, resolution, seed, R)
+    values = channel.finite_outputs if outputs_summed else None
     Vinv = inverse_on_unknown(V, channel.unknown)
-    g = np.einsum("pq,nqm->npm", Vinv, post.mean - omega)
-    H_direct = np.einsum("npm,nqm->npq", g, g)
-    cov_tok = np.einsum("npmqm->npq", post.cov)  # sum over tokens of the diagonal token blocks
-    H_nish = M * Vinv[None] - np.einsum("pa,nab,bq->npq", Vinv, cov_tok, Vinv)
-    H = control_variate_combination(H_direct, H_nish)
     eye = np.eye(M)
-    dev = np.einsum("npmpk->npmk", post.cov) - eye[None, None]
-    cov_dev = (dev ** 2).sum(axis=(2, 3))
+    H_direct = H_nish = cov_dev = log_partition = 0.0
+    for y in ([obs] if values is None else [np.full(obs.shape, v) for v in values]):
+        post = channel.posterior_moments_by_scramble(y, omega, V, resolution, seed, R)
+        log_z = np.asarray(post.log_partition, float)
+        weight = np.ones(R * n) if values is None else np.exp(log_z)
+        g = np.einsum("pq,nqm->npm", Vinv, post.mean - omega)
+        H_direct = H_direct + weight[:, None, None] * np.einsum("npm,nqm->npq", g, g)
+        cov_tok = np.einsum("npmqm->npq", post.cov)  # sum over tokens of the diagonal token blocks
+        H_nish = H_nish + weight[:, None, None] * (M * Vinv[None] - np.einsum("pa,nab,bq->npq", Vinv, cov_tok, Vinv))
+        dev = np.einsum("npmpk->npmk", post.cov) - eye[None, None]
+        cov_dev = cov_dev + weight[:, None] * (dev ** 2).sum(axis=(2, 3))
+        log_partition = log_partition + weight * log_z
+    H = control_variate_combination(H_direct, H_nish)
     if plugin:
         diff = channel.output(Z) - channel.output(omega)
         perr = (diff.reshape(R * n, -1) ** 2).sum(1)
@@ -104,7 +117,7 @@ def output_statistics(channel: Channel, Q: np.ndarray, normals: np.ndarray,
 
     kept = diagonal_kept(channel, Q)
     return OutputStatistics(per_scramble(H) * kept, per_scramble(H_direct) * kept, per_scramble(H_nish) * kept,
-                            per_scramble(cov_dev), per_scramble(post.log_partition), per_scramble(perr))
+                            per_scramble(cov_dev), per_scramble(log_partition), per_scramble(perr))
 
 
 def diagonal_kept(channel: Channel, Q: np.ndarray) -> np.ndarray | float:
