@@ -104,7 +104,8 @@ def output_statistics(channel: Channel, Q: np.ndarray, normals: np.ndarray,
         H_nish = H_nish + weight[:, None, None] * (M * Vinv[None] - np.einsum("pa,nab,bq->npq", Vinv, cov_tok, Vinv))
         dev = np.einsum("npmpk->npmk", post.cov) - eye[None, None]
         cov_dev = cov_dev + weight[:, None] * (dev ** 2).sum(axis=(2, 3))
-        log_partition = log_partition + weight * log_z
+        # an output the region never reaches (log_z = -inf) has weight 0 and adds nothing
+        log_partition = log_partition + np.where(weight > 0, weight * log_z, 0.0)
     H = control_variate_combination(H_direct, H_nish)
     if plugin:
         diff = channel.output(Z) - channel.output(omega)

@@ -521,7 +521,8 @@ def region_moments(y, omega, S, T, Vinv, Winv, logdet_ratio, U, tol, min_hits):
             for q in range(P):
                 cov[i, p, q] = s2[p, q] / s0 - (s1[p] / s0) * (s1[q] / s0)
         logz[i] = math.log(s0 / draws)
-        ess[i] = s0 * s0 / s2w
+        # the wide proposal's weights can be so small that their squares underflow to 0
+        ess[i] = s0 * s0 / s2w if s2w > 0.0 else 1.0
     return mean, cov, logz, ess
 '''
 
