@@ -69,6 +69,17 @@ def sample_outer(channel: Channel, Q: np.ndarray, normals: np.ndarray):
     return omega, Z, channel.observation(Z, noise), V
 
 
+def observation_cases(channel: Channel, obs: np.ndarray, outputs_summed: bool):
+    """The observations an outer average runs over, each with its weight per point as a
+    function of the posterior's log partition: the sampled ``obs`` (weight 1), or, when
+    ``outputs_summed`` and the channel is noiseless with finitely many outputs, every value of
+    y (weight P(y | omega, V) = Z_out: the sum over y done exactly)."""
+    values = channel.finite_outputs if outputs_summed else None
+    if values is None:
+        return [(obs, lambda log_z: np.ones(len(log_z)))]
+    return [(np.full(obs.shape, v), np.exp) for v in values]
+
+
 def output_statistics(channel: Channel, Q: np.ndarray, normals: np.ndarray,
                       resolution: int = 1, plugin: bool = False, seed: int | None = None,
                       outputs_summed: bool = False) -> OutputStatistics:
@@ -90,14 +101,13 @@ def output_statistics(channel: Channel, Q: np.ndarray, normals: np.ndarray,
     R, n, _ = normals.shape
     P, M = channel.n_indices, channel.n_tokens
     omega, Z, obs, V = sample_outer(channel, Q, normals.reshape(R * n, -1))
-    values = channel.finite_outputs if outputs_summed else None
     Vinv = inverse_on_unknown(V, channel.unknown)
     eye = np.eye(M)
     H_direct = H_nish = cov_dev = log_partition = 0.0
-    for y in ([obs] if values is None else [np.full(obs.shape, v) for v in values]):
+    for y, weight_of in observation_cases(channel, obs, outputs_summed):
         post = channel.posterior_moments_by_scramble(y, omega, V, resolution, seed, R)
         log_z = np.asarray(post.log_partition, float)
-        weight = np.ones(R * n) if values is None else np.exp(log_z)
+        weight = weight_of(log_z)
         g = np.einsum("pq,nqm->npm", Vinv, post.mean - omega)
         H_direct = H_direct + weight[:, None, None] * np.einsum("npm,nqm->npq", g, g)
         cov_tok = np.einsum("npmqm->npq", post.cov)  # sum over tokens of the diagonal token blocks
