@@ -611,8 +611,8 @@ class _TrivialDirectionCurve(StaircaseCurve):
         h = np.zeros(N)
         Fs = np.zeros((N, Bsym.shape[1], Bsym.shape[1]))
         Hc = np.zeros((N, r + r * r))
-        for y, weight_of in observation_cases(ch, obs, summed):
-            pm = ch.posterior_moments(y, omega, V, resolution)
+        for posterior_channel, y, weight_of in observation_cases(ch, obs, summed):
+            pm = posterior_channel.posterior_moments(y, omega, V, resolution)
             wgt = weight_of(np.asarray(pm.log_partition, float))
             mean = np.asarray(pm.mean, float).reshape(N, P, M)
             cov = np.asarray(pm.cov, float).reshape(N, P, M, P, M)

@@ -70,14 +70,16 @@ def sample_outer(channel: Channel, Q: np.ndarray, normals: np.ndarray):
 
 
 def observation_cases(channel: Channel, obs: np.ndarray, outputs_summed: bool):
-    """The observations an outer average runs over, each with its weight per point as a
-    function of the posterior's log partition: the sampled ``obs`` (weight 1), or, when
-    ``outputs_summed`` and the channel is noiseless with finitely many outputs, every value of
-    y (weight P(y | omega, V) = Z_out: the sum over y done exactly)."""
+    """The observations an outer average runs over, each as (the channel whose posterior to
+    use, y, its weight per point as a function of the posterior's log partition): the sampled
+    ``obs`` (weight 1), or, when ``outputs_summed`` and the channel is noiseless with finitely
+    many outputs, every value of y (weight P(y | omega, V) = Z_out: the sum over y done
+    exactly), with :meth:`~solvers.channels.base.Channel.summed_over_outputs`."""
     values = channel.finite_outputs if outputs_summed else None
     if values is None:
-        return [(obs, lambda log_z: np.ones(len(log_z)))]
-    return [(np.full(obs.shape, v), np.exp) for v in values]
+        return [(channel, obs, lambda log_z: np.ones(len(log_z)))]
+    summed = channel.summed_over_outputs()
+    return [(summed, np.full(obs.shape, v), np.exp) for v in values]
 
 
 def output_statistics(channel: Channel, Q: np.ndarray, normals: np.ndarray,
@@ -104,8 +106,8 @@ def output_statistics(channel: Channel, Q: np.ndarray, normals: np.ndarray,
     Vinv = inverse_on_unknown(V, channel.unknown)
     eye = np.eye(M)
     H_direct = H_nish = cov_dev = log_partition = 0.0
-    for y, weight_of in observation_cases(channel, obs, outputs_summed):
-        post = channel.posterior_moments_by_scramble(y, omega, V, resolution, seed, R)
+    for posterior_channel, y, weight_of in observation_cases(channel, obs, outputs_summed):
+        post = posterior_channel.posterior_moments_by_scramble(y, omega, V, resolution, seed, R)
         log_z = np.asarray(post.log_partition, float)
         weight = weight_of(log_z)
         g = np.einsum("pq,nqm->npm", Vinv, post.mean - omega)

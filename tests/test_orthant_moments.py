@@ -192,6 +192,33 @@ def test_orthant_mixture_against_nested(link, V, noise):
         assert e[0] < 1e-8 and e[1] < 1e-7 and e[2] < 1e-7, (i, e)
 
 
+def test_summed_mixture_weights_an_improbable_y_exactly():
+    """For a sum over y weighted by P(y | omega, V) (state evolution's ``outputs_summed``), the
+    orthant mixture keeps the closed form for a y of probability below SUMMED_NEGLIGIBLE_MASS
+    and where its bound promises SUMMED_FAST_TOL, skipping the nested quadrature (15.7 s for one
+    committee_sign evaluation near Q = I).  What the sum uses is each y's probability times its
+    first and second moments: against the nested quadrature, exact to 1e-10 in absolute terms
+    for every y, improbable ones included; the probable ones' normalised moments to 1e-6."""
+    ch = CommitteeSignChannel()
+    V = np.eye(3) - (0.957 * np.eye(3) + 0.001 * (np.ones((3, 3)) - np.eye(3)))
+    _, om = _se_like(ch, V, 100, 11)
+    improbable = 0
+    for value in (-1.0, 1.0):
+        y = np.full(len(om), value)
+        mean, cov, logz = _gauss.orthant_mixture(y, om, V, ch.patterns, ch.outputs, 0.0, X, W, True)
+        for i, (lz, m, c) in enumerate(_nested_mixture(y, om, V, ch, 0.0)):
+            p, p_ref = math.exp(logz[i]), math.exp(lz)
+            improbable += p_ref < _gauss.SUMMED_NEGLIGIBLE_MASS
+            assert abs(p - p_ref) <= 1e-10
+            np.testing.assert_allclose(p * mean[i], p_ref * m, rtol=0, atol=1e-10)
+            np.testing.assert_allclose(p * (cov[i] + np.outer(mean[i], mean[i])), p_ref * (c + np.outer(m, m)),
+                                       rtol=0, atol=1e-10)
+            if p_ref >= _gauss.SUMMED_NEGLIGIBLE_MASS:
+                e = _errors((logz[i], mean[i], cov[i]), (lz, m, c), 3)
+                assert max(e) < 1e-6, (i, e)
+    assert improbable >= 10  # the case this is about
+
+
 def test_nearly_singular_V_against_one_dimensional_quadrature():
     """V with eigenvalues 0.87 and 1e-12 (as _regularise leaves a singular V): z2 given z1
     is a step; the nested quadrature was 1e-2 off here, the closed form is exact."""

@@ -111,6 +111,12 @@ class Channel(ABC):
         outputs (sign-type links), else None: the sum over y can then be done exactly."""
         return None
 
+    def summed_over_outputs(self) -> "Channel":
+        """The channel as an exact sum over y (``finite_outputs``) uses it: each y is weighted
+        by its probability there, so a channel may answer a y of negligible probability
+        cheaply and roughly (the orthant links do).  The channel itself by default."""
+        return self
+
     @property
     def reseeded_per_scramble(self) -> bool:
         """True when the posterior moments come from a seeded inner sampler (``with_seed``):

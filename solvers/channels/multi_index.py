@@ -36,6 +36,8 @@ computations (the posterior is then a narrow Gaussian around the degenerate one)
 """
 from __future__ import annotations
 
+import copy
+
 import math
 from functools import lru_cache
 from typing import Callable
@@ -228,14 +230,23 @@ class _OrthantChannel(MultiIndexChannel):
     patterns: np.ndarray
     outputs: np.ndarray
 
+    summed = False  # answering for a sum over y weighted by its probability (summed_over_outputs)
+
     @property
     def finite_outputs(self):
         return np.unique(self.outputs) if self.noiseless else None
 
+    def summed_over_outputs(self) -> "_OrthantChannel":
+        """A copy whose orthant posteriors keep the closed form for a y of negligible probability
+        (``_gauss.SUMMED_NEGLIGIBLE_MASS``) instead of the nested quadrature's slow tail."""
+        other = copy.copy(self)
+        other.summed = True
+        return other
+
     def _exact(self, y, om, V, resolution):
         x, w = gauss_legendre(GL_ORDER * resolution)
         parts = _threaded(lambda lo, hi: orthant_mixture(y[lo:hi], om[lo:hi], V, self.patterns,
-                                                         self.outputs, self.noise, x, w), len(y))
+                                                         self.outputs, self.noise, x, w, self.summed), len(y))
         return tuple(np.concatenate([p[k] for p in parts], axis=0) for k in range(3))
 
 
