@@ -134,18 +134,6 @@ def capped_near_one(channel: Channel) -> bool:
     return channel.finite_outputs is not None
 
 
-def sums_outputs(channel: Channel) -> bool:
-    """Whether SE averages over y by summing its finitely many values, each weighted by
-    P(y | omega, V) (``output_statistics(..., outputs_summed=True)``), instead of sampling it:
-    noiseless channels with finitely many outputs and an exact posterior (the orthant links;
-    a formula's region posterior has its own inner bank, whose estimate for an improbable y is
-    poor).  The same expectation, without the sampled y's noise: committee_sign at alpha = 2,
-    fast, converged in 5 map evaluations at each of seeds 0-19 (up to 85 with y sampled, where
-    the map jumps by O(1 / points) whenever a sample's sign flips) and its mean over the seeds
-    moved from 0.19086 to 0.19059 (precise: 0.19062)."""
-    return channel.finite_outputs is not None and not channel.reseeded_per_scramble
-
-
 def symmetric_from_upper(P: int, x: np.ndarray) -> np.ndarray:
     """The symmetric P x P matrix whose upper triangle (row-major) is x."""
     Q = np.zeros((P, P))
@@ -214,7 +202,7 @@ class SEMap:
         """Output statistics (with the plug-in error) at the overlaps x: one evaluation."""
         self.evaluations += 1
         return output_statistics(self.channel, overlap_matrix(self.channel, x), self.normals, self.resolution,
-                                 plugin=True, seed=self.seed, outputs_summed=sums_outputs(self.channel))
+                                 plugin=True, seed=self.seed)
 
     def on(self, normals: np.ndarray) -> "SEMap":
         """The same map on other outer points, its evaluation count carried over."""
@@ -733,7 +721,7 @@ def iterate_fixed_point(channel: Channel, alpha: float, Q_start: np.ndarray, nor
                 marginal = small & (np.abs(rate - 1.0) <= alpha * t_halfwidth(at_zero.cov_deviation))
                 if np.any(marginal):
                     finer = output_statistics(channel, overlap_matrix(channel, x0), decision_normals, resolution,
-                                              seed=seed, outputs_summed=sums_outputs(channel))
+                                              seed=seed)
                     rate = np.where(marginal, alpha * finer.cov_deviation.mean(0), rate)
                     refined = marginal
             unstable = small & (rate > 1.0) & ~fallen

@@ -21,7 +21,7 @@ from . import checks
 from .errors import SpecError
 from .limits import MAX_ALPHA
 from .fixed_point_iteration import (Q_MAX, FixedPointIteration, difference_step, iterate_fixed_point, order_diagonal,
-                                   order_vector, overlap_matrix, sums_outputs, unresolved_deficit)
+                                   order_vector, overlap_matrix, unresolved_deficit)
 from .precision import SCRAMBLES, SE_DECISION_POINTS, SE_POINTS, check_precision, inner_bias_bound
 from .quadrature import t_halfwidth
 from .results import FixedPoint, Settings, StateEvolutionPoint, StateEvolutionResult
@@ -39,7 +39,7 @@ def fixed_point_statistics(channel, alpha, Q, normals, resolution, statistics: O
     (``statistics``: the output statistics at Q, with the plug-in error, if already computed;
     ``seed``: the outer seed of ``normals``, for each scramble's inner bank)."""
     st = statistics if statistics is not None else output_statistics(channel, Q, normals, resolution, plugin=True,
-                                                                     seed=seed, outputs_summed=sums_outputs(channel))
+                                                                     seed=seed)
     H = st.H.mean(0)
     phi = free_entropy(alpha, Q, H, float(st.log_partition.mean()), channel.prior)
     per_scramble_q = np.array([np.diag(overlap_update(alpha, st.H[r], channel.prior)) for r in range(st.H.shape[0])])

@@ -115,9 +115,10 @@ def _spinodal(curve: BranchCurve) -> int | None:
     (by more than the scrambles' spread) decreases after it; None when alpha(q) keeps increasing."""
     pooled = curve.alpha.mean(0)
     spread = t_halfwidth(curve.alpha)
-    # near q = 1 a channel with finitely many outputs informs H only through rare samples (y
-    # against the sign of omega): where the scrambles disagree by more than 10% the curve is
-    # not resolved and is cut (its true continuation falls to alpha_Q0)
+    # near q = 1 a channel with finitely many outputs whose y is sampled (formulas; the orthant
+    # links sum y since solver 0.5.14) informs H only through rare samples (y against the sign
+    # of omega): where the scrambles disagree by more than 10% the curve is not resolved and is
+    # cut (its true continuation falls to alpha_Q0)
     bad = np.flatnonzero((curve.q > 0.5) & ~(spread <= UNRESOLVED * np.abs(pooled)))
     end = int(bad[0]) if len(bad) else len(pooled)
     if end < 3:
