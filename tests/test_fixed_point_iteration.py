@@ -440,6 +440,29 @@ def test_committee_fixed_point_half_widths_follow_the_spread_of_seeds():
     assert covered >= 17, (covered, q[:, 0], half_widths[:, 0], reference)
 
 
+def test_half_widths_at_a_rank_deficient_overlap_respect_its_symmetry():
+    """committee_sign at alpha = 6 learns its mean direction only: Q = q 11^T, rank 1.  The
+    delta method's J added a step to Q_jj alone, which raises Q's rank, so the map on fixed
+    outer points moved as sqrt(step): J came out asymmetric and the three half-widths of equal
+    overlaps were 0.008, 0.012 and 0.002 at seed 1 (the seeds spread by sd 0.00014).  Growing
+    index j's correlations with it keeps the rank (state_evolution.grown_overlap): the three
+    half-widths equal, below 0.002, and containing `precise`."""
+    from solvers.state_evolution import fixed_point, grown_overlap
+
+    Q = 0.3 * np.ones((3, 3))
+    grown = grown_overlap(Q, 1, 1e-4)
+    assert abs(grown[1, 1] - 0.3001) < 1e-15 and np.linalg.matrix_rank(grown, tol=1e-12) == 1
+    np.testing.assert_array_equal(grown_overlap(np.diag([0.2, 0.5]), 0, 1e-3), np.diag([0.201, 0.5]))
+    spec = MultiIndexSpec(link="committee_sign")
+    precise = fixed_point(spec, 6.0, "uninformed", "precise", 0)
+    for seed in range(5):
+        fast = fixed_point(spec, 6.0, "uninformed", "fast", seed)
+        ci = np.array(fast.overlap_ci95)
+        assert ci.max() < 0.002 and ci.max() <= 1.1 * ci.min(), (seed, ci)
+        assert np.all(np.abs(np.array(fast.layer_overlaps) - precise.layer_overlaps[0])
+                      <= ci + max(precise.overlap_ci95)), (seed, fast.layer_overlaps, ci, precise)
+
+
 # ---------------------------------------------------------------------------------------
 # Order parameters of channels whose SE keeps Q diagonal
 # ---------------------------------------------------------------------------------------
