@@ -673,14 +673,11 @@ class _TrivialDirectionCurve(StaircaseCurve):
         _, v, _ = self.perron(q, resolution)
         return h.mean(), float(v @ Fs.mean(0) @ v)
 
-    def per_scramble_roots(self, q, resolution=1):
-        """alpha at the root of each scramble's alpha(q) rho(q) = 1, interpolated on the pair
-        around q in u = -log(1 - q), where log alpha and log(alpha rho) are nearly linear
-        (alpha ~ 1 / (1 - q)), so scrambles whose root is far from q are not distorted."""
-        q1, q2 = self.pair(q)
+    def root_between(self, q1, q2, a1, l1, a2, l2):
+        """alpha at the root of alpha(q) rho(q) = 1, interpolated between q1 and q2 in u =
+        -log(1 - q), where log alpha and log(alpha rho) are nearly linear (alpha ~ 1 / (1 - q)),
+        so scrambles whose root is far from q are not distorted."""
         u1, u2 = -math.log1p(-q1), -math.log1p(-q2)
-        a1, l1 = self.per_scramble(q1, resolution)
-        a2, l2 = self.per_scramble(q2, resolution)
         l1, l2 = np.log(l1), np.log(l2)
         ur = u1 - l1 * (u2 - u1) / (l2 - l1)
         return np.exp(np.log(a1) + (np.log(a2) - np.log(a1)) * (ur - u1) / (u2 - u1))

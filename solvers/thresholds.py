@@ -207,12 +207,8 @@ class _LearnedLayerCurve(StaircaseCurve):
         st = self.statistics(q, resolution)
         return st.H[:, self.learned, self.learned].mean(), st.cov_deviation[:, self.layer].mean()
 
-    def per_scramble_roots(self, q, resolution=1):
-        """alpha at the root of each scramble's alpha(q) F_l(q) - 1, linearised in q on the
-        pair around q."""
-        q1, q2 = self.pair(q)
-        a1, r1 = self.per_scramble(q1, resolution)
-        a2, r2 = self.per_scramble(q2, resolution)
+    def root_between(self, q1, q2, a1, r1, a2, r2):
+        """alpha at the root of alpha(q) F_l(q) - 1, linearised in q between q1 and q2."""
         h1, h2 = r1 - 1.0, r2 - 1.0
         slope = (h2 - h1) / (q2 - q1)
         qr = q1 - h1 / slope
