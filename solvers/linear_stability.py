@@ -716,9 +716,9 @@ def staircase_after_trivial(channel, precision: str = "standard", seed: int = 0,
     root in q of alpha(q) rho(F_{q s s^T}) = 1 (see :class:`_TrivialDirectionCurve`), found
     on a pilot run (``pilot_points`` per scramble), refined by secant steps on the final
     run (points sized from the pilot spread for the precision target, at most
-    ``max_points``); reported as the mean of the per-scramble roots with the Student-t 95%
-    half-width over the 16 scrambles plus twice the root's change at double inner resolution on
-    a subset (a paired difference).  alpha = inf when no root exists for q < 0.9999."""
+    ``max_points``); reported as the pooled curve's root with the Student-t 95% half-width of
+    the 16 per-scramble roots plus twice the root's change at double inner resolution on a
+    subset (a paired difference).  alpha = inf when no root exists for q < 0.9999."""
     t0 = time.perf_counter()
     if ls is None:
         ls = linear_stability(channel, scrambles=SCRAMBLES, seed=seed, precision=precision)
