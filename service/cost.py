@@ -76,9 +76,13 @@ SE_PERFECT_RECOVERY_BRACKET = 190.0
 
 # the named committee_sign (P = 3) with Gaussian weights: its posteriors are closed-form orthant
 # moments (solver 0.5.10): thresholds at fast 2.3 s and 0.5 s (seeds 0, 1; 2026-12-01, idle,
-# warm), where a P = 3 formula built from signs takes 25 s and 22 s (THRESHOLDS_MULTI_INDEX[3]);
-# SE at alpha = 2 is not faster (1.0 s and 20.7 s) and keeps SE_MULTI_INDEX[3]
+# warm), where a P = 3 formula built from signs takes 25 s and 22 s (THRESHOLDS_MULTI_INDEX[3]).
+# Solver 0.5.14 (2026-12-02, beside a nice-19 job): thresholds 1.5 / 3.9 / 15.0 s at fast /
+# standard / precise (the staircase step now reaches each precision's target), and SE sums y:
+# 1.1 s and 1.8 s per alpha at fast (alpha = 2, 6), 1.4 s and 3.0 s at standard (it took up
+# to 20.7 s with y sampled)
 COMMITTEE_SIGN_THRESHOLDS = 3.0
+COMMITTEE_SIGN_SE = 2.0
 
 # extra seconds of a thresholds question with a non-Gaussian prior, by P (measured 2026-11-30 on
 # the loaded 2-core box: the one-index transitions curve 5-11 s; the binary paper model's jump
@@ -103,7 +107,7 @@ def _size(model: dict) -> tuple[float, float]:
         if noiseless and model.get("link") == "product" and prior.get("kind", "gaussian") == "gaussian":
             thresholds += GAUSSIAN_PRODUCT_TRANSITIONS
         if noiseless and model.get("link") == "committee_sign":
-            thresholds = COMMITTEE_SIGN_THRESHOLDS
+            thresholds, se = COMMITTEE_SIGN_THRESHOLDS, COMMITTEE_SIGN_SE
         if not noiseless and P in NOISY_SE_MULTI_INDEX:  # measured
             se = NOISY_SE_MULTI_INDEX[P]
             if not model.get("known_layers"):  # the quadrature in y (known rows: outer sampling of y)

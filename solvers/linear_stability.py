@@ -39,7 +39,8 @@ import numpy as np
 from scipy import optimize
 
 from .precision import (LINEAR_STABILITY_MAX_POINTS, LINEAR_STABILITY_POINTS, PRECISION_TARGETS, SCRAMBLES,
-                        TRIVIAL_STAIRCASE_MAX_POINTS, TRIVIAL_STAIRCASE_PILOT_POINTS, Y_QUADRATURE_MAX_POINTS,
+                        TRIVIAL_STAIRCASE_MAX_POINTS, TRIVIAL_STAIRCASE_MAX_POINTS_INNER_BANK,
+                        TRIVIAL_STAIRCASE_PILOT_POINTS, Y_QUADRATURE_MAX_POINTS,
                         Y_QUADRATURE_POINTS, INNER_BIAS_FACTOR, check_precision)
 from .channels.base import in_threads
 from .output_quadrature import CUTOFF, NODES_PER_SD, scalar_output_moments
@@ -729,7 +730,8 @@ def staircase_after_trivial(channel, precision: str = "standard", seed: int = 0,
     if Uc.shape[0] != channel.n_indices:
         Uc = Uc.reshape(channel.n_indices, -1)
     target = PRECISION_TARGETS[precision][1]
-    cap = int(max_points) if max_points is not None else TRIVIAL_STAIRCASE_MAX_POINTS[precision]
+    caps = TRIVIAL_STAIRCASE_MAX_POINTS_INNER_BANK if channel.reseeded_per_scramble else TRIVIAL_STAIRCASE_MAX_POINTS
+    cap = int(max_points) if max_points is not None else caps[precision]
     pilot = _TrivialDirectionCurve(channel, s, Uc, outer_normals(channel, pilot_points, SCRAMBLES, seed), seed)
     root = pilot.pilot_root()
     r = Uc.shape[1]
