@@ -54,10 +54,10 @@ ROOT_TOLERANCE = 0.1
 # of the final run.  With an exact posterior (the closed-form orthants of committee_sign since
 # solver 0.5.10) a point costs microseconds, and the caps let the final run reach the precision's
 # target (committee_sign, seed 0: fast 19.146 +- 0.171 on 256 points in 1.5 s, standard 19.252
-# +- 0.047 on 1024 in 3.9 s, precise 19.2318 +- 0.0016 on 16384 in 55 s; against 19.2326).  A
-# posterior on an inner bank (formulas, noisy links: the region or importance sampler per point,
-# 20-40 ms per sample on one core for the committee as a formula) keeps the small budgets, and
-# reports the target it misses (fast: 16 points, a half-width of about 8%).
+# +- 0.047 on 1024 in 3.9 s, precise 19.2317 +- 0.0138 in 15 s; against 19.2326).  A posterior
+# on an inner bank (formulas, noisy links: the region or importance sampler per point, 20-40 ms
+# per sample on one core for the committee as a formula) keeps the small budgets, and reports
+# the target it misses (the committee as a formula at fast: half-widths of 7-20%).
 TRIVIAL_STAIRCASE_PILOT_POINTS = 16
 TRIVIAL_STAIRCASE_MAX_POINTS = {"fast": 512, "standard": 2048, "precise": 4096}
 TRIVIAL_STAIRCASE_MAX_POINTS_INNER_BANK = {"fast": 16, "standard": 32, "precise": 128}

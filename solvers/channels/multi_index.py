@@ -37,7 +37,6 @@ computations (the posterior is then a narrow Gaussian around the degenerate one)
 from __future__ import annotations
 
 import copy
-
 import math
 from functools import lru_cache
 from typing import Callable
