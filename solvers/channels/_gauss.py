@@ -134,7 +134,8 @@ TVN_MAX_INTERVALS = 64
 # omega against mean mean^T) stays below FAST_TOL; otherwise the nested quadrature runs.
 FAST_ABS_ERR = 1e-14
 FAST_TOL = 1e-9
-# Summed over y (state evolution weighting every output by its probability, SUMMED_OUTPUTS):
+# Summed over y (a caller weighting every output by its probability: statistics.observation_cases
+# through Channel.summed_over_outputs, which sets orthant_mixture's ``summed``):
 # the closed form is kept where its bound promises SUMMED_FAST_TOL, 1000x below the smallest
 # Monte-Carlo error SE reports (16 x 512 points at precise), and a noiseless y whose probability
 # given (omega, V) is below SUMMED_NEGLIGIBLE_MASS keeps its closed-form moments whatever the
@@ -143,7 +144,7 @@ FAST_TOL = 1e-9
 # mass are poor, which a sampled y (or GAMP's data) would use alone, so they keep FAST_TOL and
 # the nested fallback.  Before, one committee_sign evaluation summed over y at Q = 0.957 I +
 # 0.001 off the diagonal took 15.7 s (59 s loaded) in the nested fallback, 0.23 s sampled: 360
-# of its 2048 (point, y) pairs missed FAST_TOL, 112 missed 1e-6; with both rules none, 0.02 s.
+# of its 2048 (point, y) pairs missed FAST_TOL, 112 missed 1e-6; with both rules none, 0.03 s.
 SUMMED_FAST_TOL = 1e-6
 SUMMED_NEGLIGIBLE_MASS = 1e-5
 
