@@ -116,6 +116,111 @@ def solve_small(B, a, x, work):
     return det
 
 
+# points per block of the importance sampler's forward map (structure of arrays: every loop over
+# a block's points is innermost, so the M x M loops are not paid per point)
+POINT_BLOCK = 128
+
+
+@njit(cache=True)
+def last_layer_preimages(Zin, n, skips, betas, a, B, A, W, av, mx, jm, ssum, X, det):
+    """For n inner points (columns of Zin, ((L-1) M, >= n)): B_{L-1} by the forward map and the
+    last layer's preimage X[:, k] = B^{-1} a with det[k] = det B (0 where B is singular).
+
+    The same arithmetic in the same order as :func:`inner_product_matrix` and
+    :func:`solve_small` per point (bit for bit), laid out as structure of arrays: work arrays
+    B, A, W (M, M, >= n), av, X (M, >= n), mx, ssum, det (>= n), jm (>= n, int).  At M = 2 the
+    forward map and solve take 104 ns per point instead of 226 (L = 3), 147 instead of 318
+    (L = 4); at M = 3 1.5x, at M = 4 (exponentials dominate) 1.2x."""
+    m = a.shape[0]
+    n_layers = Zin.shape[0] // m
+    for i in range(m):
+        for j in range(m):
+            e0 = 1.0 if i == j else 0.0
+            for k in range(n):
+                B[i, j, k] = e0
+    for l in range(n_layers):
+        for i in range(m):  # a_l = B_{l-1} z_l
+            for k in range(n):
+                av[i, k] = 0.0
+            for j in range(m):
+                for k in range(n):
+                    av[i, k] += B[i, j, k] * Zin[l * m + j, k]
+        beta = betas[l]
+        for i in range(m):  # A_l = softmax_rows(beta a_l a_l^T) + c_l I, as softmax_rows
+            for k in range(n):
+                mx[k] = -1e300
+                jm[k] = 0
+            for j in range(m):
+                for k in range(n):
+                    t = beta * av[i, k] * av[j, k]
+                    A[i, j, k] = t
+                    if t > mx[k]:
+                        mx[k] = t
+                        jm[k] = j
+            for k in range(n):
+                ssum[k] = 0.0
+            for j in range(m):
+                for k in range(n):
+                    e = 1.0 if j == jm[k] else math.exp(A[i, j, k] - mx[k])
+                    A[i, j, k] = e
+                    ssum[k] += e
+            for j in range(m):
+                for k in range(n):
+                    A[i, j, k] /= ssum[k]
+            for k in range(n):
+                A[i, i, k] += skips[l]
+        for i in range(m):  # B_l = A_l B_{l-1}
+            for j in range(m):
+                for k in range(n):
+                    W[i, j, k] = 0.0
+                for q in range(m):
+                    for k in range(n):
+                        W[i, j, k] += A[i, q, k] * B[q, j, k]
+        for i in range(m):
+            for j in range(m):
+                for k in range(n):
+                    B[i, j, k] = W[i, j, k]
+    for k in range(n):  # Gaussian elimination with partial pivoting, as solve_small (B is overwritten)
+        for i in range(m):
+            X[i, k] = a[i]
+        d = 1.0
+        for c in range(m):
+            p = c
+            best = abs(B[c, c, k])
+            for i in range(c + 1, m):
+                if abs(B[i, c, k]) > best:
+                    best = abs(B[i, c, k])
+                    p = i
+            if best == 0.0:
+                d = 0.0
+                break
+            if p != c:
+                d = -d
+                for j in range(m):
+                    t = B[c, j, k]
+                    B[c, j, k] = B[p, j, k]
+                    B[p, j, k] = t
+                t = X[c, k]
+                X[c, k] = X[p, k]
+                X[p, k] = t
+            piv = B[c, c, k]
+            d *= piv
+            for i in range(c + 1, m):
+                f = B[i, c, k] / piv
+                if f != 0.0:
+                    for j in range(c, m):
+                        B[i, j, k] -= f * B[c, j, k]
+                    X[i, k] -= f * X[c, k]
+        det[k] = d
+        if d == 0.0:
+            continue
+        for i in range(m - 1, -1, -1):
+            t = X[i, k]
+            for j in range(i + 1, m):
+                t -= B[i, j, k] * X[j, k]
+            X[i, k] = t / B[i, i, k]
+
+
 @njit(cache=True, parallel=True)
 def forward_outputs(Z, skips, betas, canonical_sign):
     """Last pre-attention a_L (n, M) and output y (n, M, M) for Z (n, L, M).
@@ -718,12 +823,18 @@ def _posterior_is_one(a, omega, v, skips, betas, bank, adapt, mean_out, cov_out,
     m = omega.shape[1]
     d = L * m
     n_in = (L - 1) * m
-    z = np.empty((L, m))
-    B = np.empty((m, m))
-    A = np.empty((m, m))
-    work = np.empty((m, m))
-    avec = np.empty(m)
-    x = np.empty(m)
+    nb = min(POINT_BLOCK, K)
+    Zin = np.empty((n_in, nb))
+    lqs = np.empty(nb)
+    B = np.empty((m, m, nb))
+    A = np.empty((m, m, nb))
+    W = np.empty((m, m, nb))
+    av = np.empty((m, nb))
+    X = np.empty((m, nb))
+    mxs = np.empty(nb)
+    jm = np.empty(nb, np.int64)
+    ssum = np.empty(nb)
+    dets = np.empty(nb)
     logw = np.empty((K, 2))
     zs = np.empty((K, 2, d))
     S1 = np.zeros(d)
@@ -731,6 +842,8 @@ def _posterior_is_one(a, omega, v, skips, betas, bank, adapt, mean_out, cov_out,
     ref = np.zeros(d)
     mu = np.empty(n_in)
     sdv = np.empty(n_in)
+    log_sd = np.empty(n_in)
+    half_log_v = np.empty(n_in)
     for i in range(n_in):
         mu[i] = omega[i // m, i % m]
         sdv[i] = math.sqrt(v[i // m])
@@ -740,34 +853,42 @@ def _posterior_is_one(a, omega, v, skips, betas, bank, adapt, mean_out, cov_out,
             mu[i] = mean_out[i]
             sdv[i] = 1.5 * math.sqrt(max(cov_out[i, i], 1e-24))
     for stage in range(first_stage, 2):
+        for i in range(n_in):  # the proposal's log-density constants, once per stage
+            log_sd[i] = math.log(sdv[i])
+            half_log_v[i] = 0.5 * math.log(v[i // m])
         mx = -1e300
-        for k in range(K):
-            lq = 0.0  # log prior - log proposal of the inner variables
-            for i in range(n_in):
-                l = i // m
-                zi = mu[i] + sdv[i] * bank[k, i]
-                z[l, i % m] = zi
-                if stage == 1:
-                    r = (zi - omega[l, i % m]) ** 2 / v[l]
-                    lq += -0.5 * r + 0.5 * bank[k, i] ** 2 + math.log(sdv[i]) - 0.5 * math.log(v[l])
-            inner_product_matrix(z, skips, betas, L - 1, B, A, work, avec)
-            det = solve_small(B, a, x, work)
-            for s in range(2):
-                sg = 1.0 if s == 0 else -1.0
-                if det <= 0.0:
-                    logw[k, s] = -1e300
-                    continue
-                r = 0.0
-                for j in range(m):
-                    r += (sg * x[j] - omega[L - 1, j]) ** 2
-                lw = lq - 0.5 * r / v[L - 1] - math.log(det)
-                logw[k, s] = lw
+        for k0 in range(0, K, nb):
+            n = min(nb, K - k0)
+            for k in range(n):
+                lq = 0.0  # log prior - log proposal of the inner variables
                 for i in range(n_in):
-                    zs[k, s, i] = z[i // m, i % m]
-                for j in range(m):
-                    zs[k, s, n_in + j] = sg * x[j]
-                if lw > mx:
-                    mx = lw
+                    zi = mu[i] + sdv[i] * bank[k0 + k, i]
+                    Zin[i, k] = zi
+                    if stage == 1:
+                        l = i // m
+                        r = (zi - omega[l, i % m]) ** 2 / v[l]
+                        lq += -0.5 * r + 0.5 * bank[k0 + k, i] ** 2 + log_sd[i] - half_log_v[i]
+                lqs[k] = lq
+            last_layer_preimages(Zin, n, skips, betas, a, B, A, W, av, mxs, jm, ssum, X, dets)
+            for k in range(n):
+                det = dets[k]
+                kk = k0 + k
+                for s in range(2):
+                    sg = 1.0 if s == 0 else -1.0
+                    if det <= 0.0:
+                        logw[kk, s] = -1e300
+                        continue
+                    r = 0.0
+                    for j in range(m):
+                        r += (sg * X[j, k] - omega[L - 1, j]) ** 2
+                    lw = lqs[k] - 0.5 * r / v[L - 1] - math.log(det)
+                    logw[kk, s] = lw
+                    for i in range(n_in):
+                        zs[kk, s, i] = Zin[i, k]
+                    for j in range(m):
+                        zs[kk, s, n_in + j] = sg * X[j, k]
+                    if lw > mx:
+                        mx = lw
         S0 = 0.0
         S0sq = 0.0
         for i in range(d):
