@@ -9,7 +9,7 @@ import pytest
 
 from solvers import DeepAttentionSpec, SpecError, layer_thresholds, state_evolution
 from solvers.channels import attention_kernels as K
-from solvers.channels.deep_attention import SHARED_BANK_MIN_EFFICIENCY, inner_bank, shared_bank_efficiency
+from solvers.channels.deep_attention import inner_bank
 from solvers.statistics import outer_normals, output_statistics, overlap_update, sample_outer
 from solvers.precision import PRECISION_TARGETS
 from solvers.quadrature import t_halfwidth
@@ -206,48 +206,6 @@ def test_grid_and_importance_sampling_posteriors_agree():
         np.testing.assert_allclose(mg, mi, atol=0.03)
         np.testing.assert_allclose(cg, ci, atol=0.03)
         np.testing.assert_allclose(lg, li, atol=0.03)
-
-
-def test_shared_bank_proposal_for_a_learned_inner_layer_against_the_grid():
-    """With layer 1 learned (q_1 = 0.3) the shared prior bank is still the first proposal, each
-    point weighted by N(u; omega_1, v_1) / N(u; 0, 1) and B^{-1} read from the tables: against
-    the deterministic grid of L = 2, M = 2 (exact to 1e-6), as the direct sampler is in
-    test_grid_and_importance_sampling_posteriors_agree.  Where the bank covers the inner prior
-    less well (q_1 = 0.6: expected efficiency 0.37 < 0.5) the channel draws from each sample's
-    prior instead, though the weighted bank is still right there."""
-    rng = np.random.default_rng(7)
-    ch = PAPER.channel()
-    bank = inner_bank(2, 65536)
-    inv, logdet = K.prior_bank_inverses(bank, ch.skips, ch.betas, 2)
-    for q1, covered in ((0.3, True), (0.6, False)):  # the kernel is right either way; at 0.6 it is slower
-        q = np.array([q1, 0.8])
-        v = 1.0 - q
-        assert (shared_bank_efficiency(v[:1], 2) >= SHARED_BANK_MIN_EFFICIENCY) == covered
-        omega = np.sqrt(q)[None, :, None] * rng.standard_normal((8, 2, 2))
-        a = ch.last_preactivation(omega + np.sqrt(v)[None, :, None] * rng.standard_normal(omega.shape))
-        got = K.posterior_prior_bank(a, omega, v, ch.skips, ch.betas, bank, inv, logdet, True)
-        direct = K.posterior_importance(a, omega, v, ch.skips, ch.betas, bank, True)
-        grid = K.posterior_grid_L2(a, omega, v, 1.0, 1.0, 96, 5)
-        for x, y in zip(got, grid):
-            np.testing.assert_allclose(x, y, atol=0.03)
-        assert np.all(np.abs(got[2] - direct[2]) > 1e-12)  # another estimate than the direct one
-
-
-@pytest.mark.parametrize("v", [0.8, 0.5, 0.1])
-def test_shared_bank_efficiency_averages_the_inverse_second_moment_of_the_weights(v):
-    """E_omega[1 / E_p(p / q)] for p = N(omega, v), q = N(0, 1), omega ~ N(0, 1 - v): the inner
-    integral and the outer average by quadrature, against the closed form (one coordinate, and M
-    coordinates as its M-th power)."""
-    from scipy import integrate, stats
-
-    def inverse_second_moment(omega):
-        second = integrate.quad(lambda x: math.exp(2 * stats.norm.logpdf(x, omega, math.sqrt(v)) - stats.norm.logpdf(x)),
-                                -30, 30, points=[omega], limit=200)[0]
-        return 1.0 / second
-
-    expected = integrate.quad(lambda w: inverse_second_moment(w) * stats.norm.pdf(w, 0.0, math.sqrt(1 - v)), -12, 12)[0]
-    assert shared_bank_efficiency(np.array([v]), 1) == pytest.approx(expected, rel=1e-7)
-    assert shared_bank_efficiency(np.array([v, 1.0]), 3) == pytest.approx(expected ** 3, rel=1e-6)
 
 
 @pytest.mark.parametrize("layers,tokens", [(3, 2), (2, 3)])

@@ -954,16 +954,10 @@ def prior_bank_inverses(bank, skips, betas, m):
 
 
 @njit(cache=True)
-def _posterior_prior_bank_one(a, omega, v, bank, inv, logdet, mean_out, cov_out, logw, xs, shifted):
-    """Stage 1 of :func:`_posterior_is_one` on the shared prior bank u_k ~ N(0, I) with B^{-1}
-    and log det B read from the tables instead of recomputed per sample and point.
-
-    Inner layers at their prior (``shifted`` False): the same estimate as drawing from the
-    prior.  Otherwise the bank is the proposal for the inner layers' prior N(omega_l, v_l I),
-    each point weighted by
-        log [N(u; omega_l, v_l) / N(u; 0, 1)] = -(u - omega_l)^2 / (2 v_l) + u^2 / 2 - log(v_l) / 2
-    per inner coordinate (self-normalised importance sampling with a fixed proposal, e.g. Owen,
-    "Monte Carlo theory, methods and examples", ch. 9).  ``logw`` (K, 2) and ``xs`` (K, M, the
+def _posterior_prior_bank_one(a, omega, v, bank, inv, logdet, mean_out, cov_out, logw, xs):
+    """Stage 1 of :func:`_posterior_is_one` (the inner variables drawn from their prior, here
+    N(0, I)) with B^{-1} and log det B read from the shared tables instead of recomputed: the
+    same estimate, without the forward map per point.  ``logw`` (K, 2) and ``xs`` (K, M, the
     point's B^{-1} a) are work space.  Returns (log Z_out, effective sample size)."""
     K = bank.shape[0]
     L = omega.shape[0]
@@ -971,9 +965,6 @@ def _posterior_prior_bank_one(a, omega, v, bank, inv, logdet, mean_out, cov_out,
     n_in = (L - 1) * m
     d = L * m
     vl = v[L - 1]
-    half_log_v = np.empty(L)
-    for l in range(L):
-        half_log_v[l] = 0.5 * math.log(v[l])
     mx = -1e300
     kbest = -1
     sbest = 0
@@ -982,12 +973,6 @@ def _posterior_prior_bank_one(a, omega, v, bank, inv, logdet, mean_out, cov_out,
             logw[k, 0] = -1e300
             logw[k, 1] = -1e300
             continue
-        lq = 0.0  # log prior - log proposal of the inner point
-        if shifted:
-            for i in range(n_in):
-                l = i // m
-                u = bank[k, i]
-                lq += -0.5 * (u - omega[l, i % m]) ** 2 / v[l] + 0.5 * u * u - half_log_v[l]
         xx = 0.0
         xo = 0.0
         for i in range(m):
@@ -999,9 +984,6 @@ def _posterior_prior_bank_one(a, omega, v, bank, inv, logdet, mean_out, cov_out,
             xo += (-s - omega[L - 1, i]) ** 2
         lp = -0.5 * xx / vl - logdet[k]
         lm = -0.5 * xo / vl - logdet[k]
-        if shifted:
-            lp += lq
-            lm += lq
         logw[k, 0] = lp
         logw[k, 1] = lm
         if lp > mx:
@@ -1055,14 +1037,11 @@ def _posterior_prior_bank_one(a, omega, v, bank, inv, logdet, mean_out, cov_out,
 
 @njit(cache=True, parallel=True)
 def posterior_prior_bank(a, omega, v, skips, betas, bank, inv, logdet, adapt):
-    """Batch importance-sampling posterior with the shared prior bank as every sample's stage-1
-    proposal for the inner layers: B^{-1} and log det B come from the tables of
-    :func:`prior_bank_inverses` (no forward map per sample and point), weighted by prior /
-    N(0, I) where the inner layers are not at their prior (the caller uses this path only where
-    the bank covers that prior well: ``deep_attention.shared_bank_efficiency``).  A sample whose
-    effective sample size is below a quarter of the bank goes on to stage 2 of
-    :func:`_posterior_is_one`.  With every inner layer at its prior (Q = 0, the staircase while
-    only the last layer is learned) the result is that of :func:`posterior_importance`."""
+    """Batch posterior for samples whose inner layers are at their prior (omega_l = 0, v_l = 1
+    for l < L; Q = 0 and the staircase while only the last layer is learned): stage 1 from the
+    shared tables of :func:`prior_bank_inverses`; a sample whose effective sample size is below
+    a quarter of the bank goes on to stage 2 of :func:`_posterior_is_one` (one whose inner omega is
+    not 0 goes through it whole): the result is that of :func:`posterior_importance`."""
     N = a.shape[0]
     L = omega.shape[1]
     m = omega.shape[2]
@@ -1071,20 +1050,18 @@ def posterior_prior_bank(a, omega, v, skips, betas, bank, inv, logdet, adapt):
     mean = np.empty((N, d))
     cov = np.empty((N, d, d))
     logz = np.empty(N)
-    shifted = False
-    for l in range(L - 1):
-        if v[l] != 1.0:
-            shifted = True
     for t in prange(N):
-        shifted_t = shifted
+        inner_prior = True
         for l in range(L - 1):
             for j in range(m):
                 if omega[t, l, j] != 0.0:
-                    shifted_t = True
+                    inner_prior = False
+        if not inner_prior:
+            logz[t] = _posterior_is_one(a[t], omega[t], v, skips, betas, bank, adapt, mean[t], cov[t], 0)
+            continue
         logw = np.empty((K, 2))
         xs = np.empty((K, m))
-        lz, ess = _posterior_prior_bank_one(a[t], omega[t], v, bank, inv, logdet, mean[t], cov[t], logw, xs,
-                                            shifted_t)
+        lz, ess = _posterior_prior_bank_one(a[t], omega[t], v, bank, inv, logdet, mean[t], cov[t], logw, xs)
         if not adapt or ess > 0.25 * K:
             logz[t] = lz
         else:  # stage 2 from stage 1's moments

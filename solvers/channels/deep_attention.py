@@ -31,12 +31,6 @@ V_FLOOR = 1e-12
 # and possible vs efficient")
 THIN_LAST_LAYER = 4e-6
 THIN_NODES = (16, 32, 64)  # Gauss-Hermite nodes per axis over z_2, times resolution, until converged
-# The importance sampler's first stage draws every sample's inner layers from one shared N(0, I)
-# bank (B^{-1} tabulated once) wherever its expected relative effective sample size is at least
-# this; below, each sample draws from its own prior.  Decided per evaluation, not per sample:
-# a per-sample switch made the SE map on fixed outer points jump wherever a sample crossed it
-# (L = 3, M = 2 at alpha = 1.068: residuals 1e-3 at "converged" points, 1e-4 otherwise)
-SHARED_BANK_MIN_EFFICIENCY = 0.5
 
 
 @register_channel("deep_attention")
@@ -195,10 +189,10 @@ class DeepAttentionChannel(Channel):
             return PosteriorMoments(*self._grid_L2(a, om, v, resolution))
         else:
             bank = inner_bank((L - 1) * M, BANK_POINTS * resolution, self.bank_seed)
-            if shared_bank_efficiency(v[:-1], M) >= SHARED_BANK_MIN_EFFICIENCY:
+            if np.all(v[:-1] == 1.0):  # inner layers at their prior for every sample: shared tables
                 inv, logdet = self._bank_inverses(bank)
                 mean, cov, logz = K.posterior_prior_bank(a, om, v, self.skips, self.betas, bank, inv, logdet, True)
-            else:  # each sample draws from its own inner prior (the forward map per point)
+            else:
                 mean, cov, logz = K.posterior_importance(a, om, v, self.skips, self.betas, bank, True)
         n = a.shape[0]
         return PosteriorMoments(mean.reshape(n, L, M), cov.reshape(n, L, M, L, M), logz)
@@ -211,20 +205,6 @@ class DeepAttentionChannel(Channel):
                                               GRID_TOLERANCE / 10 ** (resolution - 1))
         n = a.shape[0]
         return mean.reshape(n, 2, 2), cov.reshape(n, 2, 2, 2, 2), logz
-
-
-def shared_bank_efficiency(v_inner, tokens: int) -> float:
-    """Expected effective sample size of the shared N(0, I) bank as the proposal of the inner
-    prior prod_l N(omega_l, v_l I), relative to drawing from that prior, over SE's outer law
-    omega_l ~ N(0, (1 - v_l) I):
-        E_omega[1 / E_prior(prior / proposal)] = prod_l [(2 - v_l) sqrt(v_l / (4 - 3 v_l))]^M,
-    from 1 / E_p(p / q) = sqrt(v (2 - v)) exp(-omega^2 / (2 - v)) per coordinate for
-    p = N(omega, v), q = N(0, 1), and E exp(-omega^2 / (2 - v)) = sqrt((2 - v) / (4 - 3 v)).
-    1 at the prior (v = 1); 0.73 at L = 3, M = 2's layer-2 step (v_1 = 0.81); 0.10 at v = 0.1."""
-    v = np.asarray(v_inner, dtype=float)
-    if np.any(v <= 0.0) or np.any(v >= 4.0 / 3.0):
-        return 0.0
-    return float(np.prod(((2.0 - v) * np.sqrt(v / (4.0 - 3.0 * v))) ** tokens))
 
 
 def posterior_thin_adaptive(a, om, v, c: float, beta: float, resolution: int, grid) -> PosteriorMoments:
