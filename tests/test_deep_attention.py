@@ -208,6 +208,30 @@ def test_grid_and_importance_sampling_posteriors_agree():
         np.testing.assert_allclose(lg, li, atol=0.03)
 
 
+@pytest.mark.parametrize("layers,tokens", [(3, 2), (2, 3), (4, 4)])
+def test_block_preimages_are_the_per_point_forward_map_and_solve_bit_for_bit(layers, tokens):
+    """last_layer_preimages (a block of inner points, structure of arrays) does the arithmetic of
+    inner_product_matrix and solve_small per point in the same order: equal, not just close
+    (the importance sampler's numbers did not move when it replaced them)."""
+    L, M = layers, tokens
+    rng = np.random.default_rng(3)
+    n, block = 200, 256
+    Zin = np.zeros(((L - 1) * M, block))
+    Zin[:, :n] = 1.5 * rng.standard_normal(((L - 1) * M, n))
+    skips, betas = np.linspace(0.5, 1.5, L), np.linspace(2.0, 0.5, L)
+    a = rng.standard_normal(M)
+    B, A, W = (np.empty((M, M, block)) for _ in range(3))
+    av, X = np.empty((M, block)), np.empty((M, block))
+    mx, ssum, det = np.empty(block), np.empty(block), np.empty(block)
+    K.last_layer_preimages(Zin, n, skips, betas, a, B, A, W, av, mx, np.empty(block, np.int64), ssum, X, det)
+    Bk, Ak, work, avec, x = np.empty((M, M)), np.empty((M, M)), np.empty((M, M)), np.empty(M), np.empty(M)
+    for k in range(n):
+        z = np.vstack([Zin[:, k].reshape(L - 1, M), np.zeros((1, M))])
+        K.inner_product_matrix(z, skips, betas, L - 1, Bk, Ak, work, avec)
+        assert K.solve_small(Bk, a, x, work) == det[k]
+        assert np.array_equal(x, X[:, k])
+
+
 @pytest.mark.parametrize("layers,tokens", [(3, 2), (2, 3)])
 def test_prior_bank_tables_give_the_importance_sampler_exactly(layers, tokens):
     """While the inner layers are at their prior (Q = 0, or only the last layer learned), the
