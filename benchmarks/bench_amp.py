@@ -22,14 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _checkout import ROOT  # this checkout's solvers, not the installed ones
 
 from solvers.amp import amp_simulation, gamp, generate_instance  # noqa: E402
 from solvers.models import DeepAttentionSpec, MultiIndexSpec  # noqa: E402

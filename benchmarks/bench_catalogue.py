@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import _checkout  # noqa: F401  (this checkout's solvers, not the installed ones)
 from solvers import DeepAttentionSpec, layer_thresholds, warm_up
 
 

@@ -14,6 +14,7 @@ import argparse
 import statistics
 import time
 
+import _checkout  # noqa: F401  (this checkout's solvers, not the installed ones)
 from solvers.linear_stability import linear_stability
 from solvers.models import MultiIndexSpec
 from solvers.thresholds import rates_at_zero

@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 
+import _checkout  # noqa: F401  (this checkout's solvers, not the installed ones)
 from solvers.channels.multi_index import REGION_BANK_SIZE, FormulaChannel
 from solvers.channels.noisy import DEFAULT_BANK_SIZE
 from solvers.fixed_point_iteration import iterate_fixed_point

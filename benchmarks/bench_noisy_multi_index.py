@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 
+import _checkout  # noqa: F401  (this checkout's solvers, not the installed ones)
 from solvers.linear_stability import linear_stability
 from solvers.models import MultiIndexSpec
 from solvers.thresholds import layer_thresholds

@@ -20,6 +20,7 @@ import time
 import numpy as np
 from numba import njit
 
+import _checkout  # noqa: F401  (this checkout's solvers, not the installed ones)
 from solvers.channels import _gauss
 from solvers.channels._gauss import gauss_legendre
 from solvers.channels.multi_index import GL_ORDER, CommitteeSignChannel, SignProductChannel, _regularise

@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 
+import _checkout  # noqa: F401  (this checkout's solvers, not the installed ones)
 from solvers import DeepAttentionSpec
 from solvers.state_evolution import _fixed_point_result, iterate_fixed_point
 from solvers.statistics import outer_normals

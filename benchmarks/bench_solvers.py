@@ -17,6 +17,7 @@ import time
 import numpy as np
 from scipy import integrate
 
+import _checkout  # noqa: F401  (this checkout's solvers, not the installed ones)
 from solvers import DeepAttentionSpec, state_evolution, warm_up
 from solvers.channels import attention_kernels as K
 from solvers.thresholds import rates_at_zero, staircase

@@ -22,6 +22,7 @@ import math
 import os
 import time
 
+import _checkout  # noqa: F401  (this checkout's solvers, not the installed ones)
 from solvers import DeepAttentionSpec, layer_thresholds, warm_up
 from solvers.checks import ROUNDING
 from solvers.limits import MAX_LAYERS, MAX_TOKENS

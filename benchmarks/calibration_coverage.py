@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import asdict
 
+import _checkout  # noqa: F401  (this checkout's solvers, not the installed ones)
 from solvers import warm_up
 from solvers.calibration import QUANTITIES, coverage
 

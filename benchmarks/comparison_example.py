@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+import _checkout  # noqa: F401  (this checkout's solvers, not the installed ones)
 import solvers
 from solvers.amp import amp_simulation
 
