@@ -73,47 +73,58 @@ def inner_product_matrix(z, skips, betas, n_inner, B, A, work, avec):
                 B[i, j] = work[i, j]
 
 
+@njit(cache=True, inline="always")
+def _eliminate(B, X, k):
+    """Solve B[:, :, k] x = X[:, k] in place by Gaussian elimination with partial pivoting (B's
+    slice is overwritten, X[:, k] becomes x); returns det B[:, :, k], 0.0 (X left partly
+    eliminated) where B is singular.  Shared by :func:`solve_small` and the block kernel
+    :func:`last_layer_preimages`, so the two agree bit for bit."""
+    m = X.shape[0]
+    det = 1.0
+    for c in range(m):
+        p = c
+        best = abs(B[c, c, k])
+        for i in range(c + 1, m):
+            if abs(B[i, c, k]) > best:
+                best = abs(B[i, c, k])
+                p = i
+        if best == 0.0:
+            return 0.0
+        if p != c:
+            det = -det
+            for j in range(m):
+                t = B[c, j, k]
+                B[c, j, k] = B[p, j, k]
+                B[p, j, k] = t
+            t = X[c, k]
+            X[c, k] = X[p, k]
+            X[p, k] = t
+        piv = B[c, c, k]
+        det *= piv
+        for i in range(c + 1, m):
+            f = B[i, c, k] / piv
+            if f != 0.0:
+                for j in range(c, m):
+                    B[i, j, k] -= f * B[c, j, k]
+                X[i, k] -= f * X[c, k]
+    for i in range(m - 1, -1, -1):
+        t = X[i, k]
+        for j in range(i + 1, m):
+            t -= B[i, j, k] * X[j, k]
+        X[i, k] = t / B[i, i, k]
+    return det
+
+
 @njit(cache=True)
 def solve_small(B, a, x, work):
-    """x = B^{-1} a by Gaussian elimination with partial pivoting; returns det B."""
+    """x = B^{-1} a by Gaussian elimination with partial pivoting (B is kept: ``work`` (M, M)
+    takes the elimination); returns det B."""
     m = a.shape[0]
     for i in range(m):
         for j in range(m):
             work[i, j] = B[i, j]
         x[i] = a[i]
-    det = 1.0
-    for k in range(m):
-        p = k
-        best = abs(work[k, k])
-        for i in range(k + 1, m):
-            if abs(work[i, k]) > best:
-                best = abs(work[i, k])
-                p = i
-        if best == 0.0:
-            return 0.0
-        if p != k:
-            det = -det
-            for j in range(m):
-                t = work[k, j]
-                work[k, j] = work[p, j]
-                work[p, j] = t
-            t = x[k]
-            x[k] = x[p]
-            x[p] = t
-        piv = work[k, k]
-        det *= piv
-        for i in range(k + 1, m):
-            f = work[i, k] / piv
-            if f != 0.0:
-                for j in range(k, m):
-                    work[i, j] -= f * work[k, j]
-                x[i] -= f * x[k]
-    for i in range(m - 1, -1, -1):
-        s = x[i]
-        for j in range(i + 1, m):
-            s -= work[i, j] * x[j]
-        x[i] = s / work[i, i]
-    return det
+    return _eliminate(work.reshape((m, m, 1)), x.reshape((m, 1)), 0)
 
 
 # points per block of the importance sampler's forward map (structure of arrays: every loop over
@@ -180,45 +191,10 @@ def last_layer_preimages(Zin, n, skips, betas, a, B, A, W, av, mx, jm, ssum, X, 
             for j in range(m):
                 for k in range(n):
                     B[i, j, k] = W[i, j, k]
-    for k in range(n):  # Gaussian elimination with partial pivoting, as solve_small (B is overwritten)
+    for k in range(n):  # x = B^{-1} a per point, as solve_small (B is overwritten)
         for i in range(m):
             X[i, k] = a[i]
-        d = 1.0
-        for c in range(m):
-            p = c
-            best = abs(B[c, c, k])
-            for i in range(c + 1, m):
-                if abs(B[i, c, k]) > best:
-                    best = abs(B[i, c, k])
-                    p = i
-            if best == 0.0:
-                d = 0.0
-                break
-            if p != c:
-                d = -d
-                for j in range(m):
-                    t = B[c, j, k]
-                    B[c, j, k] = B[p, j, k]
-                    B[p, j, k] = t
-                t = X[c, k]
-                X[c, k] = X[p, k]
-                X[p, k] = t
-            piv = B[c, c, k]
-            d *= piv
-            for i in range(c + 1, m):
-                f = B[i, c, k] / piv
-                if f != 0.0:
-                    for j in range(c, m):
-                        B[i, j, k] -= f * B[c, j, k]
-                    X[i, k] -= f * X[c, k]
-        det[k] = d
-        if d == 0.0:
-            continue
-        for i in range(m - 1, -1, -1):
-            t = X[i, k]
-            for j in range(i + 1, m):
-                t -= B[i, j, k] * X[j, k]
-            X[i, k] = t / B[i, i, k]
+        det[k] = _eliminate(B, X, k)
 
 
 @njit(cache=True, parallel=True)
@@ -852,10 +828,11 @@ def _posterior_is_one(a, omega, v, skips, betas, bank, adapt, mean_out, cov_out,
         for i in range(n_in):
             mu[i] = mean_out[i]
             sdv[i] = 1.5 * math.sqrt(max(cov_out[i, i], 1e-24))
+    for i in range(n_in):
+        half_log_v[i] = 0.5 * math.log(v[i // m])
     for stage in range(first_stage, 2):
-        for i in range(n_in):  # the proposal's log-density constants, once per stage
+        for i in range(n_in):  # the proposal's log-density constant, once per stage
             log_sd[i] = math.log(sdv[i])
-            half_log_v[i] = 0.5 * math.log(v[i // m])
         mx = -1e300
         for k0 in range(0, K, nb):
             n = min(nb, K - k0)
