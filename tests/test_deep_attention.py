@@ -114,6 +114,21 @@ def test_rates_at_zero_refine_only_the_first_threshold_and_the_order():
     assert unsettled_relative_ci(never, np.array([np.nan, 0.01]), target, (0, 1)) == pytest.approx(0.1)
 
 
+def test_rates_at_zero_on_nested_points_equal_one_run_on_all_of_them():
+    """rates_at_zero grows its points at most 2x per step and computes only the new ones (Sobol
+    points are nested): its alpha must be that of one run on all the points it ends on, and its
+    half-width, the inner sampler's term included, must meet fast's target for the first
+    threshold.  L = 3, M = 2 at fast ends on 512 points (128 -> 256 -> 512; before solver 0.5.15
+    it jumped to 4096 on points_for's n^-1/2 sizing where the errors fell like n^-0.95)."""
+    ch = DeepAttentionSpec(layers=3, tokens=2).channel()
+    zero = rates_at_zero(ch, "fast", 0)
+    assert zero.points in (256, 512, 1024)
+    whole = _alpha_at_zero(ch, outer_normals(ch, zero.points, 16, 0), 1, seed=0)
+    np.testing.assert_allclose(zero.alpha, whole, rtol=1e-12)
+    first = int(np.argmin(zero.alpha))
+    assert first == 2 and zero.ci95[first] <= PRECISION_TARGETS["fast"][0] * zero.alpha[first]
+
+
 def _iterate(channel, alpha, Q, normals, steps):
     for _ in range(steps):
         Q = overlap_update(alpha, output_statistics(channel, Q, normals).H.mean(0))
