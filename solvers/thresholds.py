@@ -35,9 +35,9 @@ from .fixed_point_iteration import Q_MAX, SMALL_OVERLAP, broyden_update, iterate
 from .linear_stability import (linear_stability, staircase_after_trivial, y_quadrature_applies,
                                y_quadrature_block_values)
 from .models import ModelSpec
-from .precision import (CLOSED_FORM_MAX_POINTS, MAX_GROWTH, MAX_STAIRCASE_POINTS, PILOT_POINTS, PRECISION_TARGETS,
-                        ROOT_TOLERANCE, SCRAMBLES, THRESHOLD_MAX_POINTS, THRESHOLD_POINTS, Y_QUADRATURE_MAX_POINTS,
-                        Y_QUADRATURE_POINTS, check_precision, inner_bias_bound, points_for)
+from .precision import (CLOSED_FORM_MAX_POINTS, MAX_STAIRCASE_POINTS, PILOT_POINTS, PRECISION_TARGETS, ROOT_TOLERANCE,
+                        SCRAMBLES, THRESHOLD_MAX_POINTS, THRESHOLD_POINTS, THRESHOLD_SETTLED_POINTS,
+                        Y_QUADRATURE_MAX_POINTS, Y_QUADRATURE_POINTS, check_precision, inner_bias_bound, points_for)
 from .quadrature import t_halfwidth
 from .results import Settings, Threshold, ThresholdsResult
 from .staircase_curve import StaircaseCurve, refine_root
@@ -130,16 +130,17 @@ def _rates_at_zero_by_y_quadrature(channel: Channel, precision: str, seed: int) 
 def rates_at_zero(channel: Channel, precision: str, seed: int) -> RateAtZero:
     """Per-index alpha_c = 1 / E||Cov[z_p|y] - I||^2 at Q = 0 by QMC, the points grown until
     the first threshold is settled (:func:`unsettled_relative_ci`, the inner sampler's term
-    included): sized from the measured half-width by :func:`~solvers.precision.points_for`
-    (n^-1/2, 20% margin, a power of two) but at most doubled per step; a closed-form
-    posterior, whose points are nearly free and whose estimator may be heavy-tailed (phase
-    retrieval), quadruples them instead.  Each step computes only its new points (Sobol
-    points are nested: a longer run starts with the shorter one's), so a re-measurement costs
-    no point twice.  Before solver 0.5.15 a step went straight to points_for's size: L = 3,
-    M = 2 at fast 128 -> 4096 (layer 3 at 0.34%, target 2%; its errors fell like n^-0.95, not
-    n^-1/2), now 128 -> 256 -> 512 (1.8% with the inner term; 8.6 s -> 1.0 s); L = 4, M = 2
-    4096 -> 2048.  Before solver 0.5.3 they were always quadrupled: L = 2, M = 3 at fast went
-    128 -> 512 (layer 2 at 2.3%) -> 2048, where 1024 suffice."""
+    included) on at least THRESHOLD_SETTLED_POINTS per scramble: doubled per step, each step
+    computing only its new points (Sobol points are nested: a longer run starts with the
+    shorter one's), so a re-measurement costs no point twice; a closed-form posterior, whose
+    points are nearly free and whose estimator may be heavy-tailed (phase retrieval),
+    quadruples them instead.  Before solver 0.5.15 the second run was sized by
+    :func:`~solvers.precision.points_for` (n^-1/2, 20% margin, up to a power of two): L = 3,
+    M = 2 at fast went 128 -> 4096 (layer 3 at 0.34%, target 2%; its errors fell like n^-0.95),
+    now doubled to 2048 (9.5 s -> 4.7 s), L = 4, M = 2 4096 -> 2048, and L = 2, M = 3 1024 -> 2048:
+    the floor of 2048 is calibration's (:data:`~solvers.precision.THRESHOLD_SETTLED_POINTS`).
+    Before solver 0.5.3 they were always quadrupled: L = 2, M = 3 at fast went 128 -> 512 (layer
+    2 at 2.3%) -> 2048, where 1024 suffice."""
     target = PRECISION_TARGETS[precision][0]
     own = channel.rates_at_zero(target)  # e.g. deep attention's deterministic grids at L = 2, M = 2
     if own is not None:
@@ -162,17 +163,14 @@ def rates_at_zero(channel: Channel, precision: str, seed: int) -> RateAtZero:
         alpha = _threshold_of_deviation(mean)
         ci = alpha * t_halfwidth(dev) / np.where(mean > 0, mean, 1)
         unsettled = unsettled_relative_ci(alpha, ci, target, channel.unknown)
-        if unsettled == 0.0 or n >= cap:
+        if (unsettled == 0.0 and n >= THRESHOLD_SETTLED_POINTS) or n >= cap:
             # the inner sampler's term once the outer one meets the target: more points help only
             # while the outer term is the larger
             quad = resolution_change_at_zero(channel, normals, seed)
             unsettled = unsettled_relative_ci(alpha, ci + quad, target, channel.unknown)
             if unsettled == 0.0 or n >= cap or not np.any(ci > quad):
                 return RateAtZero(alpha, ci + quad, "randomised QMC outer, posterior quadrature inner", n)
-        if channel.closed_form_posterior or not math.isfinite(unsettled):
-            n = min(4 * n, cap)
-        else:
-            n = min(points_for(n, unsettled, target, cap), MAX_GROWTH * n)
+        n = min((4 if channel.closed_form_posterior else 2) * n, cap)
 
 
 # ---------------------------------------------------------------------------------------
