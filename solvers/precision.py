@@ -26,7 +26,7 @@ SE_POINTS = {"fast": 64, "standard": 128, "precise": 512}
 # (SE's own points leave the rate ~5-10% uncertain at fast: 0.95x and 1.05x a threshold look alike)
 SE_DECISION_POINTS = {"fast": 1024, "standard": 2048, "precise": 8192}
 
-# Layer-wise thresholds at Q = 0 (quadrupled until the target, at most the cap) and the
+# Layer-wise thresholds at Q = 0 (doubled until the target, at most the cap) and the
 # staircase step with several learned layers.
 THRESHOLD_POINTS = {"fast": 128, "standard": 256, "precise": 1024}
 THRESHOLD_MAX_POINTS = 16384
