@@ -134,7 +134,7 @@ def rates_at_zero(channel: Channel, precision: str, seed: int) -> RateAtZero:
     computing only its new points (Sobol points are nested: a longer run starts with the
     shorter one's), so a re-measurement costs no point twice; a closed-form posterior, whose
     points are nearly free and whose estimator may be heavy-tailed (phase retrieval),
-    quadruples them instead.  Before solver 0.5.15 the second run was sized by
+    quadruples them instead, with no floor (as before solver 0.5.15).  Before solver 0.5.15 the second run was sized by
     :func:`~solvers.precision.points_for` (n^-1/2, 20% margin, up to a power of two): L = 3,
     M = 2 at fast went 128 -> 4096 (layer 3 at 0.34%, target 2%; its errors fell like n^-0.95),
     now doubled to 2048 (9.5 s -> 4.7 s), L = 4, M = 2 4096 -> 2048, and L = 2, M = 3 1024 -> 2048:
@@ -152,6 +152,9 @@ def rates_at_zero(channel: Channel, precision: str, seed: int) -> RateAtZero:
     Q0 = np.zeros((P, P))
     # the cap is a property of the channel, never of the clock: results stay reproducible
     cap = CLOSED_FORM_MAX_POINTS if channel.closed_form_posterior else THRESHOLD_MAX_POINTS
+    # a closed-form posterior settles where it meets the target, as before solver 0.5.15 (phase
+    # retrieval's heavy-tailed estimator: see THRESHOLD_SETTLED_POINTS)
+    settled = 0 if channel.closed_form_posterior else THRESHOLD_SETTLED_POINTS
     done, sums = 0, 0.0  # points evaluated so far per scramble, and their sums of the deviation
     while True:
         normals = outer_normals(channel, n, SCRAMBLES, seed)
@@ -163,7 +166,7 @@ def rates_at_zero(channel: Channel, precision: str, seed: int) -> RateAtZero:
         alpha = _threshold_of_deviation(mean)
         ci = alpha * t_halfwidth(dev) / np.where(mean > 0, mean, 1)
         unsettled = unsettled_relative_ci(alpha, ci, target, channel.unknown)
-        if (unsettled == 0.0 and n >= THRESHOLD_SETTLED_POINTS) or n >= cap:
+        if (unsettled == 0.0 and n >= settled) or n >= cap:
             # the inner sampler's term once the outer one meets the target: more points help only
             # while the outer term is the larger
             quad = resolution_change_at_zero(channel, normals, seed)
